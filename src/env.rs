@@ -1,0 +1,21 @@
+//! Every environment variable vars reads, as a documented constant, so that `grep VARS_` finds
+//! them all and tests can clear them in one place.
+
+/// Path of an admin or user identity file, tried after `--identity` (DESIGN §4).
+pub const IDENTITY_FILE: &str = "VARS_IDENTITY_FILE";
+
+/// Where sandbox working directories are created; must be a tmpfs. Default:
+/// `$XDG_RUNTIME_DIR`, then `/dev/shm`.
+pub const RUNTIME_DIR: &str = "VARS_RUNTIME_DIR";
+
+/// The standard per-user runtime directory (a tmpfs on systemd machines).
+pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
+
+/// Home directory, for `~/.config/vars/identity.txt` and `~/.ssh/id_ed25519`.
+pub const HOME: &str = "HOME";
+
+/// `XDG_CONFIG_HOME`, defaulting to `~/.config`.
+pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
+
+/// Disable colour in terminal output (<https://no-color.org>).
+pub const NO_COLOR: &str = "NO_COLOR";

@@ -1,0 +1,8 @@
+//! vars: declarative secrets for fleets of NixOS, nix-darwin and home-manager machines.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod env;
+pub mod fs_util;
+pub mod secret;
