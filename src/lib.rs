@@ -6,3 +6,12 @@
 pub mod env;
 pub mod fs_util;
 pub mod secret;
+pub mod crypto;
+pub mod dag;
+pub mod diagnostic;
+pub mod meta;
+pub mod model;
+pub mod recipients;
+pub mod shipped;
+pub mod spec;
+pub mod store;
