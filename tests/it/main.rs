@@ -1,1 +1,11 @@
+//! The one integration-test binary: end-to-end runs of the `vars` binary on the example fleets
+//! in `testdata/fleets/`, bad input, and leak checks.
 
+#[path = "../common/mod.rs"]
+mod common;
+
+mod bad_input;
+mod cli;
+mod fleets;
+mod leaks;
+mod schema;

@@ -1,0 +1,162 @@
+//! `vars check`: is every declared var present, current, encrypted to exactly the right
+//! recipients, and is every manifest current? Reads meta.json files and each `.age` header once;
+//! never decrypts and needs no identity.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::crypto::{self, Recipient};
+use crate::dag::Dag;
+use crate::identity;
+use crate::manifest;
+use crate::meta;
+use crate::model::Config;
+use crate::plan::{self, Action, PlanError};
+use crate::store::Store;
+
+/// One problem (or warning) found by `check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Finding {
+    /// `error` fails the check; `warning` does not.
+    pub severity: Severity,
+    /// What kind: `missing`, `stale-validation`, `stale-dependency`, `stale-recipients`,
+    /// `damaged`, `manifest-outdated`, `definition-changed`, `vault-missing`.
+    pub kind: String,
+    /// The instance (`machines/m/gen`), manifest (`machines/m/manifest.json`) or `keys`.
+    pub subject: String,
+    /// Human explanation, naming principals, never content.
+    pub message: String,
+}
+
+/// Severity of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Fails the check (exit 3).
+    Error,
+    /// Reported only.
+    Warning,
+}
+
+/// Check the whole store (or only what `machine` receives when given).
+pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Vec<Finding>, PlanError> {
+    let dag = Dag::from_config(config);
+    let mut findings = Vec::new();
+    let vault = identity::vault_recipient(store).ok().flatten();
+    if vault.is_none() {
+        findings.push(Finding {
+            severity: Severity::Error,
+            kind: "vault-missing".into(),
+            subject: "keys".into(),
+            message: "keys/vault.pub does not exist: run vars generate".into(),
+        });
+    }
+    let targets: BTreeSet<_> = config
+        .instances
+        .values()
+        .filter(|i| match machine {
+            None => true,
+            Some(m) => crate::recipients::readers(config, &i.id).contains(&crate::recipients::Principal::Machine(m.to_owned())),
+        })
+        .map(|i| i.id.clone())
+        .collect();
+    let plan = match plan::plan(config, store, &dag, &targets, &BTreeSet::new(), vault.as_deref()) {
+        Ok(p) => p,
+        Err(PlanError::VaultMissing { .. }) => return Ok(findings),
+        Err(e) => return Err(e),
+    };
+    for p in &plan.instances {
+        let subject = p.instance.clone();
+        match &p.action {
+            Action::UpToDate => {}
+            Action::Generate { reasons } => {
+                for r in reasons {
+                    let kind = match r {
+                        plan::Reason::Missing | plan::Reason::MissingFile { .. } => "missing",
+                        plan::Reason::Damaged { .. } => "damaged",
+                        plan::Reason::ValidationChanged => "stale-validation",
+                        plan::Reason::DependencyChanged { .. } | plan::Reason::DependencyRegenerated { .. } => "stale-dependency",
+                        plan::Reason::Requested => continue,
+                    };
+                    findings.push(Finding { severity: Severity::Error, kind: kind.into(), subject: subject.clone(), message: format!("{r}: run vars generate") });
+                }
+            }
+            Action::Rekey { secrets } => {
+                for s in secrets {
+                    let mut parts = Vec::new();
+                    if !s.added.is_empty() {
+                        parts.push(format!("not readable yet by {}", s.added.join(", ")));
+                    }
+                    if !s.removed.is_empty() {
+                        parts.push(format!("still readable by {}", s.removed.join(", ")));
+                    }
+                    findings.push(Finding {
+                        severity: Severity::Error,
+                        kind: "stale-recipients".into(),
+                        subject: subject.clone(),
+                        message: format!("{}: {}: run vars rekey (or vars generate)", s.file, parts.join("; ")),
+                    });
+                }
+            }
+        }
+        if p.definition_changed {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                kind: "definition-changed".into(),
+                subject: subject.clone(),
+                message: "the generator definition changed since generation; not regenerated (vars generate --regenerate to rotate)".into(),
+            });
+        }
+        if let Action::Generate { .. } = p.action {
+            continue;
+        }
+        // The ciphertext must match what meta.json says: one stanza per recipient, and the
+        // ssh stanzas' key tags must be those of the recorded ssh recipients.
+        let Ok(Some(m)) = store.read_meta(&p.id) else { continue };
+        for (name, f) in m.files.iter().filter(|(_, f)| f.secret) {
+            let path = store.file_path(&p.id, name, true);
+            let detail = match std::fs::read(&path) {
+                Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+                Ok(bytes) => match crypto::header_stanzas(&bytes) {
+                    Err(e) => Some(format!("{name}.age: {e}")),
+                    Ok(stanzas) => {
+                        let recorded = f.recipients.clone().unwrap_or_default();
+                        let mut want_tags: Vec<String> = recorded.iter().filter_map(|r| Recipient::parse(r).ok()?.ssh_tag()).collect();
+                        let mut have_tags: Vec<String> = stanzas.iter().filter(|s| s.kind.starts_with("ssh-")).filter_map(|s| s.first_arg.clone()).collect();
+                        want_tags.sort();
+                        have_tags.sort();
+                        let real = stanzas.iter().filter(|s| !s.kind.ends_with("-grease") && !s.kind.contains("grease")).count();
+                        if real != recorded.len() || want_tags != have_tags {
+                            Some(format!("{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it", recorded.len()))
+                        } else {
+                            None
+                        }
+                    }
+                },
+            };
+            if let Some(message) = detail {
+                findings.push(Finding { severity: Severity::Error, kind: "damaged".into(), subject: subject.clone(), message });
+            }
+        }
+    }
+    for m in manifest::build_all(config, store)? {
+        if machine.is_some_and(|want| m.kind != "machine" || m.name != want) {
+            continue;
+        }
+        let want = meta::to_json(&m);
+        let have = store.read_manifest(&m.kind, &m.name)?;
+        if have.as_deref() != Some(&want[..]) {
+            let path = store.manifest_path(&m.kind, &m.name);
+            let rel = path.strip_prefix(&store.dir).unwrap_or(&path).display().to_string();
+            findings.push(Finding {
+                severity: Severity::Error,
+                kind: "manifest-outdated".into(),
+                subject: rel,
+                message: if have.is_none() { "missing: run vars generate".into() } else { "out of date: run vars generate".into() },
+            });
+        }
+    }
+    Ok(findings)
+}

@@ -1,0 +1,111 @@
+//! The CLI's one error type: a message, hints that say how to fix it, and an exit code.
+
+use std::fmt;
+
+/// Exit codes (DESIGN §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Something went wrong.
+    Error = 1,
+    /// The command line is wrong.
+    Usage = 2,
+    /// `check`/`scan` found problems.
+    Findings = 3,
+}
+
+/// An error ready to print.
+#[derive(Debug)]
+pub struct CliError {
+    pub exit: Exit,
+    pub message: String,
+    pub hints: Vec<String>,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError { exit: Exit::Error, message: message.into(), hints: vec![] }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError { exit: Exit::Usage, message: message.into(), hints: vec![] }
+    }
+    pub fn findings(message: impl Into<String>) -> Self {
+        CliError { exit: Exit::Findings, message: message.into(), hints: vec![] }
+    }
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Error: {}", self.message)?;
+        for h in &self.hints {
+            write!(f, "\nHint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<vars::model::ConfigError> for CliError {
+    fn from(e: vars::model::ConfigError) -> Self {
+        match e {
+            vars::model::ConfigError::NotFound { .. } => CliError::new(e.to_string())
+                .hint("run vars in your fleet repository, pass -C DIR or --config FILE, or create one with vars init"),
+            vars::model::ConfigError::Invalid(d) => CliError::new(format!("invalid declarations:\n{d}")),
+            other => CliError::new(other.to_string()),
+        }
+    }
+}
+
+impl From<vars::plan::PlanError> for CliError {
+    fn from(e: vars::plan::PlanError) -> Self {
+        let hint = match &e {
+            vars::plan::PlanError::VaultMissing { .. } => Some("restore keys/ from version control (git checkout -- vars/keys)"),
+            vars::plan::PlanError::Dag(_) => Some("remove one of the dependencies on the cycle"),
+            vars::plan::PlanError::Store(_) => None,
+        };
+        let err = CliError::new(e.to_string());
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
+    }
+}
+
+impl From<vars::store::StoreError> for CliError {
+    fn from(e: vars::store::StoreError) -> Self {
+        let err = CliError::new(e.to_string());
+        match e {
+            vars::store::StoreError::Locked { .. } => err.hint("wait for the other vars process to finish"),
+            vars::store::StoreError::BadMeta { .. } => err.hint("restore it from version control, or regenerate the instance with vars generate --regenerate"),
+            _ => err,
+        }
+    }
+}
+
+impl From<vars::identity::IdentityError> for CliError {
+    fn from(e: vars::identity::IdentityError) -> Self {
+        let err = CliError::new(e.to_string());
+        match e {
+            vars::identity::IdentityError::NoneFound { .. } => err.hint("pass --identity FILE (an age identity or ssh private key of an admin), or set VARS_IDENTITY_FILE"),
+            vars::identity::IdentityError::NotAnAdmin { .. } => err.hint("use the identity of a user listed under admins: in vars.yaml"),
+            _ => err,
+        }
+    }
+}
+
+impl From<vars::generate::GenerateError> for CliError {
+    fn from(e: vars::generate::GenerateError) -> Self {
+        use vars::generate::GenerateError as G;
+        match e {
+            G::Identity(i) => i.into(),
+            G::Store(s) => s.into(),
+            G::Prompt(p @ vars::prompt::PromptError::Missing { .. }) => {
+                CliError::new(p.to_string()).hint("pass each with --prompt GEN.NAME=VALUE or --prompt-file GEN.NAME=PATH, or run on a terminal")
+            }
+            G::Sandbox(s @ vars::sandbox::SandboxError::NotFound { .. }) => CliError::new(s.to_string()),
+            other => CliError::new(other.to_string()).hint("nothing of the failed instance was written; fix the generator and run vars generate again"),
+        }
+    }
+}

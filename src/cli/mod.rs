@@ -1,0 +1,110 @@
+//! Argument parsing and dispatch. Each subcommand lives in its own file as an `Args` struct and
+//! a `run` function; they parse, call the library, and print (data to stdout, the rest to stderr).
+
+mod check;
+mod completions;
+mod error;
+mod generate;
+mod get;
+mod graph;
+mod init;
+mod list;
+mod schema;
+mod ui;
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use error::{CliError, Exit};
+
+/// Declarative secrets for NixOS, nix-darwin and home-manager fleets.
+#[derive(Debug, Parser)]
+#[command(name = "vars", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct Global {
+    /// Run as if started in DIR
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Use this vars.yaml instead of searching for one
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a vars.yaml to start from
+    Init(init::Args),
+    /// Generate missing and stale vars, re-encrypt stale secrets
+    Generate(generate::Args),
+    /// Check that every var exists, is current and is encrypted to the right recipients
+    Check(check::Args),
+    /// List instances, their files and status
+    List(list::Args),
+    /// Print one value, decrypting it if needed
+    Get(get::Args),
+    /// Print the dependency graph
+    Graph(graph::Args),
+    /// Print the JSON schema of vars.yaml or of a generator file
+    Schema(schema::Args),
+    /// Print shell completions
+    Completions(completions::Args),
+}
+
+/// Parse, run, print the error if any, and return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { Exit::Usage as i32 } else { 0 };
+        }
+    };
+    vars::sandbox::install_interrupt_cleanup();
+    let result = match cli.command {
+        Command::Init(a) => init::run(&cli.global, a),
+        Command::Generate(a) => generate::run(&cli.global, a),
+        Command::Check(a) => check::run(&cli.global, a),
+        Command::List(a) => list::run(&cli.global, a),
+        Command::Get(a) => get::run(&cli.global, a),
+        Command::Graph(a) => graph::run(&cli.global, a),
+        Command::Schema(a) => schema::run(a),
+        Command::Completions(a) => completions::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "{e}");
+            e.exit as i32
+        }
+    }
+}
+
+impl Global {
+    /// The working directory the command acts in.
+    pub fn cwd(&self) -> Result<PathBuf, CliError> {
+        let here = std::env::current_dir().map_err(|e| CliError::new(format!("cannot read the current directory: {e}")))?;
+        Ok(match &self.dir {
+            Some(d) => here.join(d),
+            None => here,
+        })
+    }
+
+    /// Find and load the declarations.
+    pub fn load(&self) -> Result<vars::model::Config, CliError> {
+        let file = match &self.config {
+            Some(f) => self.cwd()?.join(f),
+            None => vars::model::find_config(&self.cwd()?)?,
+        };
+        Ok(vars::model::load(&file)?)
+    }
+}

@@ -1,0 +1,78 @@
+//! Building `manifest.json` for every machine and user from the model and the stored
+//! `meta.json` files (DESIGN §3). `generate` writes them; `check` compares them.
+
+use std::collections::BTreeMap;
+
+use crate::meta::{Manifest, ManifestFile, ManifestGenerator, META_FORMAT, Meta};
+use crate::model::{Config, InstanceId, Scope};
+use crate::store::{Store, StoreError};
+
+/// The manifests every machine and user should have, given the store's current metas.
+pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
+    let mut metas: BTreeMap<&InstanceId, Option<Meta>> = BTreeMap::new();
+    for id in config.instances.keys() {
+        // A damaged meta.json is reported by plan/check; here it just lacks hashes.
+        metas.insert(id, store.read_meta(id).ok().flatten());
+    }
+    let entry = |id: &InstanceId| -> ManifestGenerator {
+        let generator = config.generator(id);
+        let meta = metas.get(id).and_then(Option::as_ref);
+        let files = generator
+            .files
+            .iter()
+            .filter(|(_, f)| f.deploy)
+            .map(|(name, f)| {
+                let file = if f.secret { format!("{name}.age") } else { name.clone() };
+                (
+                    name.clone(),
+                    ManifestFile {
+                        group: f.group.clone(),
+                        mode: format!("{:04o}", f.mode),
+                        needed_for: f.needed_for,
+                        owner: f.owner.clone(),
+                        path: format!("{id}/{file}"),
+                        secret: f.secret,
+                        sha256: meta.and_then(|m| m.files.get(name)).and_then(|m| m.sha256.clone()),
+                    },
+                )
+            })
+            .collect();
+        ManifestGenerator { files }
+    };
+    let mut out = Vec::new();
+    for (m, machine) in &config.machines {
+        let mut generators = BTreeMap::new();
+        let mut users: BTreeMap<String, BTreeMap<String, ManifestGenerator>> = BTreeMap::new();
+        for (id, inst) in &config.instances {
+            let mine = match &id.scope {
+                Scope::Machine(owner) => owner == m,
+                Scope::Shared => inst.machines.contains(m),
+                Scope::User(u) => {
+                    if machine.users.contains(u) {
+                        users.entry(u.clone()).or_default().insert(id.generator.clone(), entry(id));
+                    }
+                    false
+                }
+            };
+            if mine {
+                generators.insert(id.generator.clone(), entry(id));
+            }
+        }
+        out.push(Manifest { format: META_FORMAT, generators, kind: "machine".into(), name: m.clone(), users });
+    }
+    for u in config.users.keys() {
+        let mut generators = BTreeMap::new();
+        for (id, inst) in &config.instances {
+            let mine = match &id.scope {
+                Scope::User(owner) => owner == u,
+                Scope::Shared => inst.users.contains(u),
+                Scope::Machine(_) => false,
+            };
+            if mine {
+                generators.insert(id.generator.clone(), entry(id));
+            }
+        }
+        out.push(Manifest { format: META_FORMAT, generators, kind: "user".into(), name: u.clone(), users: BTreeMap::new() });
+    }
+    Ok(out)
+}

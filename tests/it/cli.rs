@@ -1,0 +1,97 @@
+//! CLI wiring: exit codes, stdout/stderr discipline, dry runs, prompts without a terminal.
+
+use crate::common::{self, TestEnv};
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = TestEnv::empty();
+    let out = env.vars(&["generate", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_config_says_what_to_do() {
+    let env = TestEnv::empty();
+    let out = env.vars(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(err.contains("no vars.yaml found") && err.contains("vars init"), "{err}");
+}
+
+#[test]
+fn check_on_ungenerated_fleet_exits_3_and_json_is_stable() {
+    let env = TestEnv::fleet("darwin2");
+    let out = env.vars(&["check"]);
+    assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+    assert!(out.stdout.is_empty(), "human output goes to stderr");
+    let out = env.vars(&["check", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ok"], false);
+    let kinds: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"vault-missing"), "{kinds:?}");
+}
+
+#[test]
+fn dry_run_prints_plan_and_writes_nothing() {
+    let env = TestEnv::fleet("mesh17");
+    let out = env.vars(&["generate", "--dry-run"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("generate machines/cortex-alpha/wireguard-hub (not generated yet)"), "{err}");
+    assert!(err.contains("create vault key"), "{err}");
+    assert!(!env.store().exists(), "dry run created the store");
+}
+
+#[test]
+fn missing_prompts_are_all_listed_without_a_terminal() {
+    let env = TestEnv::fleet("clan8");
+    let out = env.vars(&["generate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    for p in ["users/crs58/user-password.password", "users/raquel/user-password.password", "machines/stibnite/tailscale-authkey.authkey"] {
+        assert!(err.contains(p), "{p} not listed: {err}");
+    }
+    assert!(err.contains("--prompt"), "{err}");
+    assert!(!env.store().join("machines").exists(), "nothing generated");
+}
+
+#[test]
+fn schema_graph_and_completions_print_to_stdout() {
+    let env = TestEnv::fleet("clan8");
+    let schema: serde_json::Value = serde_json::from_slice(&env.ok(&["schema"])).unwrap();
+    assert_eq!(schema["title"], "vars.yaml");
+    let graph = String::from_utf8(env.ok(&["graph"])).unwrap();
+    assert!(graph.contains("\"machines/galena/ssh-host-cert\" -> \"shared/ssh-ca\""), "{graph}");
+    let mermaid = String::from_utf8(env.ok(&["graph", "--format", "mermaid"])).unwrap();
+    assert!(mermaid.starts_with("graph LR"));
+    assert!(String::from_utf8(env.ok(&["completions", "bash"])).unwrap().contains("vars"));
+}
+
+#[test]
+fn init_writes_a_scaffold_and_refuses_to_overwrite() {
+    let env = TestEnv::empty();
+    env.ok(&["init"]);
+    assert!(env.root().join("vars.yaml").is_file());
+    assert!(env.root().join("schema/vars.schema.json").is_file());
+    let out = env.vars(&["init"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("--force"));
+    // The scaffold's placeholders are reported with their position.
+    let out = env.vars(&["check"]);
+    assert!(common::stderr(&out).contains("vars.yaml:"), "{}", common::stderr(&out));
+}
+
+#[test]
+fn generate_selects_a_machine_and_jobs_1_matches() {
+    if !common::require_tool("bwrap", "apt-get install bubblewrap") {
+        return;
+    }
+    let env = TestEnv::fleet("mesh17");
+    env.ok(&["generate", "--machine", "cortex-beta", "--jobs", "1"]);
+    assert!(env.store().join("machines/cortex-beta/wireguard-key/private-key.age").is_file());
+    assert!(!env.store().join("machines/cortex-gamma").exists(), "other machines untouched");
+    let list = String::from_utf8(env.ok(&["list", "--machine", "cortex-beta"])).unwrap();
+    assert!(list.contains("current") && list.contains("machines/cortex-beta/wireguard-key"), "{list}");
+}
