@@ -5,4 +5,8 @@
 
 pub mod env;
 pub mod fs_util;
+pub mod sandbox;
 pub mod secret;
+
+#[cfg(test)]
+pub(crate) mod test_support;
