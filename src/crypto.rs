@@ -380,6 +380,19 @@ mod tests {
         assert!(header_stanzas(&ct[..20]).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        #[test]
+        fn any_plaintext_round_trips(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096), armor: bool) {
+            let v = VaultKey::generate();
+            let r = Recipient::parse(&v.recipient()).unwrap();
+            let ct = encrypt(&SecretBytes::new(bytes.clone()), &[&r], armor).unwrap();
+            let mut ids = Identities::default();
+            ids.add_vault(&v);
+            proptest::prop_assert_eq!(ids.decrypt(&ct).unwrap().expose(), &bytes[..]);
+        }
+    }
+
     #[test]
     fn vault_key_round_trips_through_its_secret() {
         let v = VaultKey::generate();

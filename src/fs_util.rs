@@ -53,7 +53,9 @@ pub fn create_dir_all(path: &Path) -> Result<(), IoError> {
 
 /// fsync a directory so that renames inside it are durable.
 pub fn sync_dir(path: &Path) -> Result<(), IoError> {
-    File::open(path).and_then(|d| d.sync_all()).at("sync directory", path)
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .at("sync directory", path)
 }
 
 /// Write `bytes` to a new file (which must not exist) with `mode`, and fsync it.
@@ -107,8 +109,15 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 
     #[test]

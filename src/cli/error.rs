@@ -104,7 +104,7 @@ impl From<vars::generate::GenerateError> for CliError {
             G::Prompt(p @ vars::prompt::PromptError::Missing { .. }) => {
                 CliError::new(p.to_string()).hint("pass each with --prompt GEN.NAME=VALUE or --prompt-file GEN.NAME=PATH, or run on a terminal")
             }
-            G::Sandbox(s @ vars::sandbox::SandboxError::NotFound { .. }) => CliError::new(s.to_string()),
+            G::Sandbox(s @ (vars::sandbox::SandboxError::BubblewrapNotFound | vars::sandbox::SandboxError::BubblewrapUnusable { .. } | vars::sandbox::SandboxError::RuntimeDirNotTmpfs { .. })) => CliError::new(s.to_string()),
             other => CliError::new(other.to_string()).hint("nothing of the failed instance was written; fix the generator and run vars generate again"),
         }
     }

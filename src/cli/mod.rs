@@ -69,7 +69,9 @@ pub fn main() -> i32 {
             return if e.use_stderr() { Exit::Usage as i32 } else { 0 };
         }
     };
-    vars::sandbox::install_interrupt_cleanup();
+    if let Err(e) = vars::sandbox::install_interrupt_cleanup() {
+        let _ = writeln!(std::io::stderr(), "warning: {e}");
+    }
     let result = match cli.command {
         Command::Init(a) => init::run(&cli.global, a),
         Command::Generate(a) => generate::run(&cli.global, a),

@@ -31,6 +31,8 @@ pub fn require_tool(tool: &str, install: &str) -> bool {
 /// A temporary copy of a fleet with a private HOME.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
+    /// Sandbox work dirs go here: a tmpfs (vars refuses disk-backed runtime dirs).
+    pub run: tempfile::TempDir,
     pub home: PathBuf,
     pub fleet: String,
 }
@@ -42,7 +44,7 @@ impl TestEnv {
         copy_dir(&repo().join("testdata/fleets").join(name), &dir.path().join("repo"));
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        TestEnv { dir, home, fleet: name.to_owned() }
+        TestEnv { dir, home, fleet: name.to_owned(), run: shm_dir() }
     }
 
     /// An empty repo dir (for init and bad-input tests).
@@ -51,7 +53,7 @@ impl TestEnv {
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        TestEnv { dir, home, fleet: String::new() }
+        TestEnv { dir, home, fleet: String::new(), run: shm_dir() }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -94,11 +96,9 @@ impl TestEnv {
         c
     }
 
-    /// A tmpfs-like private runtime dir for sandbox work dirs, checked empty by tests.
+    /// The private tmpfs runtime dir for sandbox work dirs, checked empty by tests.
     pub fn runtime_dir(&self) -> PathBuf {
-        let d = self.dir.path().join("run");
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        self.run.path().to_path_buf()
     }
 
     /// Run and require success; returns stdout.
@@ -107,6 +107,10 @@ impl TestEnv {
         assert!(out.status.success(), "vars {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
+}
+
+fn shm_dir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("vars-it-run-").tempdir_in("/dev/shm").expect("/dev/shm is a writable tmpfs")
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {

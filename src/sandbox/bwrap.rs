@@ -1,0 +1,226 @@
+//! The Linux backend: the bubblewrap command line for one run, and the start-up probe.
+//!
+//! Inside the sandbox the file system is an empty tmpfs root, remounted read-only once set up,
+//! holding only:
+//!
+//! - `/usr` and `/nix/store` (when present) read-only; `/bin`, `/sbin`, `/lib*` recreated as the
+//!   same symlinks as on the host (merged-/usr distributions) or bound read-only where they
+//!   are real directories;
+//! - `/proc`, a minimal `/dev`, a private tmpfs `/tmp`;
+//! - the work dir read-only at `/run/vars`, with its `out/` bound read-write over
+//!   `/run/vars/out` — the only writable place that outlives the run;
+//! - a generated `/etc/passwd` and `/etc/group`; with `network: true` also the host's
+//!   `/etc/resolv.conf`, `/etc/hosts` and `/etc/ssl/certs`;
+//! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
+//!
+//! There is no home (`HOME=/homeless-shelter` does not exist) and, unless the job asks for
+//! network, a private network namespace containing only an unconnected loopback.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use super::programs::Programs;
+use super::workdir::WorkDir;
+use super::{Job, SandboxError};
+
+/// Where the work dir appears inside the sandbox.
+pub(crate) const MOUNT: &str = "/run/vars";
+
+/// Top-level host directories that merged-/usr distributions make symlinks into `/usr`.
+const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Files of the host's `/etc` that name resolution and TLS need; bound only with network.
+const NETWORK_ETC: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs"];
+
+/// Namespace and process flags shared by runs and the probe.
+const ISOLATION: &[&str] = &[
+    "--unshare-user",
+    "--unshare-pid",
+    "--unshare-ipc",
+    "--unshare-uts",
+    "--unshare-cgroup-try",
+    "--die-with-parent",
+    // Matters when vars runs as root: bwrap then keeps capabilities by default, and with
+    // CAP_SYS_ADMIN the script could remount the read-only binds (even /usr) read-write.
+    "--cap-drop",
+    "ALL",
+    // A new session: the script cannot reach vars's terminal (TIOCSTI injection).
+    "--new-session",
+    "--clearenv",
+];
+
+/// The full bwrap command for `job` in `work`.
+pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Programs) -> Command {
+    let mut args = Args::default();
+    args.flags(ISOLATION);
+    if !job.network {
+        args.flags(&["--unshare-net"]);
+    }
+    // A fixed host name: ssh-keygen's default comment is user@host, and the real host name
+    // is none of the generator's business.
+    args.flags(&["--hostname", "localhost"]);
+
+    args.bind("--ro-bind", "/usr", "/usr");
+    for name in USR_LINKS {
+        let host = Path::new("/").join(name);
+        match fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                if let Ok(target) = fs::read_link(&host) {
+                    args.bind("--symlink", target, &host);
+                }
+            }
+            Ok(m) if m.is_dir() => args.bind("--ro-bind", &host, &host),
+            _ => {}
+        }
+    }
+    if Path::new("/nix/store").is_dir() {
+        args.bind("--ro-bind", "/nix/store", "/nix/store");
+    }
+    args.flags(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    // After /tmp, so a runtime input under the host's /tmp is not hidden by the tmpfs.
+    for path in &programs.host_paths {
+        args.bind("--ro-bind", path, path);
+    }
+
+    args.bind("--ro-bind", work.path(), MOUNT);
+    args.bind("--bind", work.out(), format!("{MOUNT}/out"));
+    args.bind("--ro-bind", work.path().join("etc/passwd"), "/etc/passwd");
+    args.bind("--ro-bind", work.path().join("etc/group"), "/etc/group");
+    if job.network {
+        for path in NETWORK_ETC {
+            args.bind("--ro-bind-try", path, path);
+        }
+    }
+    // Nothing else may be created in the root tmpfs: writes outside $out and /tmp fail.
+    args.flags(&["--remount-ro", "/", "--chdir", "/tmp"]);
+
+    for (key, value) in super::script_env(job, programs, Path::new(MOUNT), Path::new("/tmp")) {
+        args.0
+            .extend([OsString::from("--setenv"), key.into(), value]);
+    }
+    args.0.push("--".into());
+    args.0.push(programs.bash.clone().into());
+    args.flags(&["-euo", "pipefail", &format!("{MOUNT}/script")]);
+
+    let mut cmd = Command::new(bwrap);
+    cmd.args(args.0);
+    cmd
+}
+
+/// Check that `bwrap` can create the namespaces a run needs (unprivileged user namespaces
+/// are disabled on some kernels and by Ubuntu's AppArmor policy), so that `detect` fails with
+/// a clear message instead of every generator failing with a bwrap error.
+pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
+    let output = Command::new(bwrap)
+        .args(ISOLATION)
+        .args([
+            "--unshare-net",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+        ])
+        .args(["--", "/bin/sh", "-c", ":"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| SandboxError::Spawn {
+            program: bwrap.to_path_buf(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr: String = stderr.trim().chars().take(2000).collect();
+    Err(SandboxError::BubblewrapUnusable {
+        path: bwrap.to_path_buf(),
+        stderr: if stderr.is_empty() {
+            output.status.to_string()
+        } else {
+            stderr
+        },
+    })
+}
+
+/// bwrap's argument vector, built as `OsString`s so non-UTF-8 paths pass through intact.
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn flags(&mut self, flags: &[&str]) {
+        self.0.extend(flags.iter().map(OsString::from));
+    }
+
+    fn bind(&mut self, op: &str, src: impl AsRef<Path>, dest: impl AsRef<Path>) {
+        self.0.extend([
+            op.into(),
+            src.as_ref().as_os_str().to_owned(),
+            dest.as_ref().as_os_str().to_owned(),
+        ]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::programs;
+
+    fn args_of(network: bool) -> Vec<String> {
+        let root = tempfile::tempdir_in("/dev/shm").unwrap();
+        let work = WorkDir::create(root.path()).unwrap();
+        let mut job = Job::new("machines/m/g", "g", "true");
+        job.network = network;
+        job.env = vec![("machine".into(), "m".into())];
+        let programs = programs::resolve(&job).unwrap();
+        let cmd = command(Path::new("/usr/bin/bwrap"), &work, &job, &programs);
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    fn has_seq(args: &[String], seq: &[&str]) -> bool {
+        args.windows(seq.len())
+            .any(|w| w.iter().zip(seq).all(|(a, b)| a == b))
+    }
+
+    #[test]
+    fn isolates_by_default() {
+        let args = args_of(false);
+        for flag in ISOLATION.iter().chain(&["--unshare-net"]) {
+            assert!(args.iter().any(|a| a == flag), "{flag} missing: {args:?}");
+        }
+        assert!(has_seq(&args, &["--ro-bind", "/usr", "/usr"]));
+        assert!(has_seq(&args, &["--setenv", "HOME", "/homeless-shelter"]));
+        assert!(has_seq(&args, &["--setenv", "machine", "m"]));
+        assert!(has_seq(&args, &["--remount-ro", "/"]));
+        assert!(!args.iter().any(|a| a == "/etc/resolv.conf"));
+        let script = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(args[script + 2..], ["-euo", "pipefail", "/run/vars/script"]);
+    }
+
+    #[test]
+    fn network_jobs_share_the_network_and_resolver() {
+        let args = args_of(true);
+        assert!(!args.iter().any(|a| a == "--unshare-net"));
+        assert!(has_seq(
+            &args,
+            &["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
+        ));
+    }
+
+    #[test]
+    fn usr_merge_symlinks_are_recreated() {
+        let args = args_of(false);
+        if let Ok(target) = fs::read_link("/bin") {
+            let target = target.to_string_lossy().into_owned();
+            assert!(has_seq(&args, &["--symlink", &target, "/bin"]), "{args:?}");
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! [`SandboxError`]: everything that can go wrong between "here is a generator job" and "here
+//! are its verified outputs". Each message names the generator (and the instance it ran for)
+//! and pairs the problem with the fix. No message ever contains secret content: only names,
+//! paths, sizes, exit statuses and the script's own stderr (DESIGN §6 says stderr is reported,
+//! stdout never).
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::fs_util::IoError;
+
+/// Why a sandboxed generator run could not produce its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// `detect(SandboxSetting::Auto)` on Linux: no `bwrap` program on `PATH`.
+    #[error(
+        "no sandbox available: bubblewrap (bwrap) was not found on PATH; install bubblewrap: \
+         apt-get install bubblewrap / nix profile install nixpkgs#bubblewrap, or opt out with \
+         settings.sandbox: none or --no-sandbox"
+    )]
+    BubblewrapNotFound,
+
+    /// `detect(SandboxSetting::Auto)` on Linux: `bwrap` exists but a trial run failed, usually
+    /// because unprivileged user namespaces are disabled on this kernel.
+    #[error(
+        "bubblewrap ({}) cannot create a sandbox on this machine: {stderr}; allow unprivileged \
+         user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ an \
+         AppArmor profile for bwrap), or opt out with settings.sandbox: none or --no-sandbox",
+        path.display()
+    )]
+    BubblewrapUnusable {
+        /// The `bwrap` binary that was tried.
+        path: PathBuf,
+        /// What it printed to stderr (capped).
+        stderr: String,
+    },
+
+    /// `detect(SandboxSetting::Auto)` on macOS: `/usr/bin/sandbox-exec` is missing.
+    #[error(
+        "no sandbox available: /usr/bin/sandbox-exec was not found; it ships with macOS, so \
+         check the system installation, or opt out with settings.sandbox: none or --no-sandbox"
+    )]
+    SandboxExecNotFound,
+
+    /// `detect(SandboxSetting::Auto)` on an operating system without a supported sandbox.
+    #[error(
+        "no sandbox is supported on {os}; opt out with settings.sandbox: none or --no-sandbox \
+         (generators then run unsandboxed)"
+    )]
+    UnsupportedPlatform {
+        /// `std::env::consts::OS`.
+        os: &'static str,
+    },
+
+    /// The directory chosen for work dirs (`$VARS_RUNTIME_DIR`, `$XDG_RUNTIME_DIR` or
+    /// `/dev/shm`) is not a RAM-backed file system, so plaintext would reach a disk.
+    #[error(
+        "{} (from {origin}) is not a tmpfs or ramfs, so generator plaintext could reach a \
+         persistent disk; point {} at a tmpfs directory such as /dev/shm",
+        path.display(),
+        crate::env::RUNTIME_DIR
+    )]
+    RuntimeDirNotTmpfs {
+        /// The directory that was checked.
+        path: PathBuf,
+        /// Where it came from (an environment variable name, "/dev/shm" or "the job").
+        origin: &'static str,
+    },
+
+    /// The job itself is malformed: a name that is not a safe file name, a duplicate, or an
+    /// environment variable that would override one the sandbox sets. The model validates
+    /// names before this point; this is the sandbox's own defence against path traversal.
+    #[error("generator \"{generator}\" ({instance}) cannot run: {problem}")]
+    InvalidJob {
+        /// Instance path, e.g. `machines/cinnabar/ssh-host`.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+
+    /// A `runtime-inputs` entry names a program that is not on the host `PATH`, or an absolute
+    /// path that is neither an executable file nor a directory with a `bin/` subdirectory.
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" was not found: a name is looked \
+         up on PATH, an absolute path must be an executable file or a directory with bin/; \
+         install the program or fix runtime-inputs"
+    )]
+    RuntimeInputNotFound {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
+    },
+
+    /// Creating, writing or removing something in the work dir failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+
+    /// The sandbox program (or `bash` when unsandboxed) could not be started.
+    #[error("cannot start {}: {source}; check that it is installed and executable", program.display())]
+    Spawn {
+        /// The program that was executed.
+        program: PathBuf,
+        /// The error from `exec`.
+        #[source]
+        source: io::Error,
+    },
+
+    /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM handler.
+    #[error("cannot install the interrupt handler that removes sandbox work dirs: {0}")]
+    Signals(#[source] io::Error),
+
+    /// The script (or the sandbox around it) exited unsuccessfully.
+    #[error(
+        "generator \"{generator}\" ({instance}) failed with {status}; fix the script or its \
+         inputs. Its stderr was:\n{}",
+        show_stderr(stderr)
+    )]
+    Exited {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// Exit status of the sandbox process (bubblewrap passes the script's through).
+        status: ExitStatus,
+        /// The last [`super::STDERR_CAP`] bytes of stderr, lossily decoded. Never stdout.
+        stderr: String,
+    },
+
+    /// The run exceeded the job's timeout and every process of it was killed.
+    #[error(
+        "generator \"{generator}\" ({instance}) did not finish within its timeout of {timeout:?} \
+         and was killed; raise its timeout (e.g. timeout: 5m) if it really needs longer"
+    )]
+    TimedOut {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+
+    /// `$out` itself was removed or replaced (only possible when unsandboxed).
+    #[error(
+        "generator \"{generator}\" ({instance}) removed or replaced the $out directory; write \
+         files into $out instead of replacing it"
+    )]
+    OutDirReplaced {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+    },
+
+    /// A declared output file does not exist in `$out` after a successful run.
+    #[error(
+        "generator \"{generator}\" ({instance}) did not create declared file \"{file}\" in $out; \
+         make the script write \"$out/{file}\" or remove \"{file}\" from the generator's files"
+    )]
+    MissingOutput {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// The declared file name.
+        file: String,
+    },
+
+    /// A declared output exists but is a symlink, directory, fifo, socket or device.
+    #[error(
+        "generator \"{generator}\" ({instance}) created \"$out/{file}\" as a {kind}, not a \
+         regular file; write the content into the file itself (no symlinks, directories, \
+         fifos or devices)"
+    )]
+    NotRegularFile {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// The declared file name.
+        file: String,
+        /// What it is instead ("symlink", "directory", …).
+        kind: &'static str,
+    },
+
+    /// `$out` contains names that are not declared outputs.
+    #[error(
+        "generator \"{generator}\" ({instance}) left undeclared files in $out: {}; declare them \
+         under files: or delete them in the script (put scratch files in $TMPDIR)",
+        list_names(names, *total)
+    )]
+    UndeclaredOutput {
+        /// The first few undeclared names, sorted (lossy UTF-8).
+        names: Vec<String>,
+        /// How many undeclared names there are in total.
+        total: usize,
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+    },
+
+    /// A declared output is larger than [`super::MAX_OUTPUT_BYTES`].
+    #[error(
+        "generator \"{generator}\" ({instance}) wrote {size} bytes to \"$out/{file}\", more than \
+         the limit of {limit} bytes; generated files must be small (keys, passwords, \
+         certificates): keep bulk data out of vars"
+    )]
+    OutputTooLarge {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// The declared file name.
+        file: String,
+        /// Its size in bytes.
+        size: u64,
+        /// The limit, [`super::MAX_OUTPUT_BYTES`].
+        limit: u64,
+    },
+}
+
+fn show_stderr(stderr: &str) -> &str {
+    if stderr.trim().is_empty() {
+        "(nothing)"
+    } else {
+        stderr
+    }
+}
+
+fn list_names(names: &[String], total: usize) -> String {
+    let mut s = names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > names.len() {
+        s.push_str(&format!(" and {} more", total - names.len()));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_bwrap_message_has_install_hint_and_opt_out() {
+        let msg = SandboxError::BubblewrapNotFound.to_string();
+        assert!(msg.contains("apt-get install bubblewrap"), "{msg}");
+        assert!(
+            msg.contains("nix profile install nixpkgs#bubblewrap"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("settings.sandbox: none or --no-sandbox"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn undeclared_list_says_how_many_more() {
+        let e = SandboxError::UndeclaredOutput {
+            names: vec!["a".into(), "b".into()],
+            total: 5,
+            instance: "machines/m/g".into(),
+            generator: "g".into(),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("\"a\", \"b\" and 3 more"), "{msg}");
+    }
+}
