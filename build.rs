@@ -15,7 +15,12 @@ fn main() {
     for p in entries {
         println!("cargo:rerun-if-changed={}", p.display());
         let name = p.file_stem().unwrap().to_str().unwrap();
-        writeln!(out, "    ({name:?}, include_str!({:?})),", p.display().to_string()).unwrap();
+        writeln!(
+            out,
+            "    ({name:?}, include_str!({:?})),",
+            p.display().to_string()
+        )
+        .unwrap();
     }
     out.push(']');
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("shipped.rs");

@@ -41,7 +41,11 @@ pub enum Severity {
 }
 
 /// Check the whole store (or only what `machine` receives when given).
-pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Vec<Finding>, PlanError> {
+pub fn check(
+    config: &Config,
+    store: &Store,
+    machine: Option<&str>,
+) -> Result<Vec<Finding>, PlanError> {
     let dag = Dag::from_config(config);
     let mut findings = Vec::new();
     let vault = identity::vault_recipient(store).ok().flatten();
@@ -58,11 +62,19 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
         .values()
         .filter(|i| match machine {
             None => true,
-            Some(m) => crate::recipients::readers(config, &i.id).contains(&crate::recipients::Principal::Machine(m.to_owned())),
+            Some(m) => crate::recipients::readers(config, &i.id)
+                .contains(&crate::recipients::Principal::Machine(m.to_owned())),
         })
         .map(|i| i.id.clone())
         .collect();
-    let plan = match plan::plan(config, store, &dag, &targets, &BTreeSet::new(), vault.as_deref()) {
+    let plan = match plan::plan(
+        config,
+        store,
+        &dag,
+        &targets,
+        &BTreeSet::new(),
+        vault.as_deref(),
+    ) {
         Ok(p) => p,
         Err(PlanError::VaultMissing { .. }) => return Ok(findings),
         Err(e) => return Err(e),
@@ -77,10 +89,16 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
                         plan::Reason::Missing | plan::Reason::MissingFile { .. } => "missing",
                         plan::Reason::Damaged { .. } => "damaged",
                         plan::Reason::ValidationChanged => "stale-validation",
-                        plan::Reason::DependencyChanged { .. } | plan::Reason::DependencyRegenerated { .. } => "stale-dependency",
+                        plan::Reason::DependencyChanged { .. }
+                        | plan::Reason::DependencyRegenerated { .. } => "stale-dependency",
                         plan::Reason::Requested => continue,
                     };
-                    findings.push(Finding { severity: Severity::Error, kind: kind.into(), subject: subject.clone(), message: format!("{r}: run vars generate") });
+                    findings.push(Finding {
+                        severity: Severity::Error,
+                        kind: kind.into(),
+                        subject: subject.clone(),
+                        message: format!("{r}: run vars generate"),
+                    });
                 }
             }
             Action::Rekey { secrets } => {
@@ -96,7 +114,11 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
                         severity: Severity::Error,
                         kind: "stale-recipients".into(),
                         subject: subject.clone(),
-                        message: format!("{}: {}: run vars rekey (or vars generate)", s.file, parts.join("; ")),
+                        message: format!(
+                            "{}: {}: run vars rekey (or vars generate)",
+                            s.file,
+                            parts.join("; ")
+                        ),
                     });
                 }
             }
@@ -114,7 +136,9 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
         }
         // The ciphertext must match what meta.json says: one stanza per recipient, and the
         // ssh stanzas' key tags must be those of the recorded ssh recipients.
-        let Ok(Some(m)) = store.read_meta(&p.id) else { continue };
+        let Ok(Some(m)) = store.read_meta(&p.id) else {
+            continue;
+        };
         for (name, f) in m.files.iter().filter(|(_, f)| f.secret) {
             let path = store.file_path(&p.id, name, true);
             let detail = match std::fs::read(&path) {
@@ -123,13 +147,23 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
                     Err(e) => Some(format!("{name}.age: {e}")),
                     Ok(stanzas) => {
                         let recorded = f.recipients.clone().unwrap_or_default();
-                        let mut want_tags: Vec<String> = recorded.iter().filter_map(|r| Recipient::parse(r).ok()?.ssh_tag()).collect();
-                        let mut have_tags: Vec<String> = stanzas.iter().filter(|s| s.kind.starts_with("ssh-")).filter_map(|s| s.first_arg.clone()).collect();
+                        let mut want_tags: Vec<String> = recorded
+                            .iter()
+                            .filter_map(|r| Recipient::parse(r).ok()?.ssh_tag())
+                            .collect();
+                        let mut have_tags: Vec<String> = stanzas
+                            .iter()
+                            .filter(|s| s.kind.starts_with("ssh-"))
+                            .filter_map(|s| s.first_arg.clone())
+                            .collect();
                         want_tags.sort();
                         have_tags.sort();
-                        let real = stanzas.iter().filter(|s| !s.kind.ends_with("-grease") && !s.kind.contains("grease")).count();
+                        let real = stanzas.len();
                         if real != recorded.len() || want_tags != have_tags {
-                            Some(format!("{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it", recorded.len()))
+                            Some(format!(
+                                "{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it",
+                                recorded.len()
+                            ))
                         } else {
                             None
                         }
@@ -137,7 +171,12 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
                 },
             };
             if let Some(message) = detail {
-                findings.push(Finding { severity: Severity::Error, kind: "damaged".into(), subject: subject.clone(), message });
+                findings.push(Finding {
+                    severity: Severity::Error,
+                    kind: "damaged".into(),
+                    subject: subject.clone(),
+                    message,
+                });
             }
         }
     }
@@ -149,12 +188,20 @@ pub fn check(config: &Config, store: &Store, machine: Option<&str>) -> Result<Ve
         let have = store.read_manifest(&m.kind, &m.name)?;
         if have.as_deref() != Some(&want[..]) {
             let path = store.manifest_path(&m.kind, &m.name);
-            let rel = path.strip_prefix(&store.dir).unwrap_or(&path).display().to_string();
+            let rel = path
+                .strip_prefix(&store.dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             findings.push(Finding {
                 severity: Severity::Error,
                 kind: "manifest-outdated".into(),
                 subject: rel,
-                message: if have.is_none() { "missing: run vars generate".into() } else { "out of date: run vars generate".into() },
+                message: if have.is_none() {
+                    "missing: run vars generate".into()
+                } else {
+                    "out of date: run vars generate".into()
+                },
             });
         }
     }

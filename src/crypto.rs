@@ -59,7 +59,9 @@ impl Recipient {
         let text = text.trim();
         let inner = if text.starts_with("ssh-") {
             RecipientKind::Ssh(age::ssh::Recipient::from_str(text).map_err(|e| {
-                CryptoError::BadRecipient { reason: format!("{e:?}") }
+                CryptoError::BadRecipient {
+                    reason: format!("{e:?}"),
+                }
             })?)
         } else if let Ok(r) = age::x25519::Recipient::from_str(text) {
             RecipientKind::X25519(r)
@@ -77,7 +79,10 @@ impl Recipient {
                 reason: "expected age1…, ssh-ed25519 … or ssh-rsa …".into(),
             });
         };
-        Ok(Recipient { text: text.to_owned(), inner })
+        Ok(Recipient {
+            text: text.to_owned(),
+            inner,
+        })
     }
 
     /// The recipient as written.
@@ -106,7 +111,11 @@ fn ssh_tag_of(text: &str) -> Option<String> {
 }
 
 /// Encrypt `plaintext` to every recipient. Plugin recipients call their plugin program.
-pub fn encrypt(plaintext: &SecretBytes, recipients: &[&Recipient], armor: bool) -> Result<Vec<u8>, CryptoError> {
+pub fn encrypt(
+    plaintext: &SecretBytes,
+    recipients: &[&Recipient],
+    armor: bool,
+) -> Result<Vec<u8>, CryptoError> {
     let mut plugin_recipients: Vec<age::plugin::Recipient> = Vec::new();
     let mut natives: Vec<&dyn age::Recipient> = Vec::new();
     for r in recipients {
@@ -117,11 +126,18 @@ pub fn encrypt(plaintext: &SecretBytes, recipients: &[&Recipient], armor: bool) 
         }
     }
     let mut plugins = Vec::new();
-    let mut names: Vec<String> = plugin_recipients.iter().map(|p| p.plugin().to_owned()).collect();
+    let mut names: Vec<String> = plugin_recipients
+        .iter()
+        .map(|p| p.plugin().to_owned())
+        .collect();
     names.sort();
     names.dedup();
     for name in names {
-        let these: Vec<_> = plugin_recipients.iter().filter(|p| p.plugin() == name).cloned().collect();
+        let these: Vec<_> = plugin_recipients
+            .iter()
+            .filter(|p| p.plugin() == name)
+            .cloned()
+            .collect();
         let plugin = age::plugin::RecipientPluginV1::new(&name, &these, &[], UiCallbacks)
             .map_err(|e| CryptoError::Encrypt(format!("age plugin age-plugin-{name}: {e}")))?;
         plugins.push(plugin);
@@ -129,20 +145,29 @@ pub fn encrypt(plaintext: &SecretBytes, recipients: &[&Recipient], armor: bool) 
     let all = natives
         .into_iter()
         .chain(plugins.iter().map(|p| p as &dyn age::Recipient));
-    let encryptor = age::Encryptor::with_recipients(all).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+    let encryptor =
+        age::Encryptor::with_recipients(all).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     let mut out = Vec::with_capacity(plaintext.len() + 256);
     if armor {
-        let armored = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        let armored =
+            age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+                .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        let mut w = encryptor
+            .wrap_output(armored)
             .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-        let mut w = encryptor.wrap_output(armored).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-        w.write_all(plaintext.expose()).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        w.write_all(plaintext.expose())
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
         w.finish()
             .and_then(|a| a.finish())
             .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     } else {
-        let mut w = encryptor.wrap_output(&mut out).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-        w.write_all(plaintext.expose()).map_err(|e| CryptoError::Encrypt(e.to_string()))?;
-        w.finish().map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        let mut w = encryptor
+            .wrap_output(&mut out)
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        w.write_all(plaintext.expose())
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
+        w.finish()
+            .map_err(|e| CryptoError::Encrypt(e.to_string()))?;
     }
     Ok(out)
 }
@@ -165,24 +190,34 @@ impl Identities {
     pub fn add_file(&mut self, path: &Path) -> Result<(), CryptoError> {
         let bytes = SecretBytes::new(fs_util::read(path)?);
         self.add_bytes(bytes.expose(), &path.display().to_string())
-            .map_err(|reason| CryptoError::BadIdentity { path: path.to_path_buf(), reason })
+            .map_err(|reason| CryptoError::BadIdentity {
+                path: path.to_path_buf(),
+                reason,
+            })
     }
 
     /// Load identities from bytes (an identity file's content); `source` names it in errors.
     pub fn add_bytes(&mut self, bytes: &[u8], source: &str) -> Result<(), String> {
-        let text_start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+        let text_start = bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
         if bytes[text_start..].starts_with(b"-----BEGIN") {
-            let id = age::ssh::Identity::from_buffer(BufReader::new(bytes), Some(source.to_owned()))
-                .map_err(|e| e.to_string())?;
+            let id =
+                age::ssh::Identity::from_buffer(BufReader::new(bytes), Some(source.to_owned()))
+                    .map_err(|e| e.to_string())?;
             match id {
-                age::ssh::Identity::Unsupported(k) => return Err(format!("unsupported ssh key: {k:?}")),
+                age::ssh::Identity::Unsupported(k) => {
+                    return Err(format!("unsupported ssh key: {k:?}"));
+                }
                 id @ age::ssh::Identity::Encrypted(_) => {
                     self.inner.push(Box::new(id.with_callbacks(UiCallbacks)));
                 }
                 id => self.inner.push(Box::new(id)),
             }
         } else {
-            let file = age::IdentityFile::from_buffer(BufReader::new(bytes)).map_err(|e| e.to_string())?;
+            let file =
+                age::IdentityFile::from_buffer(BufReader::new(bytes)).map_err(|e| e.to_string())?;
             let ids = file
                 .with_callbacks(UiCallbacks)
                 .into_identities()
@@ -208,7 +243,8 @@ impl Identities {
             return Err(CryptoError::Decrypt("no identity loaded".into()));
         }
         let reader = age::armor::ArmoredReader::new(ciphertext);
-        let decryptor = age::Decryptor::new_buffered(reader).map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+        let decryptor = age::Decryptor::new_buffered(reader)
+            .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
         let mut r = decryptor
             .decrypt(self.inner.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
@@ -231,7 +267,9 @@ pub struct VaultKey {
 impl VaultKey {
     /// A fresh random vault key.
     pub fn generate() -> Self {
-        VaultKey { identity: age::x25519::Identity::generate() }
+        VaultKey {
+            identity: age::x25519::Identity::generate(),
+        }
     }
 
     /// Parse the identity text as stored inside `keys/vault.age`.
@@ -249,7 +287,12 @@ impl VaultKey {
 
     /// The identity as an age identity file, to be encrypted into `keys/vault.age`.
     pub fn to_secret(&self) -> SecretBytes {
-        let mut s = self.identity.to_string().expose_secret().as_bytes().to_vec();
+        let mut s = self
+            .identity
+            .to_string()
+            .expose_secret()
+            .as_bytes()
+            .to_vec();
         s.push(b'\n');
         SecretBytes::new(s)
     }
@@ -264,7 +307,10 @@ impl VaultKey {
 pub fn new_identity() -> (SecretBytes, String) {
     let id = age::x25519::Identity::generate();
     let recipient = id.to_public().to_string();
-    let text = format!("# public key: {recipient}\n{}\n", id.to_string().expose_secret());
+    let text = format!(
+        "# public key: {recipient}\n{}\n",
+        id.to_string().expose_secret()
+    );
     (SecretBytes::new(text.into_bytes()), recipient)
 }
 
@@ -278,17 +324,20 @@ pub struct Stanza {
 }
 
 /// Read the recipient stanzas of an age file's header (binary or armored), without decrypting.
+/// Grease stanzas (random `*-grease` stanzas age adds to keep parsers honest) are left out.
 pub fn header_stanzas(ciphertext: &[u8]) -> Result<Vec<Stanza>, CryptoError> {
     let header = if ciphertext.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
         let mut r = age::armor::ArmoredReader::new(ciphertext);
         let mut buf = Vec::new();
         // The header is at most a few KiB; reading the whole dearmored file is fine for a check.
-        r.read_to_end(&mut buf).map_err(|e| CryptoError::Decrypt(format!("bad armor: {e}")))?;
+        r.read_to_end(&mut buf)
+            .map_err(|e| CryptoError::Decrypt(format!("bad armor: {e}")))?;
         buf
     } else {
         ciphertext.to_vec()
     };
-    parse_header(&header).ok_or_else(|| CryptoError::Decrypt("not an age file, or its header is damaged".into()))
+    parse_header(&header)
+        .ok_or_else(|| CryptoError::Decrypt("not an age file, or its header is damaged".into()))
 }
 
 fn parse_header(bytes: &[u8]) -> Option<Vec<Stanza>> {
@@ -303,7 +352,9 @@ fn parse_header(bytes: &[u8]) -> Option<Vec<Stanza>> {
             let mut parts = rest.split(' ');
             let kind = parts.next()?.to_owned();
             let first_arg = parts.next().map(str::to_owned);
-            stanzas.push(Stanza { kind, first_arg });
+            if !kind.ends_with("-grease") {
+                stanzas.push(Stanza { kind, first_arg });
+            }
         } else if line.starts_with("---") {
             // The MAC line ends the header; a payload must follow.
             return Some(stanzas);
@@ -321,7 +372,11 @@ impl age::Callbacks for UiCallbacks {
         let _ = writeln!(io::stderr(), "{message}");
     }
     fn confirm(&self, message: &str, yes: &str, no: Option<&str>) -> Option<bool> {
-        let _ = writeln!(io::stderr(), "{message} [{yes}{}]", no.map(|n| format!("/{n}")).unwrap_or_default());
+        let _ = writeln!(
+            io::stderr(),
+            "{message} [{yes}{}]",
+            no.map(|n| format!("/{n}")).unwrap_or_default()
+        );
         let mut line = String::new();
         io::stdin().read_line(&mut line).ok()?;
         Some(line.trim().eq_ignore_ascii_case(yes) || line.trim().eq_ignore_ascii_case("y"))
@@ -333,7 +388,9 @@ impl age::Callbacks for UiCallbacks {
         Some(line.trim_end().to_owned())
     }
     fn request_passphrase(&self, description: &str) -> Option<age::secrecy::SecretString> {
-        rpassword::prompt_password(format!("{description}: ")).ok().map(Into::into)
+        rpassword::prompt_password(format!("{description}: "))
+            .ok()
+            .map(Into::into)
     }
 }
 
@@ -348,7 +405,12 @@ mod tests {
         let (_, r) = new_identity();
         assert!(Recipient::parse(&r).is_ok());
         assert!(Recipient::parse(SSH_PUB).is_ok());
-        assert!(Recipient::parse("age1yubikey1qwtqr7ajcs5flpc7ft4lymyp47ahdxqpm7q5cqrz6rx98euwlml9sunkqwg").is_ok());
+        assert!(
+            Recipient::parse(
+                "age1yubikey1qgqsyqcyq5rqwzqfpg9scrgwpugpzysnzs23v9ccrydpk8qarc0jqxwspvz"
+            )
+            .is_ok()
+        );
         for bad in ["", "hello", "age1xyz", "ssh-ed25519 AAAA"] {
             assert!(Recipient::parse(bad).is_err(), "{bad:?} should be rejected");
         }
@@ -389,7 +451,8 @@ mod tests {
             let ct = encrypt(&SecretBytes::new(bytes.clone()), &[&r], armor).unwrap();
             let mut ids = Identities::default();
             ids.add_vault(&v);
-            proptest::prop_assert_eq!(ids.decrypt(&ct).unwrap().expose(), &bytes[..]);
+            let plain = ids.decrypt(&ct).unwrap();
+            proptest::prop_assert_eq!(plain.expose(), &bytes[..]);
         }
     }
 

@@ -47,7 +47,11 @@ impl Dag {
                 dependents.entry(d).or_default().push(node);
             }
         }
-        let mut ready: BTreeSet<&InstanceId> = indegree.iter().filter(|(_, n)| **n == 0).map(|(k, _)| *k).collect();
+        let mut ready: BTreeSet<&InstanceId> = indegree
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(k, _)| *k)
+            .collect();
         let mut order = Vec::with_capacity(indegree.len());
         while let Some(next) = ready.pop_first() {
             order.push(next.clone());
@@ -60,7 +64,9 @@ impl Dag {
             }
         }
         if order.len() < indegree.len() {
-            return Err(DagError::Cycle { path: self.find_cycle() });
+            return Err(DagError::Cycle {
+                path: self.find_cycle(),
+            });
         }
         Ok(order)
     }
@@ -73,7 +79,15 @@ impl Dag {
         let mut level: BTreeMap<&InstanceId, usize> = BTreeMap::new();
         let mut waves: Vec<Vec<InstanceId>> = Vec::new();
         for node in order.iter().filter(|n| subset.contains(*n)) {
-            let l = self.deps.get(node).into_iter().flatten().filter_map(|d| level.get(d)).map(|l| l + 1).max().unwrap_or(0);
+            let l = self
+                .deps
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter_map(|d| level.get(d))
+                .map(|l| l + 1)
+                .max()
+                .unwrap_or(0);
             level.insert(node, l);
             if waves.len() <= l {
                 waves.resize_with(l + 1, Vec::new);
@@ -104,7 +118,10 @@ impl Dag {
         while changed {
             changed = false;
             for (node, deps) in &self.deps {
-                if !out.contains(node) && !roots.contains(node) && deps.iter().any(|d| roots.contains(d) || out.contains(d)) {
+                if !out.contains(node)
+                    && !roots.contains(node)
+                    && deps.iter().any(|d| roots.contains(d) || out.contains(d))
+                {
                     out.insert(node.clone());
                     changed = true;
                 }
@@ -120,12 +137,21 @@ impl Dag {
             Active,
             Done,
         }
-        fn visit<'a>(dag: &'a Dag, n: &'a InstanceId, marks: &mut BTreeMap<&'a InstanceId, Mark>, stack: &mut Vec<&'a InstanceId>) -> Option<Vec<InstanceId>> {
+        fn visit<'a>(
+            dag: &'a Dag,
+            n: &'a InstanceId,
+            marks: &mut BTreeMap<&'a InstanceId, Mark>,
+            stack: &mut Vec<&'a InstanceId>,
+        ) -> Option<Vec<InstanceId>> {
             match marks.get(n) {
                 Some(Mark::Done) => return None,
                 Some(Mark::Active) => {
-                    let start = stack.iter().position(|s| *s == n).expect("active nodes are on the stack");
-                    let mut path: Vec<InstanceId> = stack[start..].iter().map(|s| (*s).clone()).collect();
+                    let start = stack
+                        .iter()
+                        .position(|s| *s == n)
+                        .expect("active nodes are on the stack");
+                    let mut path: Vec<InstanceId> =
+                        stack[start..].iter().map(|s| (*s).clone()).collect();
                     path.push(n.clone());
                     return Some(path);
                 }
@@ -159,7 +185,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn id(n: usize) -> InstanceId {
-        InstanceId { scope: Scope::Machine("m".into()), generator: format!("g{n:02}") }
+        InstanceId {
+            scope: Scope::Machine("m".into()),
+            generator: format!("g{n:02}"),
+        }
     }
 
     fn dag(edges: &[(usize, usize)], n: usize) -> Dag {
@@ -187,7 +216,10 @@ mod tests {
     fn waves_group_independent_nodes() {
         let d = dag(&[(2, 0), (2, 1), (3, 2)], 4);
         let all = d.deps.keys().cloned().collect();
-        assert_eq!(d.waves(&all).unwrap(), vec![vec![id(0), id(1)], vec![id(2)], vec![id(3)]]);
+        assert_eq!(
+            d.waves(&all).unwrap(),
+            vec![vec![id(0), id(1)], vec![id(2)], vec![id(3)]]
+        );
     }
 
     proptest! {

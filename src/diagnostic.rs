@@ -24,7 +24,13 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     /// A diagnostic at `line`/`column` of `file`, whose text is `source`.
-    pub fn at(file: impl Into<PathBuf>, source: &str, line: u64, column: u64, message: impl Into<String>) -> Self {
+    pub fn at(
+        file: impl Into<PathBuf>,
+        source: &str,
+        line: u64,
+        column: u64,
+        message: impl Into<String>,
+    ) -> Self {
         let source_line = (line > 0)
             .then(|| source.lines().nth(line as usize - 1).map(str::to_owned))
             .flatten();

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::crypto::{self, CryptoError, Identities, Recipient, VaultKey};
 use crate::dag::Dag;
 use crate::identity::{self, IdentityError};
-use crate::meta::{self, Meta, MetaFile, META_FORMAT};
+use crate::meta::{self, META_FORMAT, Meta, MetaFile};
 use crate::model::{Config, Dependency, InstanceId, Scope};
 use crate::plan::{Action, Plan};
 use crate::prompt::{PromptError, PromptValues};
@@ -80,15 +80,24 @@ pub fn needs_vault(config: &Config, plan: &Plan) -> bool {
     plan.instances.iter().any(|p| match &p.action {
         Action::UpToDate => false,
         Action::Rekey { .. } => true,
-        Action::Generate { .. } => config.instances[&p.id].dependencies.iter().any(|d| match d {
-            Dependency::One(dep) => config.generator(dep).files.values().any(|f| f.secret),
-            Dependency::EveryMachine { .. } => false,
-        }),
+        Action::Generate { .. } => config.instances[&p.id]
+            .dependencies
+            .iter()
+            .any(|d| match d {
+                Dependency::One(dep) => config.generator(dep).files.values().any(|f| f.secret),
+                Dependency::EveryMachine { .. } => false,
+            }),
     })
 }
 
 /// Apply `plan`. The caller holds the store lock.
-pub fn apply(config: &Config, store: &Store, dag: &Dag, plan: &Plan, opts: &Options) -> Result<Report, GenerateError> {
+pub fn apply(
+    config: &Config,
+    store: &Store,
+    dag: &Dag,
+    plan: &Plan,
+    opts: &Options,
+) -> Result<Report, GenerateError> {
     let mut report = Report::default();
     let to_generate: Vec<InstanceId> = plan.to_generate().map(|p| p.id.clone()).collect();
     // Ask for every prompt before running anything: a missing value fails fast.
@@ -120,21 +129,47 @@ pub fn apply(config: &Config, store: &Store, dag: &Dag, plan: &Plan, opts: &Opti
         .chain(config.users.values().flat_map(|u| &u.recipients))
     {
         if !parsed.contains_key(r) {
-            let p = Recipient::parse(r).map_err(|source| GenerateError::Crypto { instance: "recipients".into(), source })?;
+            let p = Recipient::parse(r).map_err(|source| GenerateError::Crypto {
+                instance: "recipients".into(),
+                source,
+            })?;
             parsed.insert(r.clone(), p);
         }
     }
-    let ctx = Ctx { config, store, vault_ids: &vault_ids, vault: &vault_recipient, parsed: &parsed, armor: config.armor };
+    let ctx = Ctx {
+        config,
+        store,
+        vault_ids: &vault_ids,
+        vault: &vault_recipient,
+        parsed: &parsed,
+        armor: config.armor,
+    };
 
     let generate_set: BTreeSet<InstanceId> = to_generate.iter().cloned().collect();
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs.max(1)).build().expect("a thread pool can be built");
-    for wave in dag.waves(&generate_set).map_err(|e| GenerateError::Store(StoreError::BadMeta { path: PathBuf::new(), reason: e.to_string() }))? {
-        let jobs: Vec<(InstanceId, Vec<(String, SecretBytes)>)> = wave.into_iter().map(|id| {
-            let p = prompt_values.remove(&id).unwrap_or_default();
-            (id, p)
-        }).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .build()
+        .expect("a thread pool can be built");
+    for wave in dag.waves(&generate_set).map_err(|e| {
+        GenerateError::Store(StoreError::BadMeta {
+            path: PathBuf::new(),
+            reason: e.to_string(),
+        })
+    })? {
+        let jobs: Vec<(InstanceId, Vec<(String, SecretBytes)>)> = wave
+            .into_iter()
+            .map(|id| {
+                let p = prompt_values.remove(&id).unwrap_or_default();
+                (id, p)
+            })
+            .collect();
         let results: Vec<Result<String, GenerateError>> = pool.install(|| {
-            jobs.into_par_iter().map(|(id, prompts)| ctx.generate(&id, prompts, &opts.sandbox).map(|()| id.to_string())).collect()
+            jobs.into_par_iter()
+                .map(|(id, prompts)| {
+                    ctx.generate(&id, prompts, &opts.sandbox)
+                        .map(|()| id.to_string())
+                })
+                .collect()
         });
         let mut errors = Vec::new();
         for r in results {
@@ -145,7 +180,11 @@ pub fn apply(config: &Config, store: &Store, dag: &Dag, plan: &Plan, opts: &Opti
         }
         if !errors.is_empty() {
             ctx.write_manifests(&mut report)?;
-            return Err(if errors.len() == 1 { errors.remove(0) } else { GenerateError::Many(errors) });
+            return Err(if errors.len() == 1 {
+                errors.remove(0)
+            } else {
+                GenerateError::Many(errors)
+            });
         }
     }
     let rekeys: Vec<(&InstanceId, &Vec<crate::plan::StaleSecret>)> = plan
@@ -156,8 +195,12 @@ pub fn apply(config: &Config, store: &Store, dag: &Dag, plan: &Plan, opts: &Opti
             _ => None,
         })
         .collect();
-    let results: Vec<Result<String, GenerateError>> =
-        pool.install(|| rekeys.par_iter().map(|(id, _)| ctx.rekey(id).map(|()| id.to_string())).collect());
+    let results: Vec<Result<String, GenerateError>> = pool.install(|| {
+        rekeys
+            .par_iter()
+            .map(|(id, _)| ctx.rekey(id).map(|()| id.to_string()))
+            .collect()
+    });
     for r in results {
         report.rekeyed.push(r?);
     }
@@ -177,10 +220,18 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn crypto_err(&self, id: &InstanceId) -> impl Fn(CryptoError) -> GenerateError {
         let instance = id.to_string();
-        move |source| GenerateError::Crypto { instance: instance.clone(), source }
+        move |source| GenerateError::Crypto {
+            instance: instance.clone(),
+            source,
+        }
     }
 
-    fn encrypt(&self, id: &InstanceId, file: &str, plaintext: &SecretBytes) -> Result<(Vec<u8>, Vec<String>), GenerateError> {
+    fn encrypt(
+        &self,
+        id: &InstanceId,
+        file: &str,
+        plaintext: &SecretBytes,
+    ) -> Result<(Vec<u8>, Vec<String>), GenerateError> {
         let def = &self.config.generator(id).files[file];
         let recipients = recipients::recipients_for(self.config, id, def, self.vault);
         let refs: Vec<&Recipient> = recipients.iter().map(|r| &self.parsed[r]).collect();
@@ -189,7 +240,10 @@ impl Ctx<'_> {
     }
 
     /// The `$in` files of an instance: dependency outputs, secrets decrypted with the vault.
-    fn inputs(&self, id: &InstanceId) -> Result<(Vec<InputFile>, BTreeMap<String, String>), GenerateError> {
+    fn inputs(
+        &self,
+        id: &InstanceId,
+    ) -> Result<(Vec<InputFile>, BTreeMap<String, String>), GenerateError> {
         let mut inputs = Vec::new();
         let mut generations = BTreeMap::new();
         for dep in &self.config.instances[id].dependencies {
@@ -198,10 +252,13 @@ impl Ctx<'_> {
                 Dependency::EveryMachine { instances, .. } => (instances.clone(), true),
             };
             for d in instances {
-                let meta = self.store.read_meta(&d)?.ok_or_else(|| StoreError::BadMeta {
-                    path: self.store.instance_dir(&d).join("meta.json"),
-                    reason: format!("{d} must be generated before {id}"),
-                })?;
+                let meta = self
+                    .store
+                    .read_meta(&d)?
+                    .ok_or_else(|| StoreError::BadMeta {
+                        path: self.store.instance_dir(&d).join("meta.json"),
+                        reason: format!("{d} must be generated before {id}"),
+                    })?;
                 generations.insert(d.to_string(), meta.generation.clone());
                 let dir_name = match (&d.scope, public_only) {
                     (Scope::Machine(m), true) => format!("{}/{m}", d.generator),
@@ -213,15 +270,28 @@ impl Ctx<'_> {
                     }
                     let path = self.store.file_path(&d, name, def.secret);
                     let raw = fs_util::read(&path).map_err(StoreError::from)?;
-                    let bytes = if def.secret { self.vault_ids.decrypt(&raw).map_err(self.crypto_err(&d))? } else { SecretBytes::new(raw) };
-                    inputs.push(InputFile { dependency: dir_name.clone(), file: name.clone(), bytes });
+                    let bytes = if def.secret {
+                        self.vault_ids.decrypt(&raw).map_err(self.crypto_err(&d))?
+                    } else {
+                        SecretBytes::new(raw)
+                    };
+                    inputs.push(InputFile {
+                        dependency: dir_name.clone(),
+                        file: name.clone(),
+                        bytes,
+                    });
                 }
             }
         }
         Ok((inputs, generations))
     }
 
-    fn generate(&self, id: &InstanceId, prompts: Vec<(String, SecretBytes)>, sandbox: &SandboxKind) -> Result<(), GenerateError> {
+    fn generate(
+        &self,
+        id: &InstanceId,
+        prompts: Vec<(String, SecretBytes)>,
+        sandbox: &SandboxKind,
+    ) -> Result<(), GenerateError> {
         let generator = self.config.generator(id);
         let (inputs, dependencies) = self.inputs(id)?;
         let mut env = Vec::new();
@@ -253,15 +323,39 @@ impl Ctx<'_> {
         let mut staged = Vec::new();
         let mut files = BTreeMap::new();
         for (name, def) in &generator.files {
-            let bytes = outputs.remove(name).expect("the sandbox verified every declared output");
+            let bytes = outputs
+                .remove(name)
+                .expect("the sandbox verified every declared output");
             if def.secret {
                 let (ct, recipients) = self.encrypt(id, name, &bytes)?;
-                staged.push(StagedFile { name: format!("{name}.age"), bytes: ct });
-                files.insert(name.clone(), MetaFile { deploy: def.deploy, recipients: Some(recipients), secret: true, sha256: None });
+                staged.push(StagedFile {
+                    name: format!("{name}.age"),
+                    bytes: ct,
+                });
+                files.insert(
+                    name.clone(),
+                    MetaFile {
+                        deploy: def.deploy,
+                        recipients: Some(recipients),
+                        secret: true,
+                        sha256: None,
+                    },
+                );
             } else {
                 let public = bytes.expose().to_vec();
-                files.insert(name.clone(), MetaFile { deploy: def.deploy, recipients: None, secret: false, sha256: Some(meta::sha256(&public)) });
-                staged.push(StagedFile { name: name.clone(), bytes: public });
+                files.insert(
+                    name.clone(),
+                    MetaFile {
+                        deploy: def.deploy,
+                        recipients: None,
+                        secret: false,
+                        sha256: Some(meta::sha256(&public)),
+                    },
+                );
+                staged.push(StagedFile {
+                    name: name.clone(),
+                    bytes: public,
+                });
             }
         }
         let meta = Meta {
@@ -274,7 +368,10 @@ impl Ctx<'_> {
             scope: scope_label(&id.scope),
             validation_hash: generator.validation_hash.clone(),
         };
-        staged.push(StagedFile { name: "meta.json".into(), bytes: meta::to_json(&meta) });
+        staged.push(StagedFile {
+            name: "meta.json".into(),
+            bytes: meta::to_json(&meta),
+        });
         self.store.swap_dir(&self.store.instance_dir(id), &staged)?;
         Ok(())
     }
@@ -282,11 +379,26 @@ impl Ctx<'_> {
     /// Re-encrypt the stale secrets of an instance; everything else is copied byte for byte.
     fn rekey(&self, id: &InstanceId) -> Result<(), GenerateError> {
         let generator = self.config.generator(id);
-        let mut meta = self.store.read_meta(id)?.expect("rekey is planned only for existing instances");
+        let mut meta = self
+            .store
+            .read_meta(id)?
+            .expect("rekey is planned only for existing instances");
         let dir = self.store.instance_dir(id);
         let mut staged = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(|source| StoreError::Io(fs_util::IoError { action: "list", path: dir.clone(), source }))? {
-            let entry = entry.map_err(|source| StoreError::Io(fs_util::IoError { action: "list", path: dir.clone(), source }))?;
+        for entry in std::fs::read_dir(&dir).map_err(|source| {
+            StoreError::Io(fs_util::IoError {
+                action: "list",
+                path: dir.clone(),
+                source,
+            })
+        })? {
+            let entry = entry.map_err(|source| {
+                StoreError::Io(fs_util::IoError {
+                    action: "list",
+                    path: dir.clone(),
+                    source,
+                })
+            })?;
             let name = entry.file_name().to_string_lossy().into_owned();
             if name == "meta.json" {
                 continue;
@@ -296,7 +408,10 @@ impl Ctx<'_> {
             let bytes = match file.and_then(|f| generator.files.get(f).map(|d| (f, d))) {
                 Some((f, def)) if def.secret => {
                     let want = recipients::recipients_for(self.config, id, def, self.vault);
-                    let entry = meta.files.get_mut(f).expect("planned files are in meta.json");
+                    let entry = meta
+                        .files
+                        .get_mut(f)
+                        .expect("planned files are in meta.json");
                     if entry.recipients.as_ref() == Some(&want) {
                         raw
                     } else {
@@ -310,7 +425,10 @@ impl Ctx<'_> {
             };
             staged.push(StagedFile { name, bytes });
         }
-        staged.push(StagedFile { name: "meta.json".into(), bytes: meta::to_json(&meta) });
+        staged.push(StagedFile {
+            name: "meta.json".into(),
+            bytes: meta::to_json(&meta),
+        });
         self.store.swap_dir(&dir, &staged)?;
         Ok(())
     }

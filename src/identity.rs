@@ -90,7 +90,9 @@ pub fn vault_recipient(store: &Store) -> Result<Option<String>, IdentityError> {
         return Ok(None);
     }
     let text = fs_util::read_to_string(&path).map_err(CryptoError::from)?;
-    let r = Recipient::parse(text.trim()).map_err(|_| CryptoError::BadRecipient { reason: format!("{} does not hold an age recipient", path.display()) })?;
+    let r = Recipient::parse(text.trim()).map_err(|_| CryptoError::BadRecipient {
+        reason: format!("{} does not hold an age recipient", path.display()),
+    })?;
     Ok(Some(r.text().to_owned()))
 }
 
@@ -116,8 +118,14 @@ pub fn write_vault(config: &Config, store: &Store, vault: &VaultKey) -> Result<(
     store.swap_dir(
         &store.dir.join("keys"),
         &[
-            StagedFile { name: "vault.age".into(), bytes: wrapped },
-            StagedFile { name: "vault.pub".into(), bytes: public.into_bytes() },
+            StagedFile {
+                name: "vault.age".into(),
+                bytes: wrapped,
+            },
+            StagedFile {
+                name: "vault.pub".into(),
+                bytes: public.into_bytes(),
+            },
         ],
     )?;
     Ok(())
@@ -127,6 +135,9 @@ pub fn write_vault(config: &Config, store: &Store, vault: &VaultKey) -> Result<(
 pub fn unwrap_vault(store: &Store, ids: &Identities) -> Result<VaultKey, IdentityError> {
     let path = store.vault_age_path();
     let ct = fs_util::read(&path).map_err(CryptoError::from)?;
-    let secret: SecretBytes = ids.decrypt(&ct).map_err(|_| IdentityError::NotAnAdmin { path: path.clone(), tried: ids.sources.clone() })?;
+    let secret: SecretBytes = ids.decrypt(&ct).map_err(|_| IdentityError::NotAnAdmin {
+        path: path.clone(),
+        tried: ids.sources.clone(),
+    })?;
     Ok(VaultKey::from_secret(&secret)?)
 }

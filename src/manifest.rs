@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::meta::{Manifest, ManifestFile, ManifestGenerator, META_FORMAT, Meta};
+use crate::meta::{META_FORMAT, Manifest, ManifestFile, ManifestGenerator, Meta};
 use crate::model::{Config, InstanceId, Scope};
 use crate::store::{Store, StoreError};
 
@@ -22,7 +22,11 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
             .iter()
             .filter(|(_, f)| f.deploy)
             .map(|(name, f)| {
-                let file = if f.secret { format!("{name}.age") } else { name.clone() };
+                let file = if f.secret {
+                    format!("{name}.age")
+                } else {
+                    name.clone()
+                };
                 (
                     name.clone(),
                     ManifestFile {
@@ -32,7 +36,9 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
                         owner: f.owner.clone(),
                         path: format!("{id}/{file}"),
                         secret: f.secret,
-                        sha256: meta.and_then(|m| m.files.get(name)).and_then(|m| m.sha256.clone()),
+                        sha256: meta
+                            .and_then(|m| m.files.get(name))
+                            .and_then(|m| m.sha256.clone()),
                     },
                 )
             })
@@ -49,7 +55,10 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
                 Scope::Shared => inst.machines.contains(m),
                 Scope::User(u) => {
                     if machine.users.contains(u) {
-                        users.entry(u.clone()).or_default().insert(id.generator.clone(), entry(id));
+                        users
+                            .entry(u.clone())
+                            .or_default()
+                            .insert(id.generator.clone(), entry(id));
                     }
                     false
                 }
@@ -58,7 +67,13 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
                 generators.insert(id.generator.clone(), entry(id));
             }
         }
-        out.push(Manifest { format: META_FORMAT, generators, kind: "machine".into(), name: m.clone(), users });
+        out.push(Manifest {
+            format: META_FORMAT,
+            generators,
+            kind: "machine".into(),
+            name: m.clone(),
+            users,
+        });
     }
     for u in config.users.keys() {
         let mut generators = BTreeMap::new();
@@ -72,7 +87,13 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
                 generators.insert(id.generator.clone(), entry(id));
             }
         }
-        out.push(Manifest { format: META_FORMAT, generators, kind: "user".into(), name: u.clone(), users: BTreeMap::new() });
+        out.push(Manifest {
+            format: META_FORMAT,
+            generators,
+            kind: "user".into(),
+            name: u.clone(),
+            users: BTreeMap::new(),
+        });
     }
     Ok(out)
 }

@@ -122,7 +122,12 @@ mod tests {
             dependencies: BTreeMap::from([("shared/ca".into(), "abc".into())]),
             files: BTreeMap::from([(
                 "key".into(),
-                MetaFile { deploy: true, recipients: Some(vec!["age1x".into()]), secret: true, sha256: None },
+                MetaFile {
+                    deploy: true,
+                    recipients: Some(vec!["age1x".into()]),
+                    secret: true,
+                    sha256: None,
+                },
             )]),
             format: META_FORMAT,
             generation: "g".into(),
@@ -132,10 +137,19 @@ mod tests {
         };
         let json = to_json(&m);
         let text = String::from_utf8(json.clone()).unwrap();
-        let keys: Vec<usize> = ["definition-hash", "dependencies", "files", "format", "generation", "generator", "scope", "validation-hash"]
-            .iter()
-            .map(|k| text.find(&format!("\"{k}\"")).unwrap())
-            .collect();
+        let keys: Vec<usize> = [
+            "definition-hash",
+            "dependencies",
+            "files",
+            "format",
+            "generation",
+            "generator",
+            "scope",
+            "validation-hash",
+        ]
+        .iter()
+        .map(|k| text.find(&format!("\"{k}\"")).unwrap())
+        .collect();
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{text}");
         assert_eq!(serde_json::from_slice::<Meta>(&json).unwrap(), m);
         assert!(serde_json::from_str::<Meta>("{\"format\": 1}").is_err());

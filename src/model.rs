@@ -61,6 +61,8 @@ pub struct Generator {
     pub prompts: BTreeMap<String, PromptDef>,
     /// Dependencies as declared.
     pub dependencies: Vec<DepRef>,
+    /// Line and column of each entry of `dependencies` in its file (0 when unknown).
+    pub dependency_positions: Vec<(u64, u64)>,
     /// Programs put on PATH.
     pub runtime_inputs: Vec<String>,
     /// The bash script.
@@ -282,7 +284,9 @@ pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
         }
         dir = d.parent();
     }
-    Err(ConfigError::NotFound { start: start.to_path_buf() })
+    Err(ConfigError::NotFound {
+        start: start.to_path_buf(),
+    })
 }
 
 /// Read and validate `config_file`, the `generators/*.yaml` beside it, and the shipped
@@ -293,21 +297,38 @@ pub fn load(config_file: &Path) -> Result<Config, ConfigError> {
     let mut v = Validator::default();
     let vars: Option<spec::VarsFile> = v.parse(config_file, &text);
 
-    let mut defs: BTreeMap<String, (spec::GeneratorSpec, Origin, PathBuf, String, u64, u64)> = BTreeMap::new();
+    let mut defs: BTreeMap<String, (spec::GeneratorSpec, Origin, PathBuf, String, u64, u64)> =
+        BTreeMap::new();
     let gen_dir = root.join("generators");
     if gen_dir.is_dir() {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(&gen_dir)
-            .map_err(|source| fs_util::IoError { action: "list", path: gen_dir.clone(), source })?
+            .map_err(|source| fs_util::IoError {
+                action: "list",
+                path: gen_dir.clone(),
+                source,
+            })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
             .collect();
         entries.sort();
         for path in entries {
             let text = fs_util::read_to_string(&path)?;
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
+            let stem = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_owned();
             if let Err(msg) = check_name(&stem) {
-                v.push(Diagnostic::at(&path, "", 0, 0, format!("generator file name {stem:?} {msg}"))
-                    .hint("rename the file to <generator-name>.yaml"));
+                v.push(
+                    Diagnostic::at(
+                        &path,
+                        "",
+                        0,
+                        0,
+                        format!("generator file name {stem:?} {msg}"),
+                    )
+                    .hint("rename the file to <generator-name>.yaml"),
+                );
                 continue;
             }
             if let Some(g) = v.parse::<spec::GeneratorSpec>(&path, &text) {
@@ -321,25 +342,45 @@ pub fn load(config_file: &Path) -> Result<Config, ConfigError> {
     for (name, g) in std::mem::take(&mut vars.generators) {
         if let Some((_, _, path, ..)) = defs.get(&name.value.0) {
             v.push(
-                Diagnostic::at(config_file, &text, name.line, name.column, format!("generator {:?} is defined twice", name.value.0))
-                    .hint(format!("remove it here or delete {}", path.display())),
+                Diagnostic::at(
+                    config_file,
+                    &text,
+                    name.line,
+                    name.column,
+                    format!("generator {:?} is defined twice", name.value.0),
+                )
+                .hint(format!("remove it here or delete {}", path.display())),
             );
             continue;
         }
         defs.insert(
             name.value.0.clone(),
-            (g, Origin::Inline, config_file.to_path_buf(), text.clone(), name.line, name.column),
+            (
+                g,
+                Origin::Inline,
+                config_file.to_path_buf(),
+                text.clone(),
+                name.line,
+                name.column,
+            ),
         );
     }
     let mut generators = BTreeMap::new();
+    let mut broken = BTreeSet::new();
     for (name, (g, origin, path, src, line, col)) in defs {
         let shadows = shipped::find(&name).is_some();
-        if let Some(gdef) = v.generator(&name, g, origin, shadows, &path, &src, line, col) {
-            generators.insert(name, gdef);
+        match v.generator(&name, g, origin, shadows, &path, &src, line, col) {
+            Some(gdef) => {
+                generators.insert(name, gdef);
+            }
+            None => {
+                broken.insert(name);
+            }
         }
     }
     // Shipped generators are parsed lazily: only the ones referenced and not defined locally.
-    let resolver = Resolver::new(&mut v, config_file, &text, vars, generators, root.clone());
+    let mut resolver = Resolver::new(&mut v, config_file, &text, vars, generators, root.clone());
+    resolver.broken = broken;
     resolver.finish()
 }
 
@@ -436,7 +477,10 @@ impl Validator {
         match serde_saphyr::from_str_with_options::<T>(text, options) {
             Ok(v) => Some(v),
             Err(e) => {
-                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
                 let message = yaml_message(&e);
                 let hint = yaml_hint(&message, path);
                 let mut d = Diagnostic::at(path, text, line, column, message);
@@ -476,15 +520,31 @@ impl Validator {
     ) -> Option<Generator> {
         let before = self.diags.len();
         if let Err(msg) = check_name(name) {
-            self.push(Diagnostic::at(file, src, line, column, format!("generator name {name:?} {msg}"))
-                .hint("names are letters, digits, '.', '_' and '-', starting with a letter or digit"));
+            self.push(
+                Diagnostic::at(
+                    file,
+                    src,
+                    line,
+                    column,
+                    format!("generator name {name:?} {msg}"),
+                )
+                .hint(
+                    "names are letters, digits, '.', '_' and '-', starting with a letter or digit",
+                ),
+            );
         }
         let mut files = BTreeMap::new();
         for (fname, f) in &g.files {
             if let Err(msg) = check_file_name(&fname.value.0) {
                 self.push(
-                    Diagnostic::at(file, src, fname.line, fname.column, format!("file name {:?} of generator {name:?} {msg}", fname.value.0))
-                        .hint("rename the file"),
+                    Diagnostic::at(
+                        file,
+                        src,
+                        fname.line,
+                        fname.column,
+                        format!("file name {:?} of generator {name:?} {msg}", fname.value.0),
+                    )
+                    .hint("rename the file"),
                 );
                 continue;
             }
@@ -494,8 +554,17 @@ impl Validator {
                     Ok(mode) if mode <= 0o7777 => mode,
                     _ => {
                         self.push(
-                            Diagnostic::at(file, src, m.line, m.column, format!("mode {:?} of file {:?} is not an octal mode", m.value, fname.value.0))
-                                .hint("write it as a quoted octal string, e.g. mode: \"0440\""),
+                            Diagnostic::at(
+                                file,
+                                src,
+                                m.line,
+                                m.column,
+                                format!(
+                                    "mode {:?} of file {:?} is not an octal mode",
+                                    m.value, fname.value.0
+                                ),
+                            )
+                            .hint("write it as a quoted octal string, e.g. mode: \"0440\""),
                         );
                         0o400
                     }
@@ -516,26 +585,53 @@ impl Validator {
         let mut prompts = BTreeMap::new();
         for (pname, p) in &g.prompts {
             if let Err(msg) = check_file_name(&pname.value.0) {
-                self.push(Diagnostic::at(file, src, pname.line, pname.column, format!("prompt name {:?} of generator {name:?} {msg}", pname.value.0)));
+                self.push(Diagnostic::at(
+                    file,
+                    src,
+                    pname.line,
+                    pname.column,
+                    format!(
+                        "prompt name {:?} of generator {name:?} {msg}",
+                        pname.value.0
+                    ),
+                ));
                 continue;
             }
-            let def = PromptDef { description: p.description.clone(), kind: p.kind.unwrap_or(PromptKind::Line), persist: p.persist };
+            let def = PromptDef {
+                description: p.description.clone(),
+                kind: p.kind.unwrap_or(PromptKind::Line),
+                persist: p.persist,
+            };
             if def.persist && !files.contains_key(&pname.value.0) {
                 // A persisted prompt is stored as a secret file of the same name (DESIGN §2).
                 files.insert(
                     pname.value.0.clone(),
-                    FileDef { secret: true, deploy: true, owner: "root".into(), group: "root".into(), mode: 0o400, needed_for: NeededFor::Services },
+                    FileDef {
+                        secret: true,
+                        deploy: true,
+                        owner: "root".into(),
+                        group: "root".into(),
+                        mode: 0o400,
+                        needed_for: NeededFor::Services,
+                    },
                 );
             }
             prompts.insert(pname.value.0.clone(), def);
         }
         if files.is_empty() && self.diags.len() == before {
             self.push(
-                Diagnostic::at(file, src, g.script.line, g.script.column, format!("generator {name:?} declares no files"))
-                    .hint("list what the script writes to $out under files:, e.g. files: { key: {} }"),
+                Diagnostic::at(
+                    file,
+                    src,
+                    g.script.line,
+                    g.script.column,
+                    format!("generator {name:?} declares no files"),
+                )
+                .hint("list what the script writes to $out under files:, e.g. files: { key: {} }"),
             );
         }
         let mut dependencies = Vec::new();
+        let mut dependency_positions = Vec::new();
         for d in &g.dependencies {
             let dep = match d.value.strip_prefix("machines/*/") {
                 Some(gdef) => DepRef::EveryMachine(gdef.to_owned()),
@@ -549,17 +645,30 @@ impl Validator {
                 continue;
             }
             if dep.generator() == name {
-                self.push(Diagnostic::at(file, src, d.line, d.column, format!("generator {name:?} depends on itself")));
+                self.push(Diagnostic::at(
+                    file,
+                    src,
+                    d.line,
+                    d.column,
+                    format!("generator {name:?} depends on itself"),
+                ));
                 continue;
             }
             dependencies.push(dep);
+            dependency_positions.push((d.line, d.column));
         }
         let timeout = match &g.timeout {
             None => Duration::from_secs(60),
             Some(t) => parse_duration(&t.value).unwrap_or_else(|| {
                 self.push(
-                    Diagnostic::at(file, src, t.line, t.column, format!("timeout {:?} is not a duration", t.value))
-                        .hint("write e.g. 90s, 5m or 1h"),
+                    Diagnostic::at(
+                        file,
+                        src,
+                        t.line,
+                        t.column,
+                        format!("timeout {:?} is not a duration", t.value),
+                    )
+                    .hint("write e.g. 90s, 5m or 1h"),
                 );
                 Duration::from_secs(60)
             }),
@@ -586,6 +695,7 @@ impl Validator {
             files,
             prompts,
             dependencies,
+            dependency_positions,
             runtime_inputs: g.runtime_inputs.into_iter().map(|r| r.value).collect(),
             script: g.script.value,
             share: g.share,
@@ -606,6 +716,8 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
         Some(i) => msg[..i].to_owned(),
         None => msg,
     };
+    // serde-saphyr's advice about its own options is not for vars users.
+    let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
     msg.trim().to_owned()
 }
 
@@ -616,13 +728,21 @@ fn yaml_hint(message: &str, path: &Path) -> Option<String> {
         "schema/generator.schema.json"
     };
     if message.contains("unknown field") {
-        Some(format!("check the spelling; the allowed keys are listed in {schema} (vars schema)"))
+        Some(format!(
+            "check the spelling; the allowed keys are listed in {schema} (vars schema)"
+        ))
     } else if message.to_lowercase().contains("duplicate") {
         Some("each key may appear once in a mapping; remove or merge the repeated one".into())
-    } else if message.to_lowercase().contains("budget") || message.to_lowercase().contains("alias") {
+    } else if message.to_lowercase().contains("budget") || message.to_lowercase().contains("alias")
+    {
         Some("declarations must be small, plain YAML; expand anchors and aliases by hand".into())
     } else if message.contains("missing field") {
         Some(format!("add the field; see {schema}"))
+    } else if message.starts_with("expected")
+        || message.contains("while parsing")
+        || message.contains("did not find")
+    {
+        Some("this is not valid YAML here: check indentation, quotes and closing brackets".into())
     } else {
         None
     }
@@ -635,6 +755,8 @@ struct Resolver<'a> {
     root: PathBuf,
     vars: spec::VarsFile,
     generators: BTreeMap<String, Generator>,
+    /// Defined, but with errors already reported: referring to them adds no noise.
+    broken: BTreeSet<String>,
     instances: BTreeMap<InstanceId, Instance>,
 }
 
@@ -647,11 +769,21 @@ impl<'a> Resolver<'a> {
         generators: BTreeMap<String, Generator>,
         root: PathBuf,
     ) -> Self {
-        Resolver { v, file, src, root, vars, generators, instances: BTreeMap::new() }
+        Resolver {
+            v,
+            file,
+            src,
+            root,
+            vars,
+            generators,
+            broken: BTreeSet::new(),
+            instances: BTreeMap::new(),
+        }
     }
 
     fn diag(&mut self, line: u64, column: u64, msg: String, hint: impl Into<String>) {
-        self.v.push(Diagnostic::at(self.file, self.src, line, column, msg).hint(hint));
+        self.v
+            .push(Diagnostic::at(self.file, self.src, line, column, msg).hint(hint));
     }
 
     /// Make sure a generator is known (loading a shipped one on demand).
@@ -659,11 +791,15 @@ impl<'a> Resolver<'a> {
         if self.generators.contains_key(name) {
             return true;
         }
-        let Some(text) = shipped::find(name) else { return false };
+        let Some(text) = shipped::find(name) else {
+            return false;
+        };
         let path = PathBuf::from(format!("<shipped>/generators/{name}.yaml"));
         let before = self.v.diags.len();
         if let Some(g) = self.v.parse::<spec::GeneratorSpec>(&path, text)
-            && let Some(gdef) = self.v.generator(name, g, Origin::Shipped, false, &path, text, 0, 0)
+            && let Some(gdef) = self
+                .v
+                .generator(name, g, Origin::Shipped, false, &path, text, 0, 0)
         {
             self.generators.insert(name.to_owned(), gdef);
             return true;
@@ -671,9 +807,21 @@ impl<'a> Resolver<'a> {
         self.v.diags.len() == before
     }
 
-    fn recipients(&mut self, who: &str, list: &[Loc<String>], line: u64, column: u64, hint: &str) -> Vec<String> {
+    fn recipients(
+        &mut self,
+        who: &str,
+        list: &[Loc<String>],
+        line: u64,
+        column: u64,
+        hint: &str,
+    ) -> Vec<String> {
         if list.is_empty() {
-            self.diag(line, column, format!("{who} has no recipients"), hint.to_owned());
+            self.diag(
+                line,
+                column,
+                format!("{who} has no recipients"),
+                hint.to_owned(),
+            );
         }
         let mut out = Vec::new();
         for r in list {
@@ -706,11 +854,26 @@ impl<'a> Resolver<'a> {
                 format!("this vars reads version: {}", spec::FORMAT_VERSION),
             );
         }
-        let store_rel = vars.settings.store.as_ref().map(|s| s.value.clone()).unwrap_or_else(|| "vars".into());
+        let store_rel = vars
+            .settings
+            .store
+            .as_ref()
+            .map(|s| s.value.clone())
+            .unwrap_or_else(|| "vars".into());
         if let Some(s) = &vars.settings.store
-            && (s.value.is_empty() || Path::new(&s.value).is_absolute() || s.value.split('/').any(|c| c == ".."))
+            && (s.value.is_empty()
+                || Path::new(&s.value).is_absolute()
+                || s.value.split('/').any(|c| c == ".."))
         {
-            self.diag(s.line, s.column, format!("store {:?} must be a relative path inside the repository", s.value), "e.g. store: vars");
+            self.diag(
+                s.line,
+                s.column,
+                format!(
+                    "store {:?} must be a relative path inside the repository",
+                    s.value
+                ),
+                "e.g. store: vars",
+            );
         }
         // Tags.
         let mut tags: BTreeMap<String, Vec<Loc<Name>>> = BTreeMap::new();
@@ -738,18 +901,34 @@ impl<'a> Resolver<'a> {
                     gens.push(g.value.0.clone());
                 }
             }
-            users.insert(name.value.0.clone(), User { recipients, generators: gens });
+            users.insert(
+                name.value.0.clone(),
+                User {
+                    recipients,
+                    generators: gens,
+                },
+            );
         }
         let mut admins = Vec::new();
         for a in &vars.admins {
             if !users.contains_key(&a.value.0) {
-                self.diag(a.line, a.column, format!("admin {:?} is not a declared user", a.value.0), "declare it under users: with its recipients");
+                self.diag(
+                    a.line,
+                    a.column,
+                    format!("admin {:?} is not a declared user", a.value.0),
+                    "declare it under users: with its recipients",
+                );
             } else {
                 admins.push(a.value.0.clone());
             }
         }
         if vars.admins.is_empty() {
-            self.diag(1, 1, "no admin is declared".into(), "add admins: [<user>] so someone can read every secret through the vault key");
+            self.diag(
+                1,
+                1,
+                "no admin is declared".into(),
+                "add admins: [<user>] so someone can read every secret through the vault key",
+            );
         }
         // Machines.
         let mut machines = BTreeMap::new();
@@ -762,7 +941,10 @@ impl<'a> Resolver<'a> {
                 &m.recipients,
                 name.line,
                 name.column,
-                &format!("add its host key: ssh-keyscan -t ed25519 {} | cut -d' ' -f2-", name.value.0),
+                &format!(
+                    "add its host key: ssh-keyscan -t ed25519 {} | cut -d' ' -f2-",
+                    name.value.0
+                ),
             );
             let mut gens: Vec<String> = Vec::new();
             let mut add = |g: String| {
@@ -777,7 +959,12 @@ impl<'a> Resolver<'a> {
             }
             for t in &m.tags {
                 match tags.get(&t.value.0) {
-                    None => self.diag(t.line, t.column, format!("machine {:?} has unknown tag {:?}", name.value.0, t.value.0), "declare it under tags:"),
+                    None => self.diag(
+                        t.line,
+                        t.column,
+                        format!("machine {:?} has unknown tag {:?}", name.value.0, t.value.0),
+                        "declare it under tags:",
+                    ),
                     Some(tg) => {
                         for g in tg.clone() {
                             if self.assignable(&g) {
@@ -789,7 +976,15 @@ impl<'a> Resolver<'a> {
             }
             for u in &m.users {
                 if !users.contains_key(&u.value.0) {
-                    self.diag(u.line, u.column, format!("machine {:?} lists unknown user {:?}", name.value.0, u.value.0), "declare the user under users: with recipients");
+                    self.diag(
+                        u.line,
+                        u.column,
+                        format!(
+                            "machine {:?} lists unknown user {:?}",
+                            name.value.0, u.value.0
+                        ),
+                        "declare the user under users: with recipients",
+                    );
                 }
             }
             machines.insert(
@@ -803,18 +998,29 @@ impl<'a> Resolver<'a> {
             );
         }
         if !self.v.diags.is_empty() {
-            return Err(ConfigError::Invalid(Diagnostics(std::mem::take(&mut self.v.diags))));
+            return Err(ConfigError::Invalid(Diagnostics(std::mem::take(
+                &mut self.v.diags,
+            ))));
         }
         // Instances: assigned ones first, then dependencies (possibly implicit) to a fixpoint.
         for (m, machine) in &machines {
             for g in &machine.generators {
                 let gdef = &self.generators[g];
                 let id = if gdef.share {
-                    InstanceId { scope: Scope::Shared, generator: g.clone() }
+                    InstanceId {
+                        scope: Scope::Shared,
+                        generator: g.clone(),
+                    }
                 } else {
-                    InstanceId { scope: Scope::Machine(m.clone()), generator: g.clone() }
+                    InstanceId {
+                        scope: Scope::Machine(m.clone()),
+                        generator: g.clone(),
+                    }
                 };
-                let inst = self.instances.entry(id.clone()).or_insert_with(|| new_instance(id, false));
+                let inst = self
+                    .instances
+                    .entry(id.clone())
+                    .or_insert_with(|| new_instance(id, false));
                 inst.implicit = false;
                 inst.machines.insert(m.clone());
             }
@@ -823,11 +1029,20 @@ impl<'a> Resolver<'a> {
             for g in &user.generators {
                 let gdef = &self.generators[g];
                 let id = if gdef.share {
-                    InstanceId { scope: Scope::Shared, generator: g.clone() }
+                    InstanceId {
+                        scope: Scope::Shared,
+                        generator: g.clone(),
+                    }
                 } else {
-                    InstanceId { scope: Scope::User(u.clone()), generator: g.clone() }
+                    InstanceId {
+                        scope: Scope::User(u.clone()),
+                        generator: g.clone(),
+                    }
                 };
-                let inst = self.instances.entry(id.clone()).or_insert_with(|| new_instance(id, false));
+                let inst = self
+                    .instances
+                    .entry(id.clone())
+                    .or_insert_with(|| new_instance(id, false));
                 inst.implicit = false;
                 inst.users.insert(u.clone());
             }
@@ -855,19 +1070,36 @@ impl<'a> Resolver<'a> {
                         let instances: Vec<InstanceId> = machines
                             .iter()
                             .filter(|(_, m)| m.generators.contains(g))
-                            .map(|(name, _)| InstanceId { scope: Scope::Machine(name.clone()), generator: g.clone() })
+                            .map(|(name, _)| InstanceId {
+                                scope: Scope::Machine(name.clone()),
+                                generator: g.clone(),
+                            })
                             .collect();
                         if dep_gen.share {
                             let (line, column) = self.dep_position(&gdef, d);
-                            self.v.push(Diagnostic::at(self.def_file(&gdef), &self.def_src(&gdef), line, column, format!("machines/*/{g} names a shared generator"))
-                                .hint(format!("depend on {g} directly")));
+                            self.v.push(
+                                Diagnostic::at(
+                                    self.def_file(&gdef),
+                                    &self.def_src(&gdef),
+                                    line,
+                                    column,
+                                    format!("machines/*/{g} names a shared generator"),
+                                )
+                                .hint(format!("depend on {g} directly")),
+                            );
                             continue;
                         }
-                        deps.push(Dependency::EveryMachine { generator: g.clone(), instances });
+                        deps.push(Dependency::EveryMachine {
+                            generator: g.clone(),
+                            instances,
+                        });
                     }
                     DepRef::Same(g) => {
                         let dep_id = if dep_gen.share {
-                            InstanceId { scope: Scope::Shared, generator: g.clone() }
+                            InstanceId {
+                                scope: Scope::Shared,
+                                generator: g.clone(),
+                            }
                         } else if id.scope == Scope::Shared {
                             let (line, column) = self.dep_position(&gdef, d);
                             self.v.push(
@@ -876,7 +1108,10 @@ impl<'a> Resolver<'a> {
                             );
                             continue;
                         } else {
-                            InstanceId { scope: id.scope.clone(), generator: g.clone() }
+                            InstanceId {
+                                scope: id.scope.clone(),
+                                generator: g.clone(),
+                            }
                         };
                         let (ms, us) = {
                             let me = &self.instances[&id];
@@ -890,11 +1125,15 @@ impl<'a> Resolver<'a> {
                             };
                             (ms, us)
                         };
-                        let dep = self.instances.entry(dep_id.clone()).or_insert_with(|| new_instance(dep_id.clone(), true));
+                        let dep = self
+                            .instances
+                            .entry(dep_id.clone())
+                            .or_insert_with(|| new_instance(dep_id.clone(), true));
                         if dep_id.scope == Scope::Shared {
                             // Whoever uses a dependent also uses the shared instance (its public
                             // files are part of what they are configured with).
-                            let grew = ms.iter().any(|m| !dep.machines.contains(m)) || us.iter().any(|u| !dep.users.contains(u));
+                            let grew = ms.iter().any(|m| !dep.machines.contains(m))
+                                || us.iter().any(|u| !dep.users.contains(u));
                             dep.machines.extend(ms);
                             dep.users.extend(us);
                             if grew {
@@ -906,10 +1145,15 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
-            self.instances.get_mut(&id).expect("queued instances exist").dependencies = deps;
+            self.instances
+                .get_mut(&id)
+                .expect("queued instances exist")
+                .dependencies = deps;
         }
         if !self.v.diags.is_empty() {
-            return Err(ConfigError::Invalid(Diagnostics(std::mem::take(&mut self.v.diags))));
+            return Err(ConfigError::Invalid(Diagnostics(std::mem::take(
+                &mut self.v.diags,
+            ))));
         }
         let settings = vars.settings;
         Ok(Config {
@@ -935,6 +1179,9 @@ impl<'a> Resolver<'a> {
         if self.known(&g.value.0) {
             return true;
         }
+        if self.broken.contains(&g.value.0) {
+            return false;
+        }
         self.diag(g.line, g.column, format!("unknown generator {:?}", g.value.0), "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a shipped one (vars list --shipped)");
         false
     }
@@ -955,38 +1202,24 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// Where a dependency is written: found again in the definition's source text.
+    /// Where a dependency is written in its definition file.
     fn dep_position(&self, g: &Generator, d: &DepRef) -> (u64, u64) {
-        let src = self.def_src(g);
-        let needle = match d {
-            DepRef::Same(n) => n.clone(),
-            DepRef::EveryMachine(n) => format!("machines/*/{n}"),
-        };
-        let _ = &self.root;
-        find_token(&src, &needle).unwrap_or((0, 0))
+        g.dependencies
+            .iter()
+            .position(|x| x == d)
+            .and_then(|i| g.dependency_positions.get(i).copied())
+            .unwrap_or((0, 0))
     }
-}
-
-/// 1-based position of the first occurrence of `needle` as a whole token in a YAML text.
-fn find_token(src: &str, needle: &str) -> Option<(u64, u64)> {
-    for (i, line) in src.lines().enumerate() {
-        let mut start = 0;
-        while let Some(pos) = line[start..].find(needle) {
-            let at = start + pos;
-            let before = line[..at].chars().last();
-            let after = line[at + needle.len()..].chars().next();
-            let boundary = |c: Option<char>| c.is_none_or(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '*')));
-            if boundary(before) && boundary(after) {
-                return Some((i as u64 + 1, line[..at].chars().count() as u64 + 1));
-            }
-            start = at + needle.len();
-        }
-    }
-    None
 }
 
 fn new_instance(id: InstanceId, implicit: bool) -> Instance {
-    Instance { id, dependencies: vec![], machines: BTreeSet::new(), users: BTreeSet::new(), implicit }
+    Instance {
+        id,
+        dependencies: vec![],
+        machines: BTreeSet::new(),
+        users: BTreeSet::new(),
+        implicit,
+    }
 }
 
 #[cfg(test)]

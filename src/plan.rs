@@ -49,8 +49,12 @@ impl fmt::Display for Reason {
             Reason::MissingFile { file } => write!(f, "file {file} is missing"),
             Reason::Damaged { detail } => write!(f, "damaged: {detail}"),
             Reason::ValidationChanged => f.write_str("validation changed"),
-            Reason::DependencyChanged { dependency } => write!(f, "dependency {dependency} changed"),
-            Reason::DependencyRegenerated { dependency } => write!(f, "dependency {dependency} is regenerated"),
+            Reason::DependencyChanged { dependency } => {
+                write!(f, "dependency {dependency} changed")
+            }
+            Reason::DependencyRegenerated { dependency } => {
+                write!(f, "dependency {dependency} is regenerated")
+            }
             Reason::Requested => f.write_str("--regenerate"),
         }
     }
@@ -123,7 +127,9 @@ impl Plan {
 
     /// Instances to generate.
     pub fn to_generate(&self) -> impl Iterator<Item = &InstancePlan> {
-        self.instances.iter().filter(|i| matches!(i.action, Action::Generate { .. }))
+        self.instances
+            .iter()
+            .filter(|i| matches!(i.action, Action::Generate { .. }))
     }
 }
 
@@ -167,7 +173,9 @@ pub fn plan(
         let meta = match store.read_meta(&id) {
             Ok(m) => m,
             Err(StoreError::BadMeta { reason, .. }) => {
-                reasons.push(Reason::Damaged { detail: format!("meta.json: {reason}") });
+                reasons.push(Reason::Damaged {
+                    detail: format!("meta.json: {reason}"),
+                });
                 None
             }
             Err(e) => return Err(e.into()),
@@ -192,31 +200,50 @@ pub fn plan(
                 }
                 definition_changed = meta.definition_hash != generator.definition_hash;
                 let instance = &config.instances[&id];
-                let current: BTreeSet<String> = instance.dependency_ids().map(ToString::to_string).collect();
+                let current: BTreeSet<String> =
+                    instance.dependency_ids().map(ToString::to_string).collect();
                 let recorded: BTreeSet<String> = meta.dependencies.keys().cloned().collect();
                 for dep in current.symmetric_difference(&recorded) {
-                    reasons.push(Reason::DependencyChanged { dependency: dep.clone() });
+                    reasons.push(Reason::DependencyChanged {
+                        dependency: dep.clone(),
+                    });
                 }
                 for dep in instance.dependency_ids() {
                     if regenerating.contains(dep) {
-                        reasons.push(Reason::DependencyRegenerated { dependency: dep.to_string() });
+                        reasons.push(Reason::DependencyRegenerated {
+                            dependency: dep.to_string(),
+                        });
                     } else if let Some(rec) = meta.dependencies.get(&dep.to_string())
                         && generations.get(dep).cloned().flatten().as_ref() != Some(rec)
                     {
-                        reasons.push(Reason::DependencyChanged { dependency: dep.to_string() });
+                        reasons.push(Reason::DependencyChanged {
+                            dependency: dep.to_string(),
+                        });
                     }
                 }
                 if let Some(vault) = vault {
                     for (name, def) in generator.files.iter().filter(|(_, d)| d.secret) {
                         let want = recipients::recipients_for(config, &id, def, vault);
-                        let have = meta.files.get(name).and_then(|f| f.recipients.clone()).unwrap_or_default();
+                        let have = meta
+                            .files
+                            .get(name)
+                            .and_then(|f| f.recipients.clone())
+                            .unwrap_or_default();
                         if want != have {
                             let want_set: BTreeSet<String> = want.iter().cloned().collect();
                             let have_set: BTreeSet<String> = have.into_iter().collect();
                             stale.push(StaleSecret {
                                 file: name.clone(),
-                                added: recipients::describe(config, &want_set.difference(&have_set).cloned().collect(), vault),
-                                removed: recipients::describe(config, &have_set.difference(&want_set).cloned().collect(), vault),
+                                added: recipients::describe(
+                                    config,
+                                    &want_set.difference(&have_set).cloned().collect(),
+                                    vault,
+                                ),
+                                removed: recipients::describe(
+                                    config,
+                                    &have_set.difference(&want_set).cloned().collect(),
+                                    vault,
+                                ),
                                 recipients: want,
                             });
                         }
@@ -236,10 +263,20 @@ pub fn plan(
         } else {
             Action::UpToDate
         };
-        out.push(InstancePlan { instance: id.to_string(), id, action, definition_changed });
+        out.push(InstancePlan {
+            instance: id.to_string(),
+            id,
+            action,
+            definition_changed,
+        });
     }
     if vault.is_none() && any_present {
-        return Err(PlanError::VaultMissing { path: store.vault_pub_path() });
+        return Err(PlanError::VaultMissing {
+            path: store.vault_pub_path(),
+        });
     }
-    Ok(Plan { create_vault: vault.is_none(), instances: out })
+    Ok(Plan {
+        create_vault: vault.is_none(),
+        instances: out,
+    })
 }

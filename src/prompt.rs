@@ -44,15 +44,25 @@ impl PromptValues {
     pub fn from_args(values: &[String], files: &[String]) -> Result<Self, PromptError> {
         let mut given = BTreeMap::new();
         for arg in values {
-            let (k, v) = arg.split_once('=').ok_or_else(|| PromptError::BadArgument {
-                arg: arg.chars().take_while(|c| *c != '=').collect(),
-                reason: "expected GEN.NAME=VALUE".into(),
-            })?;
+            let (k, v) = arg
+                .split_once('=')
+                .ok_or_else(|| PromptError::BadArgument {
+                    arg: arg.chars().take_while(|c| *c != '=').collect(),
+                    reason: "expected GEN.NAME=VALUE".into(),
+                })?;
             given.insert(k.to_owned(), SecretBytes::new(v.as_bytes().to_vec()));
         }
         for arg in files {
-            let (k, p) = arg.split_once('=').ok_or_else(|| PromptError::BadArgument { arg: arg.clone(), reason: "expected GEN.NAME=PATH".into() })?;
-            given.insert(k.to_owned(), SecretBytes::new(fs_util::read(&PathBuf::from(p))?));
+            let (k, p) = arg
+                .split_once('=')
+                .ok_or_else(|| PromptError::BadArgument {
+                    arg: arg.clone(),
+                    reason: "expected GEN.NAME=PATH".into(),
+                })?;
+            given.insert(
+                k.to_owned(),
+                SecretBytes::new(fs_util::read(&PathBuf::from(p))?),
+            );
         }
         Ok(PromptValues { given })
     }
@@ -60,17 +70,34 @@ impl PromptValues {
     /// Check every given key names a prompt of some generator.
     pub fn validate(&self, config: &Config) -> Result<(), PromptError> {
         for key in self.given.keys() {
-            let known = config.generators.values().any(|g| g.prompts.keys().any(|p| key == &format!("{}.{p}", g.name)))
-                || config.instances.keys().any(|id| config.generator(id).prompts.keys().any(|p| key == &format!("{id}.{p}")));
+            let known = config
+                .generators
+                .values()
+                .any(|g| g.prompts.keys().any(|p| key == &format!("{}.{p}", g.name)))
+                || config.instances.keys().any(|id| {
+                    config
+                        .generator(id)
+                        .prompts
+                        .keys()
+                        .any(|p| key == &format!("{id}.{p}"))
+                });
             if !known {
-                return Err(PromptError::BadArgument { arg: key.clone(), reason: "no generator has this prompt (write GEN.NAME or machines/M/GEN.NAME)".into() });
+                return Err(PromptError::BadArgument {
+                    arg: key.clone(),
+                    reason: "no generator has this prompt (write GEN.NAME or machines/M/GEN.NAME)"
+                        .into(),
+                });
             }
         }
         Ok(())
     }
 
     /// The values for `instances`, asking on the terminal for what was not given.
-    pub fn collect(&self, config: &Config, instances: &[InstanceId]) -> Result<BTreeMap<InstanceId, Vec<(String, SecretBytes)>>, PromptError> {
+    pub fn collect(
+        &self,
+        config: &Config,
+        instances: &[InstanceId],
+    ) -> Result<BTreeMap<InstanceId, Vec<(String, SecretBytes)>>, PromptError> {
         let mut out: BTreeMap<InstanceId, Vec<(String, SecretBytes)>> = BTreeMap::new();
         let mut missing = Vec::new();
         let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
@@ -79,7 +106,11 @@ impl PromptValues {
             for (name, def) in &generator.prompts {
                 let specific = format!("{id}.{name}");
                 let general = format!("{}.{name}", generator.name);
-                let value = self.given.get(&specific).or_else(|| self.given.get(&general)).map(SecretBytes::duplicate);
+                let value = self
+                    .given
+                    .get(&specific)
+                    .or_else(|| self.given.get(&general))
+                    .map(SecretBytes::duplicate);
                 let value = match value {
                     Some(v) => v,
                     None if interactive => ask(&specific, def.description.as_deref(), def.kind)?,
@@ -88,7 +119,9 @@ impl PromptValues {
                         continue;
                     }
                 };
-                out.entry(id.clone()).or_default().push((name.clone(), value));
+                out.entry(id.clone())
+                    .or_default()
+                    .push((name.clone(), value));
             }
         }
         if !missing.is_empty() {
@@ -103,22 +136,40 @@ fn ask(key: &str, description: Option<&str>, kind: PromptKind) -> Result<SecretB
         Some(d) => format!("{key} ({d})"),
         None => key.to_owned(),
     };
-    let io_err = |e| fs_util::IoError { action: "read", path: PathBuf::from("<terminal>"), source: e };
+    let io_err = |e| fs_util::IoError {
+        action: "read",
+        path: PathBuf::from("<terminal>"),
+        source: e,
+    };
     match kind {
-        PromptKind::Hidden => Ok(SecretBytes::new(rpassword::prompt_password(format!("{label}: ")).map_err(io_err)?.into_bytes())),
+        PromptKind::Hidden => Ok(SecretBytes::new(
+            rpassword::prompt_password(format!("{label}: "))
+                .map_err(io_err)?
+                .into_bytes(),
+        )),
         PromptKind::Line => {
             let _ = write!(std::io::stderr(), "{label}: ");
             let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line).map_err(io_err)?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(io_err)?;
             let trimmed = line.trim_end_matches(['\n', '\r']).as_bytes().to_vec();
             zeroize::Zeroize::zeroize(&mut line);
             Ok(SecretBytes::new(trimmed))
         }
         PromptKind::Multiline | PromptKind::MultilineHidden => {
-            let hidden = if kind == PromptKind::MultilineHidden { ", input is not hidden on all terminals" } else { "" };
+            let hidden = if kind == PromptKind::MultilineHidden {
+                ", input is not hidden on all terminals"
+            } else {
+                ""
+            };
             let _ = writeln!(std::io::stderr(), "{label} (end with Ctrl-D{hidden}):");
             let mut buf = Vec::new();
-            std::io::stdin().lock().read_to_end(&mut buf).map_err(io_err)?;
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut buf)
+                .map_err(io_err)?;
             Ok(SecretBytes::new(buf))
         }
     }

@@ -54,7 +54,11 @@ pub fn readers(config: &Config, id: &InstanceId) -> BTreeSet<Principal> {
 
 /// The principals a file must be encrypted to, vault included.
 pub fn principals_for(config: &Config, id: &InstanceId, file: &FileDef) -> BTreeSet<Principal> {
-    let mut out = if file.deploy { readers(config, id) } else { BTreeSet::new() };
+    let mut out = if file.deploy {
+        readers(config, id)
+    } else {
+        BTreeSet::new()
+    };
     out.insert(Principal::Vault);
     out
 }
@@ -63,13 +67,26 @@ pub fn principals_for(config: &Config, id: &InstanceId, file: &FileDef) -> BTree
 pub fn principal_recipients<'a>(config: &'a Config, p: &Principal, vault: &'a str) -> Vec<&'a str> {
     match p {
         Principal::Vault => vec![vault],
-        Principal::Machine(m) => config.machines[m].recipients.iter().map(String::as_str).collect(),
-        Principal::User(u) => config.users[u].recipients.iter().map(String::as_str).collect(),
+        Principal::Machine(m) => config.machines[m]
+            .recipients
+            .iter()
+            .map(String::as_str)
+            .collect(),
+        Principal::User(u) => config.users[u]
+            .recipients
+            .iter()
+            .map(String::as_str)
+            .collect(),
     }
 }
 
 /// The sorted, de-duplicated recipient strings a secret file must be encrypted to.
-pub fn recipients_for(config: &Config, id: &InstanceId, file: &FileDef, vault: &str) -> Vec<String> {
+pub fn recipients_for(
+    config: &Config,
+    id: &InstanceId,
+    file: &FileDef,
+    vault: &str,
+) -> Vec<String> {
     let set: BTreeSet<String> = principals_for(config, id, file)
         .iter()
         .flat_map(|p| principal_recipients(config, p, vault))
@@ -87,7 +104,11 @@ pub fn describe(config: &Config, recipients: &BTreeSet<String>, vault: &str) -> 
     all.extend(config.users.keys().cloned().map(Principal::User));
     for p in all {
         let rs = principal_recipients(config, &p, vault);
-        let hits: Vec<&str> = rs.iter().copied().filter(|r| recipients.contains(*r)).collect();
+        let hits: Vec<&str> = rs
+            .iter()
+            .copied()
+            .filter(|r| recipients.contains(*r))
+            .collect();
         if !hits.is_empty() {
             matched.extend(hits.iter().map(|s| s.to_string()));
             names.push(p.to_string());

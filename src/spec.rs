@@ -30,7 +30,11 @@ pub struct Loc<T> {
 impl<T> Loc<T> {
     /// A value without a source position (defaults, tests).
     pub fn unplaced(value: T) -> Self {
-        Loc { value, line: 0, column: 0 }
+        Loc {
+            value,
+            line: 0,
+            column: 0,
+        }
     }
 }
 
@@ -114,7 +118,10 @@ pub type NameMap<V> = BTreeMap<Loc<Name>, V>;
 /// `vars.yaml`: the whole declaration of a fleet.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[schemars(title = "vars.yaml", description = "Declarations of a vars fleet: machines, users, tags and generators.")]
+#[schemars(
+    title = "vars.yaml",
+    description = "Declarations of a vars fleet: machines, users, tags and generators."
+)]
 pub struct VarsFile {
     /// Format version; must be 1.
     pub version: Loc<u32>,
@@ -214,7 +221,10 @@ pub struct TagSpec {
 /// A generator definition: inline in vars.yaml, in `generators/<name>.yaml`, or shipped.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-#[schemars(title = "vars generator", description = "One vars generator definition.")]
+#[schemars(
+    title = "vars generator",
+    description = "One vars generator definition."
+)]
 pub struct GeneratorSpec {
     /// Shown by `vars list`.
     pub description: Option<String>,
@@ -264,7 +274,9 @@ pub struct FileSpec {
 }
 
 /// `files.<name>.needed-for`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema, serde::Serialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NeededFor {
     /// Installed before users are created (password hashes).

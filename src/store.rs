@@ -88,7 +88,11 @@ impl Store {
 
     /// `machines/<m>/manifest.json` or `users/<u>/manifest.json`.
     pub fn manifest_path(&self, kind: &str, name: &str) -> PathBuf {
-        let group = if kind == "machine" { "machines" } else { "users" };
+        let group = if kind == "machine" {
+            "machines"
+        } else {
+            "users"
+        };
         self.dir.join(group).join(name).join("manifest.json")
     }
 
@@ -100,11 +104,20 @@ impl Store {
             fs_util::write_atomic(&gitignore, b"# written by vars: never commit the lock or half-written instances\n.lock\n.*.staging\n.*.ready\n.*.old\n", 0o644)?;
         }
         let path = self.dir.join(".lock");
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).at("open", &path)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .at("open", &path)?;
         match file.try_lock() {
             Ok(()) => Ok(StoreLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
-            Err(fs::TryLockError::Error(e)) => Err(StoreError::Io(IoError { action: "lock", path, source: e })),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::Io(IoError {
+                action: "lock",
+                path,
+                source: e,
+            })),
         }
     }
 
@@ -114,11 +127,28 @@ impl Store {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(IoError { action: "read", path, source: e }.into()),
+            Err(e) => {
+                return Err(IoError {
+                    action: "read",
+                    path,
+                    source: e,
+                }
+                .into());
+            }
         };
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMeta { path: path.clone(), reason: e.to_string() })?;
+        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMeta {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if meta.format != meta::META_FORMAT {
-            return Err(StoreError::BadMeta { path, reason: format!("format {} is not supported (expected {})", meta.format, meta::META_FORMAT) });
+            return Err(StoreError::BadMeta {
+                path,
+                reason: format!(
+                    "format {} is not supported (expected {})",
+                    meta.format,
+                    meta::META_FORMAT
+                ),
+            });
         }
         Ok(Some(meta))
     }
@@ -129,7 +159,12 @@ impl Store {
         match fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IoError { action: "read", path, source: e }.into()),
+            Err(e) => Err(IoError {
+                action: "read",
+                path,
+                source: e,
+            }
+            .into()),
         }
     }
 
@@ -143,7 +178,11 @@ impl Store {
     /// The stored file of an instance: `<file>.age` for secrets, `<file>` for public files.
     pub fn file_path(&self, id: &InstanceId, file: &str, secret: bool) -> PathBuf {
         let dir = self.instance_dir(id);
-        if secret { dir.join(format!("{file}.age")) } else { dir.join(file) }
+        if secret {
+            dir.join(format!("{file}.age"))
+        } else {
+            dir.join(file)
+        }
     }
 
     /// Replace the directory `dir` with exactly `files`, atomically (see the module docs).
@@ -203,16 +242,28 @@ impl Store {
         for group in ["machines", "users"] {
             parents.push(self.dir.join(group));
             if let Ok(rd) = fs::read_dir(self.dir.join(group)) {
-                parents.extend(rd.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
+                parents.extend(
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir()),
+                );
             }
         }
         for parent in parents {
-            let Ok(rd) = fs::read_dir(&parent) else { continue };
-            let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+            let Ok(rd) = fs::read_dir(&parent) else {
+                continue;
+            };
+            let mut names: Vec<String> = rd
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect();
             names.sort();
             for entry in names {
-                let Some(rest) = entry.strip_prefix('.') else { continue };
-                let Some((name, kind)) = rest.rsplit_once('.') else { continue };
+                let Some(rest) = entry.strip_prefix('.') else {
+                    continue;
+                };
+                let Some((name, kind)) = rest.rsplit_once('.') else {
+                    continue;
+                };
                 let path = parent.join(&entry);
                 match kind {
                     STAGING => fs_util::remove_dir_all_if_exists(&path)?,
@@ -236,8 +287,15 @@ impl Store {
 }
 
 fn split(dir: &Path) -> (PathBuf, String) {
-    let parent = dir.parent().expect("instance dirs have a parent").to_path_buf();
-    let name = dir.file_name().expect("instance dirs have a name").to_string_lossy().into_owned();
+    let parent = dir
+        .parent()
+        .expect("instance dirs have a parent")
+        .to_path_buf();
+    let name = dir
+        .file_name()
+        .expect("instance dirs have a name")
+        .to_string_lossy()
+        .into_owned();
     (parent, name)
 }
 
@@ -250,7 +308,16 @@ mod tests {
     use super::*;
 
     fn files(v: &str) -> Vec<StagedFile> {
-        vec![StagedFile { name: "a".into(), bytes: v.as_bytes().to_vec() }, StagedFile { name: "b".into(), bytes: v.as_bytes().to_vec() }]
+        vec![
+            StagedFile {
+                name: "a".into(),
+                bytes: v.as_bytes().to_vec(),
+            },
+            StagedFile {
+                name: "b".into(),
+                bytes: v.as_bytes().to_vec(),
+            },
+        ]
     }
 
     fn content(dir: &Path) -> Vec<(String, String)> {
@@ -258,7 +325,10 @@ mod tests {
             .unwrap()
             .map(|e| {
                 let e = e.unwrap();
-                (e.file_name().into_string().unwrap(), fs::read_to_string(e.path()).unwrap())
+                (
+                    e.file_name().into_string().unwrap(),
+                    fs::read_to_string(e.path()).unwrap(),
+                )
             })
             .collect();
         v.sort();
@@ -271,9 +341,21 @@ mod tests {
         let store = Store::new(t.path());
         let d = t.path().join("machines/m/g");
         store.swap_dir(&d, &files("1")).unwrap();
-        store.swap_dir(&d, &[StagedFile { name: "c".into(), bytes: b"2".to_vec() }]).unwrap();
+        store
+            .swap_dir(
+                &d,
+                &[StagedFile {
+                    name: "c".into(),
+                    bytes: b"2".to_vec(),
+                }],
+            )
+            .unwrap();
         assert_eq!(content(&d), vec![("c".into(), "2".into())]);
-        assert_eq!(fs::read_dir(t.path().join("machines/m")).unwrap().count(), 1, "no leftovers");
+        assert_eq!(
+            fs::read_dir(t.path().join("machines/m")).unwrap().count(),
+            1,
+            "no leftovers"
+        );
     }
 
     #[test]
@@ -300,8 +382,16 @@ mod tests {
             }
             store.recover().unwrap();
             let expect = if step == 0 { "old" } else { "new" };
-            assert_eq!(content(&d), vec![("a".into(), expect.into()), ("b".into(), expect.into())], "step {step}");
-            assert_eq!(fs::read_dir(&parent).unwrap().count(), 1, "step {step}: leftovers");
+            assert_eq!(
+                content(&d),
+                vec![("a".into(), expect.into()), ("b".into(), expect.into())],
+                "step {step}"
+            );
+            assert_eq!(
+                fs::read_dir(&parent).unwrap().count(),
+                1,
+                "step {step}: leftovers"
+            );
         }
     }
 

@@ -23,22 +23,36 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     }
     let store = vars::store::Store::new(&config.store_dir);
     let findings = vars::check::check(&config, &store, args.machine.as_deref())?;
-    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     if args.json {
-        let mut out = serde_json::to_vec_pretty(&serde_json::json!({ "ok": errors == 0, "findings": findings })).expect("findings serialize");
+        let mut out = serde_json::to_vec_pretty(
+            &serde_json::json!({ "ok": errors == 0, "findings": findings }),
+        )
+        .expect("findings serialize");
         out.push(b'\n');
         ui::data(&out)?;
     } else {
         for f in &findings {
-            let label = if f.severity == Severity::Error { "error" } else { "warning" };
+            let label = if f.severity == Severity::Error {
+                "error"
+            } else {
+                "warning"
+            };
             ui::status(format!("{label}: {}: {}", f.subject, f.message));
         }
     }
     if errors > 0 {
-        return Err(CliError::findings(format!("{errors} problem(s) found")).hint("run vars generate to fix missing and stale vars"));
+        return Err(CliError::findings(format!("{errors} problem(s) found"))
+            .hint("run vars generate to fix missing and stale vars"));
     }
     if !args.json {
-        ui::status(format!("ok: {} instance(s) current", config.instances.len()));
+        ui::status(format!(
+            "ok: {} instance(s) current",
+            config.instances.len()
+        ));
     }
     Ok(())
 }

@@ -23,13 +23,25 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(message: impl Into<String>) -> Self {
-        CliError { exit: Exit::Error, message: message.into(), hints: vec![] }
+        CliError {
+            exit: Exit::Error,
+            message: message.into(),
+            hints: vec![],
+        }
     }
     pub fn usage(message: impl Into<String>) -> Self {
-        CliError { exit: Exit::Usage, message: message.into(), hints: vec![] }
+        CliError {
+            exit: Exit::Usage,
+            message: message.into(),
+            hints: vec![],
+        }
     }
     pub fn findings(message: impl Into<String>) -> Self {
-        CliError { exit: Exit::Findings, message: message.into(), hints: vec![] }
+        CliError {
+            exit: Exit::Findings,
+            message: message.into(),
+            hints: vec![],
+        }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hints.push(hint.into());
@@ -61,7 +73,9 @@ impl From<vars::model::ConfigError> for CliError {
 impl From<vars::plan::PlanError> for CliError {
     fn from(e: vars::plan::PlanError) -> Self {
         let hint = match &e {
-            vars::plan::PlanError::VaultMissing { .. } => Some("restore keys/ from version control (git checkout -- vars/keys)"),
+            vars::plan::PlanError::VaultMissing { .. } => {
+                Some("restore keys/ from version control (git checkout -- vars/keys)")
+            }
             vars::plan::PlanError::Dag(_) => Some("remove one of the dependencies on the cycle"),
             vars::plan::PlanError::Store(_) => None,
         };

@@ -45,20 +45,41 @@ pub struct Args {
 }
 
 /// The instances selected by `--machine`, `--user` and generator names.
-pub fn select(config: &Config, machines: &[String], users: &[String], generators: &[String]) -> Result<BTreeSet<InstanceId>, CliError> {
+pub fn select(
+    config: &Config,
+    machines: &[String],
+    users: &[String],
+    generators: &[String],
+) -> Result<BTreeSet<InstanceId>, CliError> {
     for m in machines {
         if !config.machines.contains_key(m) {
-            return Err(CliError::new(format!("unknown machine {m:?}")).hint(format!("declared machines: {}", config.machines.keys().cloned().collect::<Vec<_>>().join(", "))));
+            return Err(
+                CliError::new(format!("unknown machine {m:?}")).hint(format!(
+                    "declared machines: {}",
+                    config
+                        .machines
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
         }
     }
     for u in users {
         if !config.users.contains_key(u) {
-            return Err(CliError::new(format!("unknown user {u:?}")).hint(format!("declared users: {}", config.users.keys().cloned().collect::<Vec<_>>().join(", "))));
+            return Err(CliError::new(format!("unknown user {u:?}")).hint(format!(
+                "declared users: {}",
+                config.users.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
         }
     }
     for g in generators {
         if !config.instances.keys().any(|i| &i.generator == g) {
-            return Err(CliError::new(format!("no instance of generator {g:?} is declared")).hint("assign it to a machine, user or tag in vars.yaml"));
+            return Err(
+                CliError::new(format!("no instance of generator {g:?} is declared"))
+                    .hint("assign it to a machine, user or tag in vars.yaml"),
+            );
         }
     }
     let everything = machines.is_empty() && users.is_empty();
@@ -69,8 +90,16 @@ pub fn select(config: &Config, machines: &[String], users: &[String], generators
             let in_scope = everything
                 || match &inst.id.scope {
                     Scope::Machine(m) => machines.contains(m),
-                    Scope::User(u) => users.contains(u) || machines.iter().any(|m| config.machines[m].users.contains(u)),
-                    Scope::Shared => inst.machines.iter().any(|m| machines.contains(m)) || inst.users.iter().any(|u| users.contains(u)),
+                    Scope::User(u) => {
+                        users.contains(u)
+                            || machines
+                                .iter()
+                                .any(|m| config.machines[m].users.contains(u))
+                    }
+                    Scope::Shared => {
+                        inst.machines.iter().any(|m| machines.contains(m))
+                            || inst.users.iter().any(|u| users.contains(u))
+                    }
                 };
             in_scope && (generators.is_empty() || generators.contains(&inst.id.generator))
         })
@@ -83,19 +112,40 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
     let store = vars::store::Store::new(&config.store_dir);
     let targets = select(&config, &args.machines, &args.users, &args.generators)?;
-    let regenerate = if args.regenerate { targets.clone() } else { BTreeSet::new() };
+    let regenerate = if args.regenerate {
+        targets.clone()
+    } else {
+        BTreeSet::new()
+    };
     let dag = vars::dag::Dag::from_config(&config);
-    dag.topo_order().map_err(|e| CliError::new(e.to_string()).hint("remove one of the dependencies on the cycle"))?;
-    let prompts = vars::prompt::PromptValues::from_args(&args.prompts, &args.prompt_files).map_err(|e| CliError::usage(e.to_string()))?;
+    dag.topo_order().map_err(|e| {
+        CliError::new(e.to_string()).hint("remove one of the dependencies on the cycle")
+    })?;
+    let prompts = vars::prompt::PromptValues::from_args(&args.prompts, &args.prompt_files)
+        .map_err(|e| CliError::usage(e.to_string()))?;
 
-    let _lock = if args.dry_run { None } else { Some(store.lock()?) };
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(store.lock()?)
+    };
     if !args.dry_run {
         for repaired in store.recover()? {
-            ui::status(format!("repaired {} (an earlier run was interrupted)", repaired.display()));
+            ui::status(format!(
+                "repaired {} (an earlier run was interrupted)",
+                repaired.display()
+            ));
         }
     }
     let vault = vars::identity::vault_recipient(&store)?;
-    let plan = vars::plan::plan(&config, &store, &dag, &targets, &regenerate, vault.as_deref())?;
+    let plan = vars::plan::plan(
+        &config,
+        &store,
+        &dag,
+        &targets,
+        &regenerate,
+        vault.as_deref(),
+    )?;
     let damaged: Vec<String> = plan
         .instances
         .iter()
@@ -112,7 +162,11 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         ui::status("Nothing to do: every selected var is current.");
         return Ok(());
     }
-    ui::status(if args.dry_run { "Plan (dry run, nothing changes):" } else { "Plan:" });
+    ui::status(if args.dry_run {
+        "Plan (dry run, nothing changes):"
+    } else {
+        "Plan:"
+    });
     ui::print_plan(&plan);
     if args.dry_run {
         return Ok(());
@@ -122,12 +176,21 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     } else {
         vars::sandbox::SandboxSetting::Auto
     };
-    let sandbox = vars::sandbox::detect(sandbox_setting).map_err(|e| CliError::new(e.to_string()))?;
-    if matches!(sandbox, vars::sandbox::SandboxKind::Unsandboxed) && plan.to_generate().next().is_some() {
-        ui::status("warning: running generator scripts WITHOUT a sandbox (--no-sandbox / settings.sandbox: none)");
+    let sandbox =
+        vars::sandbox::detect(sandbox_setting).map_err(|e| CliError::new(e.to_string()))?;
+    if matches!(sandbox, vars::sandbox::SandboxKind::Unsandboxed)
+        && plan.to_generate().next().is_some()
+    {
+        ui::status(
+            "warning: running generator scripts WITHOUT a sandbox (--no-sandbox / settings.sandbox: none)",
+        );
     }
     let opts = vars::generate::Options {
-        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        jobs: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
         sandbox,
         prompts,
         identity_files: args.identities,

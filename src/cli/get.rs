@@ -25,15 +25,20 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         .instances
         .keys()
         .find(|id| id.to_string() == instance)
-        .ok_or_else(|| CliError::new(format!("no instance {instance:?} is declared")).hint("vars list shows every instance"))?;
-    let def = config
-        .generator(id)
-        .files
-        .get(file)
-        .ok_or_else(|| CliError::new(format!("generator {:?} declares no file {file:?}", id.generator)))?;
+        .ok_or_else(|| {
+            CliError::new(format!("no instance {instance:?} is declared"))
+                .hint("vars list shows every instance")
+        })?;
+    let def = config.generator(id).files.get(file).ok_or_else(|| {
+        CliError::new(format!(
+            "generator {:?} declares no file {file:?}",
+            id.generator
+        ))
+    })?;
     let path = store.file_path(id, file, def.secret);
     let raw = std::fs::read(&path).map_err(|e| {
-        CliError::new(format!("cannot read {}: {e}", path.display())).hint(format!("generate it: vars generate {}", id.generator))
+        CliError::new(format!("cannot read {}: {e}", path.display()))
+            .hint(format!("generate it: vars generate {}", id.generator))
     })?;
     if !def.secret {
         return ui::data(&raw);
@@ -45,7 +50,9 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             let vault = vars::identity::unwrap_vault(&store, &ids)?;
             let mut vault_ids = vars::crypto::Identities::default();
             vault_ids.add_vault(&vault);
-            vault_ids.decrypt(&raw).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
+            vault_ids
+                .decrypt(&raw)
+                .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
         }
     };
     ui::data(plain.expose())

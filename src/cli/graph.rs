@@ -33,13 +33,21 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         Format::Mermaid => {
             out.push_str("graph LR\n");
             let ids: Vec<String> = dag.deps.keys().map(ToString::to_string).collect();
-            let idx = |s: &str| ids.iter().position(|i| i == s).expect("every node is listed");
+            let idx = |s: &str| {
+                ids.iter()
+                    .position(|i| i == s)
+                    .expect("every node is listed")
+            };
             for (i, node) in ids.iter().enumerate() {
                 out.push_str(&format!("  n{i}[\"{node}\"]\n"));
             }
             for (node, deps) in &dag.deps {
                 for d in deps {
-                    out.push_str(&format!("  n{} --> n{}\n", idx(&node.to_string()), idx(&d.to_string())));
+                    out.push_str(&format!(
+                        "  n{} --> n{}\n",
+                        idx(&node.to_string()),
+                        idx(&d.to_string())
+                    ));
                 }
             }
         }

@@ -33,14 +33,25 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let dir = global.cwd()?;
     let file = dir.join(vars::model::CONFIG_FILE);
     if file.exists() && !args.force {
-        return Err(CliError::new(format!("{} already exists", file.display())).hint("pass --force to overwrite it"));
+        return Err(CliError::new(format!("{} already exists", file.display()))
+            .hint("pass --force to overwrite it"));
     }
     let write = |path: std::path::PathBuf, text: &str| {
-        vars::fs_util::write_atomic(&path, text.as_bytes(), 0o644).map_err(|e| CliError::new(e.to_string()))
+        vars::fs_util::write_atomic(&path, text.as_bytes(), 0o644)
+            .map_err(|e| CliError::new(e.to_string()))
     };
     write(file.clone(), TEMPLATE)?;
-    write(dir.join("schema/vars.schema.json"), &vars::spec::vars_schema())?;
-    write(dir.join("schema/generator.schema.json"), &vars::spec::generator_schema())?;
-    ui::status(format!("wrote {} and schema/; fill in the recipients, then run vars generate", file.display()));
+    write(
+        dir.join("schema/vars.schema.json"),
+        &vars::spec::vars_schema(),
+    )?;
+    write(
+        dir.join("schema/generator.schema.json"),
+        &vars::spec::generator_schema(),
+    )?;
+    ui::status(format!(
+        "wrote {} and schema/; fill in the recipients, then run vars generate",
+        file.display()
+    ));
     Ok(())
 }

@@ -25,20 +25,33 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let targets = select(&config, &args.machines, &args.users, &[])?;
     let dag = vars::dag::Dag::from_config(&config);
     let vault = vars::identity::vault_recipient(&store)?;
-    let plan = vars::plan::plan(&config, &store, &dag, &targets, &BTreeSet::new(), vault.as_deref())?;
+    let plan = vars::plan::plan(
+        &config,
+        &store,
+        &dag,
+        &targets,
+        &BTreeSet::new(),
+        vault.as_deref(),
+    )?;
     let mut rows = Vec::new();
     for p in plan.instances.iter().filter(|p| targets.contains(&p.id)) {
         let generator = config.generator(&p.id);
         let status = match &p.action {
             Action::UpToDate => "current",
-            Action::Generate { reasons } if reasons.contains(&vars::plan::Reason::Missing) => "missing",
+            Action::Generate { reasons } if reasons.contains(&vars::plan::Reason::Missing) => {
+                "missing"
+            }
             Action::Generate { .. } => "stale",
             Action::Rekey { .. } => "stale-recipients",
         };
         let origin = match &generator.origin {
             vars::model::Origin::Shipped => "shipped".to_owned(),
             vars::model::Origin::Inline => "vars.yaml".to_owned(),
-            vars::model::Origin::Local(path) => path.strip_prefix(&config.root).unwrap_or(path).display().to_string(),
+            vars::model::Origin::Local(path) => path
+                .strip_prefix(&config.root)
+                .unwrap_or(path)
+                .display()
+                .to_string(),
         };
         rows.push(serde_json::json!({
             "instance": p.instance,
@@ -52,7 +65,8 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         }));
     }
     if args.json {
-        let mut out = serde_json::to_vec_pretty(&serde_json::json!({ "instances": rows })).expect("JSON serializes");
+        let mut out = serde_json::to_vec_pretty(&serde_json::json!({ "instances": rows }))
+            .expect("JSON serializes");
         out.push(b'\n');
         return ui::data(&out);
     }
@@ -78,8 +92,18 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         if r["implicit"].as_bool() == Some(true) {
             notes.push("implicit dependency".to_owned());
         }
-        let notes = if notes.is_empty() { String::new() } else { format!(" [{}]", notes.join("; ")) };
-        text.push_str(&format!("{:<16} {}{}\n    {}\n", r["status"].as_str().unwrap_or_default(), r["instance"].as_str().unwrap_or_default(), notes, files.join(", ")));
+        let notes = if notes.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", notes.join("; "))
+        };
+        text.push_str(&format!(
+            "{:<16} {}{}\n    {}\n",
+            r["status"].as_str().unwrap_or_default(),
+            r["instance"].as_str().unwrap_or_default(),
+            notes,
+            files.join(", ")
+        ));
     }
     ui::data(text.as_bytes())
 }

@@ -66,7 +66,11 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { Exit::Usage as i32 } else { 0 };
+            return if e.use_stderr() {
+                Exit::Usage as i32
+            } else {
+                0
+            };
         }
     };
     if let Err(e) = vars::sandbox::install_interrupt_cleanup() {
@@ -94,7 +98,8 @@ pub fn main() -> i32 {
 impl Global {
     /// The working directory the command acts in.
     pub fn cwd(&self) -> Result<PathBuf, CliError> {
-        let here = std::env::current_dir().map_err(|e| CliError::new(format!("cannot read the current directory: {e}")))?;
+        let here = std::env::current_dir()
+            .map_err(|e| CliError::new(format!("cannot read the current directory: {e}")))?;
         Ok(match &self.dir {
             Some(d) => here.join(d),
             None => here,

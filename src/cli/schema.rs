@@ -10,6 +10,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<(), CliError> {
-    let text = if args.generator { vars::spec::generator_schema() } else { vars::spec::vars_schema() };
+    let text = if args.generator {
+        vars::spec::generator_schema()
+    } else {
+        vars::spec::vars_schema()
+    };
     ui::data(text.as_bytes())
 }

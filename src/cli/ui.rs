@@ -39,12 +39,20 @@ pub fn print_plan(plan: &vars::plan::Plan) {
                     if !s.removed.is_empty() {
                         parts.push(format!("- {}", s.removed.join(", ")));
                     }
-                    status(format!("  re-encrypt {}/{} ({})", p.instance, s.file, parts.join("; ")));
+                    status(format!(
+                        "  re-encrypt {}/{} ({})",
+                        p.instance,
+                        s.file,
+                        parts.join("; ")
+                    ));
                 }
             }
         }
         if p.definition_changed {
-            status(format!("  warning: {}: definition changed since generation; not regenerated (use --regenerate)", p.instance));
+            status(format!(
+                "  warning: {}: definition changed since generation; not regenerated (use --regenerate)",
+                p.instance
+            ));
         }
     }
 }

@@ -40,20 +40,39 @@ pub struct TestEnv {
 impl TestEnv {
     /// Copy `testdata/fleets/<name>` into a temp dir.
     pub fn fleet(name: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("vars-it-").tempdir().unwrap();
-        copy_dir(&repo().join("testdata/fleets").join(name), &dir.path().join("repo"));
+        let dir = tempfile::Builder::new()
+            .prefix("vars-it-")
+            .tempdir()
+            .unwrap();
+        copy_dir(
+            &repo().join("testdata/fleets").join(name),
+            &dir.path().join("repo"),
+        );
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        TestEnv { dir, home, fleet: name.to_owned(), run: shm_dir() }
+        TestEnv {
+            dir,
+            home,
+            fleet: name.to_owned(),
+            run: shm_dir(),
+        }
     }
 
     /// An empty repo dir (for init and bad-input tests).
     pub fn empty() -> Self {
-        let dir = tempfile::Builder::new().prefix("vars-it-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("vars-it-")
+            .tempdir()
+            .unwrap();
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         let home = dir.path().join("home");
         std::fs::create_dir_all(&home).unwrap();
-        TestEnv { dir, home, fleet: String::new(), run: shm_dir() }
+        TestEnv {
+            dir,
+            home,
+            fleet: String::new(),
+            run: shm_dir(),
+        }
     }
 
     pub fn root(&self) -> PathBuf {
@@ -104,13 +123,21 @@ impl TestEnv {
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> Vec<u8> {
         let out = self.vars(args);
-        assert!(out.status.success(), "vars {args:?} failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "vars {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 }
 
 fn shm_dir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("vars-it-run-").tempdir_in("/dev/shm").expect("/dev/shm is a writable tmpfs")
+    tempfile::Builder::new()
+        .prefix("vars-it-run-")
+        .tempdir_in("/dev/shm")
+        .expect("/dev/shm is a writable tmpfs")
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
@@ -150,6 +177,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Decrypt with the Debian `age` program.
 pub fn age_decrypt(file: &Path, identity: &Path) -> Option<Vec<u8>> {
-    let out = Command::new("age").arg("-d").arg("-i").arg(identity).arg(file).output().unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .unwrap();
     out.status.success().then_some(out.stdout)
 }

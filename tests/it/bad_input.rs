@@ -5,9 +5,13 @@ use crate::common::{self, TestEnv};
 
 /// A one-machine fleet whose only generator runs `script` and declares `files`.
 pub fn mini(script: &str, files: &str) -> TestEnv {
-    let env = TestEnv::empty();
-    let admin = std::fs::read_to_string(common::repo().join("testdata/keys/clan8/users/crs58.pub")).unwrap();
-    let host = std::fs::read_to_string(common::repo().join("testdata/keys/clan8/hosts/cinnabar.pub")).unwrap();
+    let mut env = TestEnv::empty();
+    env.fleet = "clan8".into();
+    let admin = std::fs::read_to_string(common::repo().join("testdata/keys/clan8/users/crs58.pub"))
+        .unwrap();
+    let host =
+        std::fs::read_to_string(common::repo().join("testdata/keys/clan8/hosts/cinnabar.pub"))
+            .unwrap();
     let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
     let yaml = format!(
         "version: 1\nadmins: [alice]\nusers:\n  alice:\n    recipients: [\"{}\"]\nmachines:\n  host1:\n    recipients: [\"{}\"]\n    generators: [g]\ngenerators:\n  g:\n    timeout: 2s\n    files: {files}\n    script: |\n{indented}",
@@ -19,11 +23,26 @@ pub fn mini(script: &str, files: &str) -> TestEnv {
 }
 
 fn assert_nothing_written(env: &TestEnv) {
+    // Manifests and the vault may be written (they describe what exists); the instance not.
     let instance = env.store().join("machines/host1/g");
     assert!(!instance.exists(), "instance dir was written");
-    let leftovers: Vec<_> = common::walk(&env.store()).into_iter().filter(|p| p.to_string_lossy().contains("/machines/")).collect();
+    let leftovers: Vec<_> = common::walk(&env.store().join("machines"))
+        .into_iter()
+        .filter(|p| !p.ends_with("manifest.json"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    assert_eq!(std::fs::read_dir(env.runtime_dir()).unwrap().count(), 0, "sandbox dir left behind");
+    let hidden: Vec<_> = std::fs::read_dir(env.store().join("machines/host1"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "staging leftovers: {hidden:?}");
+    assert_eq!(
+        std::fs::read_dir(env.runtime_dir()).unwrap().count(),
+        0,
+        "sandbox dir left behind"
+    );
 }
 
 fn sandboxed() -> bool {
@@ -35,14 +54,20 @@ fn failing_script_reports_stderr_not_stdout() {
     if !sandboxed() {
         return;
     }
-    let env = mini("echo STDOUT-SENTINEL\necho 'something broke' >&2\nexit 7", "{ key: {} }");
+    let env = mini(
+        "echo STDOUT-SENTINEL\necho 'something broke' >&2\nexit 7",
+        "{ key: {} }",
+    );
     let out = env.vars(&["generate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
     assert!(err.contains("something broke"), "{err}");
     assert!(err.contains("\"g\""), "names the generator: {err}");
     assert!(err.contains('7'), "names the exit status: {err}");
-    assert!(!err.contains("STDOUT-SENTINEL") && !String::from_utf8_lossy(&out.stdout).contains("STDOUT-SENTINEL"));
+    assert!(
+        !err.contains("STDOUT-SENTINEL")
+            && !String::from_utf8_lossy(&out.stdout).contains("STDOUT-SENTINEL")
+    );
     assert_nothing_written(&env);
 }
 
@@ -56,7 +81,11 @@ fn hanging_script_times_out() {
     let out = env.vars(&["generate"]);
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
     assert_eq!(out.status.code(), Some(1));
-    assert!(common::stderr(&out).contains("timed out") || common::stderr(&out).contains("timeout"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("timed out") || common::stderr(&out).contains("timeout"),
+        "{}",
+        common::stderr(&out)
+    );
     assert_nothing_written(&env);
 }
 
@@ -66,10 +95,22 @@ fn oversized_symlinked_missing_and_extra_outputs_are_rejected() {
         return;
     }
     let cases = [
-        ("head -c 17000000 /dev/zero > \"$out/key\"", "{ key: {} }", "16 MiB"),
-        ("ln -s /etc/passwd \"$out/key\"", "{ key: {} }", "regular file"),
+        (
+            "head -c 17000000 /dev/zero > \"$out/key\"",
+            "{ key: {} }",
+            "more than the limit of 16777216 bytes",
+        ),
+        (
+            "ln -s /etc/passwd \"$out/key\"",
+            "{ key: {} }",
+            "regular file",
+        ),
         ("true", "{ key: {} }", "key"),
-        ("echo a > \"$out/key\"; echo b > \"$out/extra\"", "{ key: {} }", "extra"),
+        (
+            "echo a > \"$out/key\"; echo b > \"$out/extra\"",
+            "{ key: {} }",
+            "extra",
+        ),
     ];
     for (script, files, needle) in cases {
         let env = mini(script, files);
@@ -87,9 +128,21 @@ fn unreadable_identity_is_named() {
         return;
     }
     let env = crate::fleets::generated("clan8");
-    let out = env.vars(&["generate", "--regenerate", "--identity", "/nonexistent/key", "ssh-host-cert", "--machine", "galena"]);
+    let out = env.vars(&[
+        "generate",
+        "--regenerate",
+        "--identity",
+        "/nonexistent/key",
+        "ssh-host-cert",
+        "--machine",
+        "galena",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(common::stderr(&out).contains("/nonexistent/key"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("/nonexistent/key"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]
@@ -98,22 +151,45 @@ fn hand_modified_store_is_reported_and_not_silently_rotated() {
         return;
     }
     let env = crate::fleets::generated("clan8");
-    let age = env.store().join("machines/galena/borg-passphrase/passphrase.age");
+    let age = env
+        .store()
+        .join("machines/galena/borg-passphrase/passphrase.age");
     let bytes = std::fs::read(&age).unwrap();
     std::fs::write(&age, &bytes[..bytes.len() / 3]).unwrap();
     let out = env.vars(&["check"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(common::stderr(&out).contains("machines/galena/borg-passphrase"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("machines/galena/borg-passphrase"),
+        "{}",
+        common::stderr(&out)
+    );
 
-    let meta = env.store().join("machines/electrum/borg-passphrase/meta.json");
+    let meta = env
+        .store()
+        .join("machines/electrum/borg-passphrase/meta.json");
     std::fs::write(&meta, "not json").unwrap();
     let out = env.vars(&["check", "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(json["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "damaged" && f["subject"] == "machines/electrum/borg-passphrase"), "{json}");
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "damaged" && f["subject"] == "machines/electrum/borg-passphrase"),
+        "{json}"
+    );
     // generate refuses to rotate a damaged instance unless asked.
     let out = env.vars(&["generate"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(common::stderr(&out).contains("--regenerate"), "{}", common::stderr(&out));
-    assert_eq!(std::fs::read_to_string(&meta).unwrap(), "not json", "changed nothing");
+    assert!(
+        common::stderr(&out).contains("--regenerate"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&meta).unwrap(),
+        "not json",
+        "changed nothing"
+    );
 }

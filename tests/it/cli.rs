@@ -16,7 +16,10 @@ fn missing_config_says_what_to_do() {
     let out = env.vars(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
-    assert!(err.contains("no vars.yaml found") && err.contains("vars init"), "{err}");
+    assert!(
+        err.contains("no vars.yaml found") && err.contains("vars init"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -29,7 +32,12 @@ fn check_on_ungenerated_fleet_exits_3_and_json_is_stable() {
     assert_eq!(out.status.code(), Some(3));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["ok"], false);
-    let kinds: Vec<&str> = json["findings"].as_array().unwrap().iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["kind"].as_str().unwrap())
+        .collect();
     assert!(kinds.contains(&"vault-missing"), "{kinds:?}");
 }
 
@@ -39,7 +47,10 @@ fn dry_run_prints_plan_and_writes_nothing() {
     let out = env.vars(&["generate", "--dry-run"]);
     assert!(out.status.success(), "{}", common::stderr(&out));
     let err = common::stderr(&out);
-    assert!(err.contains("generate machines/cortex-alpha/wireguard-hub (not generated yet)"), "{err}");
+    assert!(
+        err.contains("generate machines/cortex-alpha/wireguard-hub (not generated yet)"),
+        "{err}"
+    );
     assert!(err.contains("create vault key"), "{err}");
     assert!(!env.store().exists(), "dry run created the store");
 }
@@ -50,7 +61,11 @@ fn missing_prompts_are_all_listed_without_a_terminal() {
     let out = env.vars(&["generate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = common::stderr(&out);
-    for p in ["users/crs58/user-password.password", "users/raquel/user-password.password", "machines/stibnite/tailscale-authkey.authkey"] {
+    for p in [
+        "users/crs58/user-password.password",
+        "users/raquel/user-password.password",
+        "machines/stibnite/tailscale-authkey.authkey",
+    ] {
         assert!(err.contains(p), "{p} not listed: {err}");
     }
     assert!(err.contains("--prompt"), "{err}");
@@ -63,10 +78,17 @@ fn schema_graph_and_completions_print_to_stdout() {
     let schema: serde_json::Value = serde_json::from_slice(&env.ok(&["schema"])).unwrap();
     assert_eq!(schema["title"], "vars.yaml");
     let graph = String::from_utf8(env.ok(&["graph"])).unwrap();
-    assert!(graph.contains("\"machines/galena/ssh-host-cert\" -> \"shared/ssh-ca\""), "{graph}");
+    assert!(
+        graph.contains("\"machines/galena/ssh-host-cert\" -> \"shared/ssh-ca\""),
+        "{graph}"
+    );
     let mermaid = String::from_utf8(env.ok(&["graph", "--format", "mermaid"])).unwrap();
     assert!(mermaid.starts_with("graph LR"));
-    assert!(String::from_utf8(env.ok(&["completions", "bash"])).unwrap().contains("vars"));
+    assert!(
+        String::from_utf8(env.ok(&["completions", "bash"]))
+            .unwrap()
+            .contains("vars")
+    );
 }
 
 #[test]
@@ -80,7 +102,11 @@ fn init_writes_a_scaffold_and_refuses_to_overwrite() {
     assert!(common::stderr(&out).contains("--force"));
     // The scaffold's placeholders are reported with their position.
     let out = env.vars(&["check"]);
-    assert!(common::stderr(&out).contains("vars.yaml:"), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("vars.yaml:"),
+        "{}",
+        common::stderr(&out)
+    );
 }
 
 #[test]
@@ -90,8 +116,20 @@ fn generate_selects_a_machine_and_jobs_1_matches() {
     }
     let env = TestEnv::fleet("mesh17");
     env.ok(&["generate", "--machine", "cortex-beta", "--jobs", "1"]);
-    assert!(env.store().join("machines/cortex-beta/wireguard-key/private-key.age").is_file());
-    assert!(!env.store().join("machines/cortex-gamma").exists(), "other machines untouched");
+    assert!(
+        env.store()
+            .join("machines/cortex-beta/wireguard-key/private-key.age")
+            .is_file()
+    );
+    assert!(
+        !env.store()
+            .join("machines/cortex-gamma/wireguard-key")
+            .exists(),
+        "other machines untouched"
+    );
     let list = String::from_utf8(env.ok(&["list", "--machine", "cortex-beta"])).unwrap();
-    assert!(list.contains("current") && list.contains("machines/cortex-beta/wireguard-key"), "{list}");
+    assert!(
+        list.contains("current") && list.contains("machines/cortex-beta/wireguard-key"),
+        "{list}"
+    );
 }

@@ -3,19 +3,23 @@
 
 use std::path::Path;
 
-use crate::common::{self, TestEnv};
+use crate::common;
 
 const SENTINEL: &str = "SENTINEL-c0ffee-5ecret-7f3a";
 
 fn leaks_in(dir: &Path) -> Vec<String> {
     let mut hits = Vec::new();
     for p in common::walk(dir) {
-        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
         if !meta.is_file() || meta.len() > 32 * 1024 * 1024 {
             continue;
         }
         if let Ok(bytes) = std::fs::read(&p)
-            && bytes.windows(SENTINEL.len()).any(|w| w == SENTINEL.as_bytes())
+            && bytes
+                .windows(SENTINEL.len())
+                .any(|w| w == SENTINEL.as_bytes())
         {
             hits.push(p.display().to_string());
         }
@@ -34,7 +38,10 @@ fn sentinel_never_leaks() {
     );
     // Give the generator a persisted prompt too.
     let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
-    let yaml = yaml.replace("    timeout: 2s\n", "    timeout: 2s\n    prompts:\n      pw: { type: hidden, persist: true }\n");
+    let yaml = yaml.replace(
+        "    timeout: 2s\n",
+        "    timeout: 2s\n    prompts:\n      pw: { type: hidden, persist: true }\n",
+    );
     std::fs::write(env.root().join("vars.yaml"), yaml).unwrap();
     let admin = env.key("users/crs58.age");
     let admin_s = admin.display().to_string();
@@ -42,7 +49,14 @@ fn sentinel_never_leaks() {
     let commands: Vec<Vec<&str>> = vec![
         vec!["generate", "--prompt", &prompt],
         vec!["generate", "--regenerate", "--dry-run", "--prompt", &prompt],
-        vec!["generate", "--regenerate", "--prompt", &prompt, "--identity", &admin_s],
+        vec![
+            "generate",
+            "--regenerate",
+            "--prompt",
+            &prompt,
+            "--identity",
+            &admin_s,
+        ],
         vec!["check"],
         vec!["check", "--json"],
         vec!["list"],
@@ -53,22 +67,48 @@ fn sentinel_never_leaks() {
     for args in &commands {
         let out = env.vars(args);
         assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
-        assert!(!String::from_utf8_lossy(&out.stdout).contains(SENTINEL), "{args:?} printed the secret on stdout");
-        assert!(!common::stderr(&out).contains(SENTINEL), "{args:?} printed the secret on stderr");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains(SENTINEL),
+            "{args:?} printed the secret on stdout"
+        );
+        assert!(
+            !common::stderr(&out).contains(SENTINEL),
+            "{args:?} printed the secret on stderr"
+        );
     }
     // get of the secret prints it on stdout only, and decrypts through the vault for an admin.
     for file in ["key", "pw"] {
-        let out = env.vars(&["get", &format!("machines/host1/g/{file}"), "--identity", &admin_s]);
+        let out = env.vars(&[
+            "get",
+            &format!("machines/host1/g/{file}"),
+            "--identity",
+            &admin_s,
+        ]);
         assert!(out.status.success(), "{}", common::stderr(&out));
         assert!(String::from_utf8_lossy(&out.stdout).contains(SENTINEL));
         assert!(!common::stderr(&out).contains(SENTINEL));
     }
     // A failing generator run with the sentinel in its inputs does not echo it either.
-    let out = env.vars(&["generate", "--regenerate", "--prompt", "g.pw=short", "--identity", "/nonexistent"]);
+    let out = env.vars(&[
+        "generate",
+        "--regenerate",
+        "--prompt",
+        "g.pw=short",
+        "--identity",
+        "/nonexistent",
+    ]);
     assert!(!common::stderr(&out).contains(SENTINEL));
 
-    assert_eq!(leaks_in(env.dir.path()), Vec::<String>::new(), "sentinel on disk in the test dir");
+    assert_eq!(
+        leaks_in(env.dir.path()),
+        Vec::<String>::new(),
+        "sentinel on disk in the test dir"
+    );
     for shared in ["/tmp", "/dev/shm"] {
-        assert_eq!(leaks_in(Path::new(shared)), Vec::<String>::new(), "sentinel on disk under {shared}");
+        assert_eq!(
+            leaks_in(Path::new(shared)),
+            Vec::<String>::new(),
+            "sentinel on disk under {shared}"
+        );
     }
 }
