@@ -8,12 +8,12 @@ use serde::Serialize;
 
 use crate::crypto::{self, Recipient};
 use crate::dag::Dag;
-use crate::identity;
 use crate::manifest;
 use crate::meta;
 use crate::model::Config;
 use crate::plan::{self, Action, PlanError};
 use crate::store::Store;
+use crate::vault;
 
 /// One problem (or warning) found by `check`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -48,7 +48,7 @@ pub fn check(
 ) -> Result<Vec<Finding>, PlanError> {
     let dag = Dag::from_config(config);
     let mut findings = Vec::new();
-    let vault = identity::vault_recipient(store).ok().flatten();
+    let vault = vault::vault_recipient(store).ok().flatten();
     if vault.is_none() {
         findings.push(Finding {
             severity: Severity::Error,

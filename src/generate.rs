@@ -19,6 +19,7 @@ use crate::recipients;
 use crate::sandbox::{self, InputFile, Job, SandboxError, SandboxKind};
 use crate::secret::SecretBytes;
 use crate::store::{StagedFile, Store, StoreError};
+use crate::vault::{self, VaultError};
 use crate::{fs_util, manifest};
 
 /// Errors applying a plan. Each names the instance; none carries secret content.
@@ -30,9 +31,12 @@ pub enum GenerateError {
     /// Prompt values are missing or malformed.
     #[error(transparent)]
     Prompt(#[from] PromptError),
-    /// The vault or identities.
+    /// Finding identities.
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    /// The vault.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
     /// Encryption or decryption of `instance` failed.
     #[error("{instance}: {source}")]
     Crypto {
@@ -106,10 +110,10 @@ pub fn apply(
 
     let vault: VaultKey = if plan.create_vault {
         report.created_vault = true;
-        identity::create_vault(config, store)?
+        vault::create_vault(config, store)?
     } else if needs_vault(config, plan) {
         let ids = identity::load(&opts.identity_files)?;
-        identity::unwrap_vault(store, &ids)?
+        vault::unwrap_vault(store, &ids)?
     } else {
         // Only the public half is needed; a placeholder identity is never used to decrypt.
         VaultKey::generate()
@@ -117,7 +121,7 @@ pub fn apply(
     let vault_recipient = if plan.create_vault || needs_vault(config, plan) {
         vault.recipient()
     } else {
-        identity::vault_recipient(store)?.expect("plan found the vault")
+        vault::vault_recipient(store)?.expect("plan found the vault")
     };
     let mut vault_ids = Identities::default();
     vault_ids.add_vault(&vault);

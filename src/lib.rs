@@ -12,7 +12,7 @@
 //! 5. [`sandbox`] — running a generator script under bubblewrap / sandbox-exec and verifying
 //!    its outputs; [`prompt`] collects prompt values.
 //! 6. [`crypto`] — the only user of the `age` crate; [`recipients`] says who reads what;
-//!    [`identity`] finds the admin's keys and handles the vault key.
+//!    [`identity`] finds the admin's keys; [`vault`] is the store's vault key.
 //! 7. [`store`] — the `vars/` tree, atomic instance swaps, lock, crash recovery; [`meta`] and
 //!    [`manifest`] are its bookkeeping files.
 //! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict.
@@ -41,6 +41,7 @@ pub mod secret;
 pub mod shipped;
 pub mod spec;
 pub mod store;
+pub mod vault;
 
 #[cfg(test)]
 pub(crate) mod test_support;

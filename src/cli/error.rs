@@ -103,8 +103,20 @@ impl From<vars::identity::IdentityError> for CliError {
         let err = CliError::new(e.to_string());
         match e {
             vars::identity::IdentityError::NoneFound { .. } => err.hint("pass --identity FILE (an age identity or ssh private key of an admin), or set VARS_IDENTITY_FILE"),
-            vars::identity::IdentityError::NotAnAdmin { .. } => err.hint("use the identity of a user listed under admins: in vars.yaml"),
             _ => err,
+        }
+    }
+}
+
+impl From<vars::vault::VaultError> for CliError {
+    fn from(e: vars::vault::VaultError) -> Self {
+        let err = CliError::new(e.to_string());
+        match e {
+            vars::vault::VaultError::NotAnAdmin { .. } => err.hint(
+                "use the identity of a user listed under admins: in vars.yaml (--identity FILE)",
+            ),
+            vars::vault::VaultError::Store(s) => s.into(),
+            _ => err.hint("restore vars/keys/ from version control"),
         }
     }
 }
@@ -114,6 +126,7 @@ impl From<vars::generate::GenerateError> for CliError {
         use vars::generate::GenerateError as G;
         match e {
             G::Identity(i) => i.into(),
+            G::Vault(v) => v.into(),
             G::Store(s) => s.into(),
             G::Prompt(p @ vars::prompt::PromptError::Missing { .. }) => {
                 CliError::new(p.to_string()).hint("pass each with --prompt GEN.NAME=VALUE or --prompt-file GEN.NAME=PATH, or run on a terminal")

@@ -137,7 +137,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             ));
         }
     }
-    let vault = vars::identity::vault_recipient(&store)?;
+    let vault = vars::vault::vault_recipient(&store)?;
     let plan = vars::plan::plan(
         &config,
         &store,

@@ -47,7 +47,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let plain = match ids.decrypt(&raw) {
         Ok(p) => p,
         Err(_) => {
-            let vault = vars::identity::unwrap_vault(&store, &ids)?;
+            let vault = vars::vault::unwrap_vault(&store, &ids)?;
             let mut vault_ids = vars::crypto::Identities::default();
             vault_ids.add_vault(&vault);
             vault_ids

@@ -24,7 +24,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let store = vars::store::Store::new(&config.store_dir);
     let targets = select(&config, &args.machines, &args.users, &[])?;
     let dag = vars::dag::Dag::from_config(&config);
-    let vault = vars::identity::vault_recipient(&store)?;
+    let vault = vars::vault::vault_recipient(&store)?;
     let plan = vars::plan::plan(
         &config,
         &store,
