@@ -57,6 +57,43 @@ pub fn check(
             message: "keys/vault.pub does not exist: run vars generate".into(),
         });
     }
+    if vault.is_some() {
+        if vault::next_recipient(store).ok().flatten().is_some() {
+            findings.push(Finding {
+                severity: Severity::Error,
+                kind: "vault-rotation-interrupted".into(),
+                subject: "keys".into(),
+                message: "a vault key rotation was interrupted: run vars rekey --yes to finish it"
+                    .into(),
+            });
+        }
+        let declared = vault::declared_admins(config);
+        match vault::recorded_admins(store) {
+            Ok(Some(rec)) if rec.admins == declared => {}
+            Ok(Some(rec)) => {
+                let mut changes = Vec::new();
+                for a in declared.keys().filter(|a| rec.admins.get(*a) != declared.get(*a)) {
+                    changes.push(format!("admin {a} cannot read it yet"));
+                }
+                for a in rec.admins.keys().filter(|a| !declared.contains_key(*a)) {
+                    changes.push(format!("removed admin {a} still can"));
+                }
+                findings.push(Finding {
+                    severity: Severity::Error,
+                    kind: "stale-recipients".into(),
+                    subject: "keys/vault.age".into(),
+                    message: format!("{}: run vars rekey", changes.join("; ")),
+                });
+            }
+            Ok(None) => findings.push(Finding {
+                severity: Severity::Warning,
+                kind: "vault-unrecorded".into(),
+                subject: "keys".into(),
+                message: "keys/vault.json is missing, so the admins of vault.age are unknown: run vars rekey".into(),
+            }),
+            Err(e) => findings.push(Finding { severity: Severity::Error, kind: "damaged".into(), subject: "keys".into(), message: e.to_string() }),
+        }
+    }
     let targets: BTreeSet<_> = config
         .instances
         .values()

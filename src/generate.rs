@@ -126,20 +126,7 @@ pub fn apply(
     let mut vault_ids = Identities::default();
     vault_ids.add_vault(&vault);
 
-    // Parse every recipient once; encryption of each file borrows from here.
-    let mut parsed: HashMap<String, Recipient> = HashMap::new();
-    for r in std::iter::once(&vault_recipient)
-        .chain(config.machines.values().flat_map(|m| &m.recipients))
-        .chain(config.users.values().flat_map(|u| &u.recipients))
-    {
-        if !parsed.contains_key(r) {
-            let p = Recipient::parse(r).map_err(|source| GenerateError::Crypto {
-                instance: "recipients".into(),
-                source,
-            })?;
-            parsed.insert(r.clone(), p);
-        }
-    }
+    let parsed = parse_recipients(config, &vault_recipient)?;
     let ctx = Ctx {
         config,
         store,
@@ -212,13 +199,47 @@ pub fn apply(
     Ok(report)
 }
 
-struct Ctx<'a> {
-    config: &'a Config,
-    store: &'a Store,
-    vault_ids: &'a Identities,
-    vault: &'a str,
-    parsed: &'a HashMap<String, Recipient>,
-    armor: bool,
+/// Parse every recipient of the fleet once; encryption of each file borrows from here.
+pub(crate) fn parse_recipients(
+    config: &Config,
+    vault: &str,
+) -> Result<HashMap<String, Recipient>, GenerateError> {
+    let mut parsed: HashMap<String, Recipient> = HashMap::new();
+    for r in std::iter::once(vault)
+        .chain(
+            config
+                .machines
+                .values()
+                .flat_map(|m| m.recipients.iter().map(String::as_str)),
+        )
+        .chain(
+            config
+                .users
+                .values()
+                .flat_map(|u| u.recipients.iter().map(String::as_str)),
+        )
+    {
+        if !parsed.contains_key(r) {
+            let p = Recipient::parse(r).map_err(|source| GenerateError::Crypto {
+                instance: "recipients".into(),
+                source,
+            })?;
+            parsed.insert(r.to_owned(), p);
+        }
+    }
+    Ok(parsed)
+}
+
+/// What encrypting and re-encrypting instances needs: the model, the store, identities that
+/// decrypt existing secrets (the vault, during a rotation also the next vault), the vault
+/// recipient new ciphertexts are encrypted to, and the parsed recipients.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) store: &'a Store,
+    pub(crate) vault_ids: &'a Identities,
+    pub(crate) vault: &'a str,
+    pub(crate) parsed: &'a HashMap<String, Recipient>,
+    pub(crate) armor: bool,
 }
 
 impl Ctx<'_> {
@@ -340,6 +361,7 @@ impl Ctx<'_> {
                     name.clone(),
                     MetaFile {
                         deploy: def.deploy,
+                        readers: Some(recipients::reader_labels(self.config, id, def)),
                         recipients: Some(recipients),
                         secret: true,
                         sha256: None,
@@ -351,6 +373,7 @@ impl Ctx<'_> {
                     name.clone(),
                     MetaFile {
                         deploy: def.deploy,
+                        readers: None,
                         recipients: None,
                         secret: false,
                         sha256: Some(meta::sha256(&public)),
@@ -381,7 +404,7 @@ impl Ctx<'_> {
     }
 
     /// Re-encrypt the stale secrets of an instance; everything else is copied byte for byte.
-    fn rekey(&self, id: &InstanceId) -> Result<(), GenerateError> {
+    pub(crate) fn rekey(&self, id: &InstanceId) -> Result<(), GenerateError> {
         let generator = self.config.generator(id);
         let mut meta = self
             .store
@@ -422,6 +445,7 @@ impl Ctx<'_> {
                         let plain = self.vault_ids.decrypt(&raw).map_err(self.crypto_err(id))?;
                         let (ct, recipients) = self.encrypt(id, f, &plain)?;
                         entry.recipients = Some(recipients);
+                        entry.readers = Some(recipients::reader_labels(self.config, id, def));
                         ct
                     }
                 }

@@ -36,6 +36,7 @@ pub mod model;
 pub mod plan;
 pub mod prompt;
 pub mod recipients;
+pub mod rekey;
 pub mod sandbox;
 pub mod secret;
 pub mod shipped;

@@ -40,6 +40,10 @@ pub struct Meta {
 pub struct MetaFile {
     /// false: vault only.
     pub deploy: bool,
+    /// Who can read it, by name (`machine:m`, `user:u`, `vault`), secrets only: lets `rekey`
+    /// say what a removed user could read after the user is gone from vars.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readers: Option<Vec<String>>,
     /// Sorted recipients the `.age` file is encrypted to (secrets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipients: Option<Vec<String>>,

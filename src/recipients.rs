@@ -63,6 +63,25 @@ pub fn principals_for(config: &Config, id: &InstanceId, file: &FileDef) -> BTree
     out
 }
 
+impl Principal {
+    /// The label recorded in meta.json: `vault`, `machine:<m>`, `user:<u>`.
+    pub fn label(&self) -> String {
+        match self {
+            Principal::Vault => "vault".into(),
+            Principal::Machine(m) => format!("machine:{m}"),
+            Principal::User(u) => format!("user:{u}"),
+        }
+    }
+}
+
+/// The labels of everyone who reads a file.
+pub fn reader_labels(config: &Config, id: &InstanceId, file: &FileDef) -> Vec<String> {
+    principals_for(config, id, file)
+        .iter()
+        .map(Principal::label)
+        .collect()
+}
+
 /// The recipient strings of a principal.
 pub fn principal_recipients<'a>(config: &'a Config, p: &Principal, vault: &'a str) -> Vec<&'a str> {
     match p {

@@ -3,10 +3,12 @@
 //! `keys/vault.age`, encrypted to every admin. Created by the first `generate`, unwrapped once
 //! per run with an admin's identities.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::crypto::{self, CryptoError, Identities, Recipient, VaultKey};
 use crate::fs_util;
+use crate::meta;
 use crate::model::Config;
 use crate::recipients::{Principal, principal_recipients};
 use crate::secret::SecretBytes;
@@ -51,37 +53,130 @@ pub fn create_vault(config: &Config, store: &Store) -> Result<VaultKey, VaultErr
     Ok(vault)
 }
 
-/// (Re)write `keys/` for `vault`, encrypted to the admins declared now.
-pub fn write_vault(config: &Config, store: &Store, vault: &VaultKey) -> Result<(), VaultError> {
-    let recipients: Vec<Recipient> = config
+/// `keys/vault.json`: which admins (and which of their recipients) `vault.age` is wrapped
+/// to, so `check` and `rekey` can tell an added or removed admin without decrypting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VaultRecord {
+    /// Admin name → the recipients vault.age is encrypted to for them.
+    pub admins: BTreeMap<String, Vec<String>>,
+    /// Format version.
+    pub format: u32,
+}
+
+/// The admins and recipients declared now.
+pub fn declared_admins(config: &Config) -> BTreeMap<String, Vec<String>> {
+    config
         .admins
         .iter()
-        .flat_map(|a| principal_recipients(config, &Principal::User(a.clone()), ""))
-        .map(Recipient::parse)
+        .map(|a| {
+            let mut r: Vec<String> = principal_recipients(config, &Principal::User(a.clone()), "")
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            r.sort();
+            r.dedup();
+            (a.clone(), r)
+        })
+        .collect()
+}
+
+/// The admins `vault.age` was last wrapped to; `None` if the store has no `vault.json`.
+pub fn recorded_admins(store: &Store) -> Result<Option<VaultRecord>, VaultError> {
+    let path = store.dir.join("keys/vault.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            StoreError::BadMeta {
+                path,
+                reason: e.to_string(),
+            }
+            .into()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io(fs_util::IoError {
+            action: "read",
+            path,
+            source,
+        })
+        .into()),
+    }
+}
+
+/// A vault key being rotated in: `keys/next.pub` exists while a rotation is under way.
+pub fn next_recipient(store: &Store) -> Result<Option<String>, VaultError> {
+    let path = store.dir.join("keys/next.pub");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = fs_util::read_to_string(&path).map_err(CryptoError::from)?;
+    Ok(Some(text.trim().to_owned()))
+}
+
+/// (Re)write `keys/` for `vault`, encrypted to the admins declared now. With `next`, the
+/// directory also holds the vault key being rotated in (`next.age`, `next.pub`), so an
+/// interrupted rotation can always be finished: every secret decrypts with one of the two.
+pub fn write_vault(config: &Config, store: &Store, vault: &VaultKey) -> Result<(), VaultError> {
+    write_keys(config, store, vault, None)
+}
+
+/// Write `keys/` with the current vault and, during a rotation, the next one.
+pub fn write_keys(
+    config: &Config,
+    store: &Store,
+    vault: &VaultKey,
+    next: Option<&VaultKey>,
+) -> Result<(), VaultError> {
+    let admins = declared_admins(config);
+    let recipients: Vec<Recipient> = admins
+        .values()
+        .flatten()
+        .map(|r| Recipient::parse(r))
         .collect::<Result<_, _>>()?;
     let refs: Vec<&Recipient> = recipients.iter().collect();
-    let wrapped = crypto::encrypt(&vault.to_secret(), &refs, true)?;
-    let mut public = vault.recipient();
-    public.push('\n');
-    store.swap_dir(
-        &store.dir.join("keys"),
-        &[
-            StagedFile {
-                name: "vault.age".into(),
-                bytes: wrapped,
-            },
-            StagedFile {
-                name: "vault.pub".into(),
-                bytes: public.into_bytes(),
-            },
-        ],
-    )?;
+    let record = VaultRecord {
+        admins,
+        format: meta::META_FORMAT,
+    };
+    let mut files = vec![
+        StagedFile {
+            name: "vault.age".into(),
+            bytes: crypto::encrypt(&vault.to_secret(), &refs, true)?,
+        },
+        StagedFile {
+            name: "vault.json".into(),
+            bytes: meta::to_json(&record),
+        },
+        StagedFile {
+            name: "vault.pub".into(),
+            bytes: format!("{}\n", vault.recipient()).into_bytes(),
+        },
+    ];
+    if let Some(next) = next {
+        files.push(StagedFile {
+            name: "next.age".into(),
+            bytes: crypto::encrypt(&next.to_secret(), &refs, true)?,
+        });
+        files.push(StagedFile {
+            name: "next.pub".into(),
+            bytes: format!("{}\n", next.recipient()).into_bytes(),
+        });
+    }
+    store.swap_dir(&store.dir.join("keys"), &files)?;
     Ok(())
+}
+
+/// Decrypt `keys/next.age` (an interrupted rotation's new vault key).
+pub fn unwrap_next(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
+    unwrap_at(&store.dir.join("keys/next.age"), ids)
 }
 
 /// Decrypt `keys/vault.age` with the caller's identities.
 pub fn unwrap_vault(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
-    let path = store.vault_age_path();
+    unwrap_at(&store.vault_age_path(), ids)
+}
+
+fn unwrap_at(path: &std::path::Path, ids: &Identities) -> Result<VaultKey, VaultError> {
+    let path = path.to_path_buf();
     let ct = fs_util::read(&path).map_err(CryptoError::from)?;
     let secret: SecretBytes = ids.decrypt(&ct).map_err(|_| VaultError::NotAnAdmin {
         path: path.clone(),

@@ -138,6 +138,10 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         }
     }
     let vault = vars::vault::vault_recipient(&store)?;
+    if vars::vault::next_recipient(&store)?.is_some() {
+        return Err(CliError::new("a vault key rotation was interrupted")
+            .hint("finish it first: vars rekey --yes"));
+    }
     let plan = vars::plan::plan(
         &config,
         &store,

@@ -9,6 +9,7 @@ mod get;
 mod graph;
 mod init;
 mod list;
+mod rekey;
 mod schema;
 mod ui;
 
@@ -46,6 +47,8 @@ pub enum Command {
     Init(init::Args),
     /// Generate missing and stale vars, re-encrypt stale secrets
     Generate(generate::Args),
+    /// Re-encrypt stale secrets after machines, users or admins changed
+    Rekey(rekey::Args),
     /// Check that every var exists, is current and is encrypted to the right recipients
     Check(check::Args),
     /// List instances, their files and status
@@ -79,6 +82,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Init(a) => init::run(&cli.global, a),
         Command::Generate(a) => generate::run(&cli.global, a),
+        Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
         Command::Get(a) => get::run(&cli.global, a),
