@@ -128,6 +128,7 @@ mod tests {
                 "key".into(),
                 MetaFile {
                     deploy: true,
+                    readers: Some(vec!["vault".into()]),
                     recipients: Some(vec!["age1x".into()]),
                     secret: true,
                     sha256: None,
