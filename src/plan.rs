@@ -238,11 +238,13 @@ pub fn plan(
                                     config,
                                     &want_set.difference(&have_set).cloned().collect(),
                                     vault,
+                                    Some(&recipients::principals_for(config, &id, def)),
                                 ),
                                 removed: recipients::describe(
                                     config,
                                     &have_set.difference(&want_set).cloned().collect(),
                                     vault,
+                                    None,
                                 ),
                                 recipients: want,
                             });

@@ -115,12 +115,20 @@ pub fn recipients_for(
 }
 
 /// Name the principals behind a set of recipient strings (for plans and `check` reports).
-pub fn describe(config: &Config, recipients: &BTreeSet<String>, vault: &str) -> Vec<String> {
+/// With `among`, only those principals are considered (a key two principals share is named
+/// after the one that reads the file).
+pub fn describe(
+    config: &Config,
+    recipients: &BTreeSet<String>,
+    vault: &str,
+    among: Option<&BTreeSet<Principal>>,
+) -> Vec<String> {
     let mut names = Vec::new();
     let mut matched = BTreeSet::new();
     let mut all: Vec<Principal> = vec![Principal::Vault];
     all.extend(config.machines.keys().cloned().map(Principal::Machine));
     all.extend(config.users.keys().cloned().map(Principal::User));
+    all.retain(|p| among.is_none_or(|a| a.contains(p)));
     for p in all {
         let rs = principal_recipients(config, &p, vault);
         let hits: Vec<&str> = rs

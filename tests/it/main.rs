@@ -8,4 +8,5 @@ mod bad_input;
 mod cli;
 mod fleets;
 mod leaks;
+mod rekey;
 mod schema;
