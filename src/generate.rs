@@ -63,6 +63,8 @@ pub struct Options {
     pub prompts: PromptValues,
     /// `--identity` files.
     pub identity_files: Vec<PathBuf>,
+    /// Called with each instance path as it finishes (the CLI drives a progress bar with it).
+    pub on_done: Option<Box<dyn Fn(&str) + Send + Sync>>,
 }
 
 /// What was done.
@@ -157,8 +159,11 @@ pub fn apply(
         let results: Vec<Result<String, GenerateError>> = pool.install(|| {
             jobs.into_par_iter()
                 .map(|(id, prompts)| {
-                    ctx.generate(&id, prompts, &opts.sandbox)
-                        .map(|()| id.to_string())
+                    let r = ctx.generate(&id, prompts, &opts.sandbox).map(|()| id.to_string());
+                    if let (Ok(done), Some(f)) = (&r, &opts.on_done) {
+                        f(done);
+                    }
+                    r
                 })
                 .collect()
         });

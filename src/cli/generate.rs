@@ -189,6 +189,13 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             "warning: running generator scripts WITHOUT a sandbox (--no-sandbox / settings.sandbox: none)",
         );
     }
+    let bar = ui::progress(plan.to_generate().count() as u64, "generating");
+    let on_done: Option<Box<dyn Fn(&str) + Send + Sync>> = bar.clone().map(|b| {
+        Box::new(move |instance: &str| {
+            b.set_message(instance.to_owned());
+            b.inc(1);
+        }) as Box<dyn Fn(&str) + Send + Sync>
+    });
     let opts = vars::generate::Options {
         jobs: args.jobs.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -198,8 +205,13 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         sandbox,
         prompts,
         identity_files: args.identities,
+        on_done,
     };
-    let report = vars::generate::apply(&config, &store, &dag, &plan, &opts)?;
+    let result = vars::generate::apply(&config, &store, &dag, &plan, &opts);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let report = result?;
     if report.created_vault {
         ui::status("created the vault key");
     }

@@ -17,6 +17,21 @@ pub fn data(bytes: &[u8]) -> Result<(), super::CliError> {
     }
 }
 
+/// A progress bar on stderr when it is a terminal (and `NO_COLOR` unset keeps colour off
+/// anyway: the template has none); `None` otherwise, so logs and CI stay clean.
+pub fn progress(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal as _;
+    if len < 2 || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"))
+        .expect("the template is valid")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    Some(bar)
+}
+
 /// Print a plan for people.
 pub fn print_plan(plan: &vars::plan::Plan) {
     use vars::plan::Action;

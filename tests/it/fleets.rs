@@ -106,7 +106,7 @@ pub fn verify_readers(env: &TestEnv) {
             }
         }
     }
-    let keys = principal_keys(&env);
+    let keys = principal_keys(env);
     let all_secrets: Vec<PathBuf> = common::walk(&env.store())
         .into_iter()
         .filter(|p| {
