@@ -183,23 +183,16 @@ pub fn apply(
             });
         }
     }
-    let rekeys: Vec<(&InstanceId, &Vec<crate::plan::StaleSecret>)> = plan
+    let rekeys: Vec<&InstanceId> = plan
         .instances
         .iter()
-        .filter_map(|p| match &p.action {
-            Action::Rekey { secrets } => Some((&p.id, secrets)),
-            _ => None,
-        })
+        .filter(|p| matches!(p.action, Action::Rekey { .. }))
+        .map(|p| &p.id)
         .collect();
-    let results: Vec<Result<String, GenerateError>> = pool.install(|| {
-        rekeys
-            .par_iter()
-            .map(|(id, _)| ctx.rekey(id).map(|()| id.to_string()))
-            .collect()
-    });
-    for r in results {
-        report.rekeyed.push(r?);
-    }
+    let staged: Vec<Result<PathBuf, GenerateError>> = pool.install(|| rekeys.par_iter().map(|id| ctx.stage_rekey(id)).collect());
+    let dirs: Vec<PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
+    store.commit_staged(&dirs)?;
+    report.rekeyed.extend(rekeys.iter().map(ToString::to_string));
     ctx.write_manifests(&mut report)?;
     Ok(report)
 }
@@ -408,8 +401,9 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Re-encrypt the stale secrets of an instance; everything else is copied byte for byte.
-    pub(crate) fn rekey(&self, id: &InstanceId) -> Result<(), GenerateError> {
+    /// Re-encrypt the stale secrets of an instance and stage the result (see
+    /// [`Store::stage`]); everything else is copied byte for byte. Returns the instance dir.
+    pub(crate) fn stage_rekey(&self, id: &InstanceId) -> Result<std::path::PathBuf, GenerateError> {
         let generator = self.config.generator(id);
         let mut meta = self
             .store
@@ -462,8 +456,8 @@ impl Ctx<'_> {
             name: "meta.json".into(),
             bytes: meta::to_json(&meta),
         });
-        self.store.swap_dir(&dir, &staged)?;
-        Ok(())
+        self.store.stage(&dir, &staged)?;
+        Ok(dir)
     }
 
     fn write_manifests(&self, report: &mut Report) -> Result<(), GenerateError> {

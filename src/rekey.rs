@@ -97,10 +97,18 @@ pub struct RekeyPlan {
     next: Option<PlannedNext>,
 }
 
-#[derive(Debug)]
+impl std::fmt::Debug for PlannedNext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlannedNext::Fresh(k) => write!(f, "Fresh({})", k.recipient()),
+            PlannedNext::Resumed(r) => write!(f, "Resumed({r})"),
+        }
+    }
+}
+
 enum PlannedNext {
     /// A fresh key, not written anywhere yet.
-    Fresh(String),
+    Fresh(VaultKey),
     /// `keys/next.pub` of an interrupted rotation.
     Resumed(String),
 }
@@ -178,12 +186,13 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     } else {
         Some(match resumed {
             Some(r) => PlannedNext::Resumed(r),
-            None => PlannedNext::Fresh(VaultKey::generate().recipient()),
+            None => PlannedNext::Fresh(VaultKey::generate()),
         })
     };
     // Plan every instance against the vault recipient secrets will be encrypted to.
     let target = match &next {
-        Some(PlannedNext::Fresh(r) | PlannedNext::Resumed(r)) => r.clone(),
+        Some(PlannedNext::Fresh(k)) => k.recipient(),
+        Some(PlannedNext::Resumed(r)) => r.clone(),
         None => current.clone(),
     };
     let dag = Dag::from_config(config);
@@ -317,37 +326,18 @@ pub fn apply(
     let next = match &plan.next {
         None => None,
         Some(PlannedNext::Resumed(_)) => Some(vault::unwrap_next(store, ids)?),
-        Some(PlannedNext::Fresh(_)) => {
+        Some(PlannedNext::Fresh(key)) => {
             // A fresh key: store it beside the old one before any secret is encrypted to it.
-            let key = VaultKey::generate();
-            vault::write_keys(config, store, &old, Some(&key))?;
-            Some(key)
+            vault::write_keys(config, store, &old, Some(key))?;
+            Some(VaultKey::from_secret(&key.to_secret()).map_err(VaultError::from)?)
         }
     };
     if let Some(n) = &next {
         vault_ids.add_vault(n);
     }
     let target = next.as_ref().unwrap_or(&old).recipient();
-    // A fresh key's recipient differs from the one planned with; re-plan the instance list
-    // against the key actually stored (every secret is stale under a rotation either way).
-    let instances: Vec<InstanceId> = if matches!(plan.next, Some(PlannedNext::Fresh(_))) {
-        let dag = Dag::from_config(config);
-        let all: BTreeSet<InstanceId> = config.instances.keys().cloned().collect();
-        plan::plan(config, store, &dag, &all, &BTreeSet::new(), Some(&target))?
-            .instances
-            .into_iter()
-            .filter(|p| matches!(p.action, Action::Rekey { .. }))
-            .map(|p| p.id)
-            .collect()
-    } else {
-        let wanted: BTreeSet<&str> = plan.instances.iter().map(|(i, _)| i.as_str()).collect();
-        config
-            .instances
-            .keys()
-            .filter(|id| wanted.contains(id.to_string().as_str()))
-            .cloned()
-            .collect()
-    };
+    let wanted: BTreeSet<&str> = plan.instances.iter().map(|(i, _)| i.as_str()).collect();
+    let instances: Vec<InstanceId> = config.instances.keys().filter(|id| wanted.contains(id.to_string().as_str())).cloned().collect();
     let parsed = generate::parse_recipients(config, &target)?;
     let ctx = Ctx {
         config,
@@ -357,15 +347,14 @@ pub fn apply(
         parsed: &parsed,
         armor: config.armor,
     };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs.max(1))
-        .build()
-        .expect("a thread pool can be built");
-    let results: Vec<Result<(), GenerateError>> =
-        pool.install(|| instances.par_iter().map(|id| ctx.rekey(id)).collect());
-    for r in results {
-        r?;
-    }
+    // Stage every instance, make all of it durable with one file-system sync, then swap each
+    // instance in (DESIGN §3's atomic swap, with the fsyncs batched: thousands of per-file
+    // fsyncs would dominate a rekey of a large fleet).
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().expect("a thread pool can be built");
+    let staged: Vec<Result<std::path::PathBuf, GenerateError>> =
+        pool.install(|| instances.par_iter().map(|id| ctx.stage_rekey(id)).collect());
+    let dirs: Vec<std::path::PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
+    store.commit_staged(&dirs)?;
     report.instances = instances.len();
     for dir in &plan.remove_dirs {
         store.remove_dir(&store.dir.join(dir))?;

@@ -197,9 +197,59 @@ impl Store {
             fs_util::write_new(&staging.join(&f.name), &f.bytes, 0o644)?;
         }
         fs_util::sync_dir(&staging)?;
+        // No fsync of the parent here: if this rename is lost in a crash, recovery finds the
+        // staging dir, discards it, and the old instance stands. finish_swap syncs the parent.
         fs::rename(&staging, &ready).at("rename into place", &ready)?;
-        fs_util::sync_dir(&parent)?;
         self.finish_swap(&parent, &name)
+    }
+
+    /// Step 1 without its fsyncs, for batches: write `files` into `.D.staging/`. Follow with
+    /// [`Store::commit_staged`] for every staged directory.
+    pub fn stage(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
+        let (parent, name) = split(dir);
+        let staging = side(&parent, &name, STAGING);
+        fs_util::remove_dir_all_if_exists(&staging)?;
+        fs::create_dir(&staging).at("create directory", &staging)?;
+        for f in files {
+            let path = staging.join(&f.name);
+            fs::write(&path, &f.bytes).at("write", &path)?;
+        }
+        Ok(())
+    }
+
+    /// Swap in many staged directories: one file-system sync makes every staged file durable,
+    /// then each `.D.staging` becomes `.D.ready` and is swapped in; a second sync makes the
+    /// renames durable before the old copies are deleted. The same crash guarantees as
+    /// [`Store::swap_dir`] hold for each directory.
+    pub fn commit_staged(&self, dirs: &[PathBuf]) -> Result<(), StoreError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        self.sync_fs()?;
+        for dir in dirs {
+            let (parent, name) = split(dir);
+            let ready = side(&parent, &name, READY);
+            fs::rename(side(&parent, &name, STAGING), &ready).at("rename into place", &ready)?;
+            let old = side(&parent, &name, OLD);
+            if dir.exists() {
+                fs_util::remove_dir_all_if_exists(&old)?;
+                fs::rename(dir, &old).at("move aside", dir)?;
+            }
+            fs::rename(&ready, dir).at("rename into place", dir)?;
+        }
+        self.sync_fs()?;
+        for dir in dirs {
+            let (parent, name) = split(dir);
+            fs_util::remove_dir_all_if_exists(&side(&parent, &name, OLD))?;
+        }
+        Ok(())
+    }
+
+    /// Flush everything written to the store's file system (syncfs(2)).
+    fn sync_fs(&self) -> Result<(), StoreError> {
+        let dir = File::open(&self.dir).at("open", &self.dir)?;
+        rustix::fs::syncfs(&dir).map_err(|e| IoError { action: "sync the file system of", path: self.dir.clone(), source: e.into() })?;
+        Ok(())
     }
 
     /// Step 3 and 4 of the protocol, also used by recovery.
