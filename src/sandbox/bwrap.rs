@@ -21,9 +21,12 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use super::programs::Programs;
-use super::workdir::WorkDir;
+use super::workdir::{HOMELESS, WorkDir};
 use super::{Job, SandboxError};
+use crate::fs_util::{self, IoContext};
 
 /// Where the work dir appears inside the sandbox.
 pub(crate) const MOUNT: &str = "/run/vars";
@@ -33,6 +36,23 @@ const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// Files of the host's `/etc` that name resolution and TLS need; bound only with network.
 const NETWORK_ETC: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs"];
+
+/// Device nodes bound from the host into the sandbox's own `/dev` tmpfs.
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// Symlinks in `/dev` that scripts commonly use (`echo warning > /dev/stderr`).
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
 
 /// Namespace and process flags shared by runs and the probe.
 const ISOLATION: &[&str] = &[
@@ -78,7 +98,18 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     if Path::new("/nix/store").is_dir() {
         args.bind("--ro-bind", "/nix/store", "/nix/store");
     }
-    args.flags(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    args.flags(&["--proc", "/proc"]);
+    // A hand-made /dev rather than `--dev`: the same host device nodes minus the devpts
+    // instance and the tty, which a generator with no terminal does not need, and each
+    // mount left out is start-up time saved on every run.
+    args.flags(&["--tmpfs", "/dev"]);
+    for dev in DEVICES {
+        args.bind("--dev-bind", dev, dev);
+    }
+    for (link, target) in DEV_LINKS {
+        args.bind("--symlink", target, link);
+    }
+    args.flags(&["--dir", "/dev/shm", "--tmpfs", "/tmp"]);
     // After /tmp, so a runtime input under the host's /tmp is not hidden by the tmpfs.
     for path in &programs.host_paths {
         args.bind("--ro-bind", path, path);
@@ -86,8 +117,8 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
 
     args.bind("--ro-bind", work.path(), MOUNT);
     args.bind("--bind", work.out(), format!("{MOUNT}/out"));
-    args.bind("--ro-bind", work.path().join("etc/passwd"), "/etc/passwd");
-    args.bind("--ro-bind", work.path().join("etc/group"), "/etc/group");
+    // One bind for all of /etc; `prepare` wrote it, including the mount points below.
+    args.bind("--ro-bind", work.path().join("etc"), "/etc");
     if job.network {
         for path in NETWORK_ETC {
             args.bind("--ro-bind-try", path, path);
@@ -107,6 +138,58 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     let mut cmd = Command::new(bwrap);
     cmd.args(args.0);
     cmd
+}
+
+/// Write the sandbox's `/etc` into the work dir: a minimal user database and, for network
+/// jobs, empty mount points for the host files bound over them (the directory is bound
+/// read-only, so bwrap could not create them itself).
+pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
+    let etc = work.path().join("etc");
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&etc)
+        .at("create directory", &etc)?;
+    let (passwd, group) = user_database();
+    fs_util::write_new(&etc.join("passwd"), passwd.as_bytes(), 0o444)?;
+    fs_util::write_new(&etc.join("group"), group.as_bytes(), 0o444)?;
+    if job.network {
+        for path in NETWORK_ETC {
+            let inside = etc.join(
+                Path::new(path)
+                    .strip_prefix("/etc")
+                    .expect("listed under /etc"),
+            );
+            if Path::new(path).is_dir() {
+                fs_util::create_dir_all(&inside)?;
+            } else if Path::new(path).exists() {
+                fs_util::create_dir_all(inside.parent().expect("below etc/"))?;
+                fs_util::write_new(&inside, b"", 0o444)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `/etc/passwd` and `/etc/group` for the sandbox: root, nobody and the invoking uid/gid
+/// (bubblewrap maps the caller's ids to themselves), all homed at the nonexistent
+/// `/homeless-shelter`. ssh-keygen, `id` and `whoami` need an entry for the current uid.
+fn user_database() -> (String, String) {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    let home = HOMELESS;
+    let mut passwd = format!("root:x:0:0:root:{home}:/noshell\n");
+    let mut group = String::from("root:x:0:\n");
+    if uid != 0 && uid != 65534 {
+        passwd.push_str(&format!(
+            "vars:x:{uid}:{gid}:vars generator:{home}:/noshell\n"
+        ));
+    }
+    if gid != 0 && gid != 65534 {
+        group.push_str(&format!("vars:x:{gid}:\n"));
+    }
+    passwd.push_str(&format!("nobody:x:65534:65534:nobody:{home}:/noshell\n"));
+    group.push_str("nogroup:x:65534:\n");
+    (passwd, group)
 }
 
 /// Check that `bwrap` can create the namespaces a run needs (unprivileged user namespaces
@@ -213,6 +296,24 @@ mod tests {
             &args,
             &["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
         ));
+    }
+
+    #[test]
+    fn passwd_has_an_entry_for_the_current_uid() {
+        let (passwd, group) = user_database();
+        let uid = rustix::process::getuid().as_raw().to_string();
+        assert!(
+            passwd
+                .lines()
+                .any(|l| l.split(':').nth(2) == Some(uid.as_str()))
+        );
+        assert!(passwd.lines().all(|l| l.contains(HOMELESS)));
+        let gid = rustix::process::getgid().as_raw().to_string();
+        assert!(
+            group
+                .lines()
+                .any(|l| l.split(':').nth(2) == Some(gid.as_str()))
+        );
     }
 
     #[test]

@@ -115,6 +115,8 @@ fn outputs_inputs_prompts_and_env() {
         printf '%s|%s|%s' "$HOME" "$LANG" "$(pwd)" > "$out/env"
         if [ -e "$HOME" ]; then echo yes; else echo no; fi > "$out/home-exists"
         env | cut -d= -f1 | sort > "$out/names"
+        echo "a warning" > /dev/stderr
+        head -c 8 /dev/urandom > "$out/random"
     "#;
     let outputs = [
         "from-input",
@@ -123,6 +125,7 @@ fn outputs_inputs_prompts_and_env() {
         "env",
         "home-exists",
         "names",
+        "random",
     ];
     for kind in kinds() {
         let mut job = fx.job(script, &outputs);
@@ -155,6 +158,7 @@ fn outputs_inputs_prompts_and_env() {
                 "{kind}: unexpected variable {name}"
             );
         }
+        assert_eq!(out["random"].len(), 8, "{kind}");
         assert_eq!(out.len(), outputs.len());
     }
 }
@@ -273,6 +277,24 @@ fn network_only_when_declared() {
             "unreachable\n"
         };
         assert_eq!(text(&out, "r"), expected, "network: {network}");
+    }
+    // With network the resolver and CA certificates come along, and only then.
+    let script = r#"
+        cat /etc/resolv.conf > "$out/resolv" 2> /dev/null || true
+        if [ -d /etc/ssl/certs ]; then echo yes; else echo no; fi > "$out/certs"
+    "#;
+    for network in [false, true] {
+        let mut job = fx.job(script, &["resolv", "certs"]);
+        job.network = network;
+        let out = fx.run(&kind, &job).unwrap();
+        let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        let expected: &[u8] = if network { &host_resolv } else { b"" };
+        assert_eq!(out["resolv"].expose(), expected, "network: {network}");
+        let host_certs = network && Path::new("/etc/ssl/certs").is_dir();
+        assert_eq!(
+            text(&out, "certs"),
+            if host_certs { "yes\n" } else { "no\n" }
+        );
     }
 }
 
@@ -538,35 +560,26 @@ fn long_stderr_is_capped_to_its_tail() {
 #[test]
 fn unsafe_names_are_rejected_before_anything_runs() {
     let fx = Fixture::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Job)>)> = vec![
-        ("output", Box::new(|j| j.outputs = vec!["../escape".into()])),
-        ("dotdot", Box::new(|j| j.outputs = vec!["a..b".into()])),
-        (
-            "duplicate",
-            Box::new(|j| j.outputs = vec!["a".into(), "a".into()]),
-        ),
-        (
-            "prompt",
-            Box::new(|j| j.prompts = vec![("/etc/x".into(), secret(b""))]),
-        ),
-        (
-            "input",
-            Box::new(|j| {
-                j.inputs = vec![InputFile {
-                    dependency: "..".into(),
-                    file: "f".into(),
-                    bytes: secret(b""),
-                }]
-            }),
-        ),
-        (
-            "reserved env",
-            Box::new(|j| j.env = vec![("PATH".into(), "/".into())]),
-        ),
-        (
-            "env name",
-            Box::new(|j| j.env = vec![("a=b".into(), "c".into())]),
-        ),
+    type Change = fn(&mut Job);
+    let cases: Vec<(&str, Change)> = vec![
+        ("output", |j| j.outputs = vec!["../escape".into()]),
+        ("dotdot", |j| j.outputs = vec!["a..b".into()]),
+        ("duplicate", |j| j.outputs = vec!["a".into(), "a".into()]),
+        ("prompt", |j| {
+            j.prompts = vec![("/etc/x".into(), secret(b""))]
+        }),
+        ("input", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "..".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("reserved env", |j| {
+            j.env = vec![("PATH".into(), "/".into())]
+        }),
+        ("env name", |j| j.env = vec![("a=b".into(), "c".into())]),
     ];
     for (what, change) in cases {
         let mut job = fx.job(r#"touch /dev/shm/vars-test-must-not-run"#, &[]);

@@ -11,7 +11,7 @@
 //! bin/  core/     symlinks to runtime inputs / the core set (see programs.rs)
 //! tmp/            $TMPDIR and working directory when there is no bwrap tmpfs
 //! script          the generator script, run as `bash -euo pipefail script`
-//! etc/passwd etc/group   minimal user database bound over /etc in bwrap
+//! etc/            bwrap only: the sandbox's /etc (see bwrap.rs)
 //! ```
 //!
 //! A [`WorkDir`] removes itself when dropped (success, error, panic). Live work dirs, and the
@@ -154,7 +154,7 @@ impl WorkDir {
 
     /// Write the script, inputs, prompts, program links and user database.
     pub(crate) fn populate(&self, job: &Job, programs: &Programs) -> Result<(), SandboxError> {
-        for sub in ["out", "in", "prompts", "bin", "core", "tmp", "etc"] {
+        for sub in ["out", "in", "prompts", "bin", "core", "tmp"] {
             mkdir(&self.path.join(sub))?;
         }
         fs_util::write_new(&self.path.join("script"), job.script.as_bytes(), 0o400)?;
@@ -174,9 +174,6 @@ impl WorkDir {
                 symlink(target, &link).at("create symlink", &link)?;
             }
         }
-        let (passwd, group) = user_database();
-        fs_util::write_new(&self.path.join("etc/passwd"), passwd.as_bytes(), 0o444)?;
-        fs_util::write_new(&self.path.join("etc/group"), group.as_bytes(), 0o444)?;
         Ok(())
     }
 
@@ -203,29 +200,6 @@ fn mkdir(path: &Path) -> Result<(), SandboxError> {
         .create(path)
         .at("create directory", path)?;
     Ok(())
-}
-
-/// `/etc/passwd` and `/etc/group` for the sandbox: root, nobody and the invoking uid/gid
-/// (bubblewrap maps the caller's ids to themselves), all homed at the nonexistent
-/// [`HOMELESS`]. ssh-keygen, `id` and `whoami` need an entry for the current uid.
-fn user_database() -> (String, String) {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    let mut passwd = format!("root:x:0:0:root:{HOMELESS}:/noshell\n");
-    let mut group = String::from("root:x:0:\n");
-    if uid != 0 && uid != 65534 {
-        passwd.push_str(&format!(
-            "vars:x:{uid}:{gid}:vars generator:{HOMELESS}:/noshell\n"
-        ));
-    }
-    if gid != 0 && gid != 65534 {
-        group.push_str(&format!("vars:x:{gid}:\n"));
-    }
-    passwd.push_str(&format!(
-        "nobody:x:65534:65534:nobody:{HOMELESS}:/noshell\n"
-    ));
-    group.push_str("nogroup:x:65534:\n");
-    (passwd, group)
 }
 
 /// `remove_dir_all`, but also when the script left directories without write or search
@@ -335,23 +309,5 @@ mod tests {
             Err(SandboxError::RuntimeDirNotTmpfs { path, .. }) => assert_eq!(path, disk.path()),
             other => panic!("expected RuntimeDirNotTmpfs, got {:?}", other.map(|_| ())),
         }
-    }
-
-    #[test]
-    fn passwd_has_an_entry_for_the_current_uid() {
-        let (passwd, group) = user_database();
-        let uid = rustix::process::getuid().as_raw();
-        assert!(
-            passwd
-                .lines()
-                .any(|l| l.split(':').nth(2) == Some(&uid.to_string()))
-        );
-        assert!(passwd.lines().all(|l| l.contains(HOMELESS)));
-        let gid = rustix::process::getgid().as_raw();
-        assert!(
-            group
-                .lines()
-                .any(|l| l.split(':').nth(2) == Some(&gid.to_string()))
-        );
     }
 }
