@@ -14,14 +14,14 @@
 //! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
 //!
 //! There is no home (`HOME=/homeless-shelter` does not exist) and, unless the job asks for
-//! network, a private network namespace containing only an unconnected loopback.
+//! network, a private network namespace whose only interface is its own loopback, so not even
+//! services listening on the host's 127.0.0.1 are reachable.
 
 use std::ffi::OsString;
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-
-use std::os::unix::fs::DirBuilderExt;
 
 use super::programs::Programs;
 use super::workdir::{HOMELESS, WorkDir};
@@ -104,7 +104,7 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     // mount left out is start-up time saved on every run.
     args.flags(&["--tmpfs", "/dev"]);
     for dev in DEVICES {
-        args.bind("--dev-bind", dev, dev);
+        args.bind("--dev-bind-try", dev, dev);
     }
     for (link, target) in DEV_LINKS {
         args.bind("--symlink", target, link);
@@ -296,6 +296,12 @@ mod tests {
             &args,
             &["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
         ));
+        let etc = args.iter().position(|a| a == "/etc").unwrap();
+        let resolv = args.iter().position(|a| a == "/etc/resolv.conf").unwrap();
+        assert!(
+            etc < resolv,
+            "the resolver is bound over the sandbox's /etc"
+        );
     }
 
     #[test]

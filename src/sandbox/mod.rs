@@ -123,7 +123,8 @@ fn detect_platform() -> Result<SandboxKind, SandboxError> {
 
 /// One dependency output, made available to the script as `$in/<dependency>/<file>`.
 pub struct InputFile {
-    /// The dependency's generator name.
+    /// The dependency's generator name, or `<generator>/<machine>` for the public files of
+    /// one machine's instance in a `machines/*/GEN` dependency.
     pub dependency: String,
     /// The file name within that generator's outputs.
     pub file: String,
@@ -301,7 +302,10 @@ fn validate(job: &Job) -> Result<(), SandboxError> {
     }
     let mut seen = BTreeSet::new();
     for input in &job.inputs {
-        check("dependency", &input.dependency)?;
+        // `gen` or, for `machines/*/gen` dependencies, `gen/<machine>`: each part a name.
+        for part in input.dependency.split('/') {
+            check("dependency", part)?;
+        }
         check("input file", &input.file)?;
         if !seen.insert((input.dependency.as_str(), input.file.as_str())) {
             return Err(invalid(format!(

@@ -110,6 +110,7 @@ fn outputs_inputs_prompts_and_env() {
     let input = b"\x00\x01binary\xff input\n";
     let script = r#"
         cat "$in/dep/file" > "$out/from-input"
+        cat "$in/peers/cinnabar/key.pub" > "$out/from-peer"
         cat "$prompts/password" > "$out/from-prompt"
         printf '%s' "$machine" > "$out/machine"
         printf '%s|%s|%s' "$HOME" "$LANG" "$(pwd)" > "$out/env"
@@ -120,6 +121,7 @@ fn outputs_inputs_prompts_and_env() {
     "#;
     let outputs = [
         "from-input",
+        "from-peer",
         "from-prompt",
         "machine",
         "env",
@@ -134,12 +136,19 @@ fn outputs_inputs_prompts_and_env() {
             file: "file".into(),
             bytes: secret(input),
         });
+        // A `machines/*/GEN` dependency: one machine's public file at $in/GEN/<machine>/.
+        job.inputs.push(InputFile {
+            dependency: "peers/cinnabar".into(),
+            file: "key.pub".into(),
+            bytes: secret(b"ssh-ed25519 AAAA peer"),
+        });
         job.prompts.push(("password".into(), secret(b"hunter2\n")));
         let out = fx
             .run(&kind, &job)
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(out["from-input"].expose(), input, "{kind}");
         assert_eq!(out["from-prompt"].expose(), b"hunter2\n", "{kind}");
+        assert_eq!(text(&out, "from-peer"), "ssh-ed25519 AAAA peer", "{kind}");
         assert_eq!(text(&out, "machine"), "cinnabar", "{kind}");
         let env = text(&out, "env");
         assert!(
@@ -572,6 +581,22 @@ fn unsafe_names_are_rejected_before_anything_runs() {
             let bytes = secret(b"");
             j.inputs = vec![InputFile {
                 dependency: "..".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("nested input", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "gen/../x".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("empty part", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "gen//x".into(),
                 file: "f".into(),
                 bytes,
             }];

@@ -159,9 +159,12 @@ impl WorkDir {
         }
         fs_util::write_new(&self.path.join("script"), job.script.as_bytes(), 0o400)?;
         for input in &job.inputs {
-            let dir = self.path.join("in").join(&input.dependency);
-            if !dir.is_dir() {
-                mkdir(&dir)?;
+            let mut dir = self.path.join("in");
+            for part in input.dependency.split('/') {
+                dir.push(part);
+                if !dir.is_dir() {
+                    mkdir(&dir)?;
+                }
             }
             fs_util::write_new(&dir.join(&input.file), input.bytes.expose(), 0o400)?;
         }
