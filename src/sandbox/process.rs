@@ -88,10 +88,7 @@ pub(crate) fn run(
         let _ = rustix::process::kill_process_group(pid, Signal::KILL);
         let _ = child.wait();
         work.set_group(None);
-        return Err(SandboxError::Spawn {
-            program: "a thread to supervise the generator".into(),
-            source,
-        });
+        return Err(SandboxError::Supervise(source));
     }
 
     let timed_out = match exited_rx.recv_timeout(timeout) {
@@ -110,10 +107,7 @@ pub(crate) fn run(
     let _ = rustix::process::kill_process_group(pid, Signal::KILL);
     let status = child.wait();
     work.set_group(None);
-    let status = status.map_err(|source| SandboxError::Spawn {
-        program: PathBuf::from("wait for the generator"),
-        source,
-    })?;
+    let status = status.map_err(SandboxError::Supervise)?;
 
     if timed_out {
         return Ok(Outcome::TimedOut);

@@ -152,7 +152,7 @@ impl WorkDir {
         }
     }
 
-    /// Write the script, inputs, prompts, program links and user database.
+    /// Write the script, inputs, prompts and program links (bwrap adds its `/etc`).
     pub(crate) fn populate(&self, job: &Job, programs: &Programs) -> Result<(), SandboxError> {
         for sub in ["out", "in", "prompts", "bin", "core", "tmp"] {
             mkdir(&self.path.join(sub))?;
