@@ -641,17 +641,8 @@ fn parallel_runs_do_not_interfere() {
 /// [`interrupt_removes_work_dirs_and_kills_runs`].
 const INTERRUPT_ROOT: &str = "VARS_TEST_INTERRUPT_ROOT";
 
-/// A distinctive `sleep` argument per kind, so the parent can find the script's process.
-fn sleep_arg(kind: &SandboxKind) -> &'static str {
-    if kind.is_sandboxed() {
-        "987.25"
-    } else {
-        "987.75"
-    }
-}
-
-/// Child half: installs the handler and starts a long run. Ignored by default and a no-op
-/// without the env var, so it runs only when the parent test spawns it.
+/// Child half: installs the handler and starts a long run (`sleep $VARS_TEST_SLEEP`). Ignored
+/// by default and a no-op without the env var, so it runs only when a parent test spawns it.
 #[test]
 #[ignore = "spawned by interrupt_removes_work_dirs_and_kills_runs"]
 fn interrupt_child() {
@@ -663,10 +654,45 @@ fn interrupt_child() {
         _ => SandboxKind::Unsandboxed,
     };
     install_interrupt_cleanup().unwrap();
-    let mut job = Job::new("machines/m/g", "g", format!("sleep {}", sleep_arg(&kind)));
+    let sleep = std::env::var("VARS_TEST_SLEEP").unwrap();
+    let mut job = Job::new("machines/m/g", "g", format!("sleep {sleep}"));
     job.work_root = Some(PathBuf::from(root));
     let _ = run(&kind, &job);
     unreachable!("the parent interrupts this run");
+}
+
+/// Start [`interrupt_child`] running `sleep <sleep>` in `kind` with work dirs in `fx`, and
+/// wait until the script runs.
+fn start_child(kind: &SandboxKind, fx: &Fixture, sleep: &str) -> std::process::Child {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "sandbox::tests::interrupt_child",
+            "--nocapture",
+        ])
+        .env(INTERRUPT_ROOT, fx.path())
+        .env(
+            "VARS_TEST_INTERRUPT_KIND",
+            if kind.is_sandboxed() { "bwrap" } else { "none" },
+        )
+        .env("VARS_TEST_SLEEP", sleep)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the script runs", || !sleeping(sleep).is_empty());
+    let work_dirs = fs::read_dir(fx.path()).unwrap().count();
+    assert_eq!(work_dirs, 1, "{kind}: the run's work dir exists");
+    child
+}
+
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the child exits", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// Processes whose command line is exactly `sleep <arg>` and that are not zombies.
@@ -707,35 +733,36 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn interrupt_removes_work_dirs_and_kills_runs() {
     for kind in kinds() {
         let fx = Fixture::new();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "sandbox::tests::interrupt_child",
-                "--nocapture",
-            ])
-            .env(INTERRUPT_ROOT, fx.path())
-            .env(
-                "VARS_TEST_INTERRUPT_KIND",
-                if kind.is_sandboxed() { "bwrap" } else { "none" },
-            )
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let arg = sleep_arg(&kind);
-        wait_until("the script runs", || !sleeping(arg).is_empty());
-        let work_dirs = fs::read_dir(fx.path()).unwrap().count();
-        assert_eq!(work_dirs, 1, "{kind}: the run's work dir exists");
-
+        // A distinctive argument per kind, so the test can find the script's process.
+        let sleep = if kind.is_sandboxed() {
+            "987.25"
+        } else {
+            "987.75"
+        };
+        let mut child = start_child(&kind, &fx, sleep);
         let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-        let mut status = None;
-        wait_until("the child exits", || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        });
-        assert_eq!(status.unwrap().code(), Some(130), "{kind}");
+        assert_eq!(wait_for_exit(&mut child).code(), Some(130), "{kind}");
         fx.assert_clean(&kind);
-        wait_until("the script is gone", || sleeping(arg).is_empty());
+        wait_until("the script is gone", || sleeping(sleep).is_empty());
     }
+}
+
+/// SIGKILL leaves no chance to clean up: bubblewrap's sandbox still dies with vars
+/// (`--die-with-parent`), and the next run in the same root removes the orphaned work dir.
+#[test]
+fn killed_runs_die_and_their_work_dir_is_swept_later() {
+    let Some(kind) = bwrap() else { return };
+    let fx = Fixture::new();
+    let sleep = "987.5";
+    let mut child = start_child(&kind, &fx, sleep);
+    child.kill().unwrap();
+    wait_for_exit(&mut child);
+    wait_until("the script is gone", || sleeping(sleep).is_empty());
+    assert_eq!(
+        fs::read_dir(fx.path()).unwrap().count(),
+        1,
+        "the orphan is still there"
+    );
+    fx.run(&kind, &fx.job("true", &[])).unwrap();
 }
