@@ -9,7 +9,8 @@
 //! - `/proc`, a minimal `/dev`, a private tmpfs `/tmp`;
 //! - the work dir read-only at `/run/vars`, with its `out/` bound read-write over
 //!   `/run/vars/out` — the only writable place that outlives the run;
-//! - a generated `/etc/passwd` and `/etc/group`; with `network: true` also the host's
+//! - a generated `/etc/passwd` and `/etc/group`, the host's `/etc/ld.so.cache`,
+//!   `/etc/ssl/openssl.cnf` and `/etc/localtime`; with `network: true` also its
 //!   `/etc/resolv.conf`, `/etc/hosts` and `/etc/ssl/certs`;
 //! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
 //!
@@ -33,6 +34,12 @@ pub(crate) const MOUNT: &str = "/run/vars";
 
 /// Top-level host directories that merged-/usr distributions make symlinks into `/usr`.
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// Harmless host files every run gets, each only if the host has it: the dynamic loader's
+/// cache (libraries in ld.so.conf.d directories), OpenSSL's configuration (`openssl req`
+/// fails without it; Debian's /usr/lib/ssl/openssl.cnf points here) and the time zone. Single
+/// files, never whole directories: /etc also holds /etc/shadow and /etc/ssl/private.
+const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ssl/openssl.cnf", "/etc/localtime"];
 
 /// Files of the host's `/etc` that name resolution and TLS need; bound only with network.
 const NETWORK_ETC: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs"];
@@ -119,10 +126,8 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     args.bind("--bind", work.out(), format!("{MOUNT}/out"));
     // One bind for all of /etc; `prepare` wrote it, including the mount points below.
     args.bind("--ro-bind", work.path().join("etc"), "/etc");
-    if job.network {
-        for path in NETWORK_ETC {
-            args.bind("--ro-bind-try", path, path);
-        }
+    for path in host_etc(job) {
+        args.bind("--ro-bind-try", path, path);
     }
     // Nothing else may be created in the root tmpfs: writes outside $out and /tmp fail.
     args.flags(&["--remount-ro", "/", "--chdir", "/tmp"]);
@@ -140,9 +145,15 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     cmd
 }
 
-/// Write the sandbox's `/etc` into the work dir: a minimal user database and, for network
-/// jobs, empty mount points for the host files bound over them (the directory is bound
-/// read-only, so bwrap could not create them itself).
+/// The host's `/etc` entries bound into the sandbox for `job`.
+fn host_etc(job: &Job) -> impl Iterator<Item = &'static str> {
+    let network: &[&str] = if job.network { NETWORK_ETC } else { &[] };
+    ETC_FILES.iter().chain(network).copied()
+}
+
+/// Write the sandbox's `/etc` into the work dir: a minimal user database and empty mount
+/// points for the host files bound over it (the directory is bound read-only, so bwrap could
+/// not create them itself).
 pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
     let etc = work.path().join("etc");
     fs::DirBuilder::new()
@@ -152,19 +163,14 @@ pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
     let (passwd, group) = user_database();
     fs_util::write_new(&etc.join("passwd"), passwd.as_bytes(), 0o444)?;
     fs_util::write_new(&etc.join("group"), group.as_bytes(), 0o444)?;
-    if job.network {
-        for path in NETWORK_ETC {
-            let inside = etc.join(
-                Path::new(path)
-                    .strip_prefix("/etc")
-                    .expect("listed under /etc"),
-            );
-            if Path::new(path).is_dir() {
-                fs_util::create_dir_all(&inside)?;
-            } else if Path::new(path).exists() {
-                fs_util::create_dir_all(inside.parent().expect("below etc/"))?;
-                fs_util::write_new(&inside, b"", 0o444)?;
-            }
+    for path in host_etc(job) {
+        let host = Path::new(path);
+        let inside = etc.join(host.strip_prefix("/etc").expect("listed under /etc"));
+        if host.is_dir() {
+            fs_util::create_dir_all(&inside)?;
+        } else if host.exists() {
+            fs_util::create_dir_all(inside.parent().expect("below etc/"))?;
+            fs_util::write_new(&inside, b"", 0o444)?;
         }
     }
     Ok(())

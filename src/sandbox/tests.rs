@@ -220,6 +220,30 @@ fn ssh_keygen_works_when_listed() {
 }
 
 #[test]
+fn openssl_can_make_a_certificate() {
+    // `openssl req` needs OpenSSL's configuration file, which lives in /etc on Debian.
+    if !require_tool("openssl", "install OpenSSL: apt-get install openssl") {
+        return;
+    }
+    let fx = Fixture::new();
+    let script = r#"
+        openssl genpkey -algorithm ed25519 -out "$out/ca.key"
+        openssl req -x509 -new -key "$out/ca.key" -subj /CN=vars-test-ca -days 1 -out "$out/ca.crt"
+    "#;
+    for kind in kinds() {
+        let mut job = fx.job(script, &["ca.key", "ca.crt"]);
+        job.runtime_inputs = vec!["openssl".into()];
+        let out = fx
+            .run(&kind, &job)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert!(
+            text(&out, "ca.crt").starts_with("-----BEGIN CERTIFICATE-----"),
+            "{kind}"
+        );
+    }
+}
+
+#[test]
 fn absolute_runtime_inputs_directory_and_file() {
     let fx = Fixture::new();
     let pkg = tempfile::tempdir().unwrap();
@@ -317,7 +341,7 @@ fn home_and_host_files_are_invisible() {
         fs::write(m, b"host secret").unwrap();
     }
     let script = r#"
-        for p in "$m1" "$m2" "$(dirname "$m2")" "$host_home"; do
+        for p in "$m1" "$m2" "$(dirname "$m2")" "$host_home" /etc/shadow /etc/ssl/private /root; do
             if [ -e "$p" ]; then echo "visible: $p"; fi
         done > "$out/report"
         if [ -e "$HOME" ]; then echo "HOME exists" >> "$out/report"; fi
