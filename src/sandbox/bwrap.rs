@@ -82,6 +82,11 @@ const ISOLATION: &[&str] = &[
 pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Programs) -> Command {
     let mut args = Args::default();
     args.flags(ISOLATION);
+    // The script's bash is pid 1 of the sandbox, with no bwrap reaper in between: one process
+    // less to start, and bwrap can exit only after bash did, which (bash being the namespace's
+    // init) the kernel completes only once every other process of the sandbox is dead. So
+    // when the run is reaped, nothing can still be writing to $out.
+    args.flags(&["--as-pid-1"]);
     if !job.network {
         args.flags(&["--unshare-net"]);
     }

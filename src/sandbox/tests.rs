@@ -528,6 +528,33 @@ fn timeout_kills_the_whole_run() {
 }
 
 #[test]
+fn background_processes_do_not_outlive_the_run() {
+    let fx = Fixture::new();
+    // A background job that closed stderr, so the end of stderr says nothing about it.
+    let script = r#"(exec 2>&-; sleep 876.5) & echo ok > "$out/key""#;
+    for kind in kinds() {
+        let started = Instant::now();
+        let out = fx.run(&kind, &fx.job(script, &["key"])).unwrap();
+        assert_eq!(text(&out, "key"), "ok\n");
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{kind}: waited for it"
+        );
+        if kind.is_sandboxed() {
+            // bash is the sandbox's pid 1: bwrap exits only after every process in it died.
+            assert!(
+                sleeping("876.5").is_empty(),
+                "{kind}: a sandbox process survived"
+            );
+        } else {
+            wait_until("the background job is killed", || {
+                sleeping("876.5").is_empty()
+            });
+        }
+    }
+}
+
+#[test]
 fn failure_reports_stderr_never_stdout_or_secrets() {
     let fx = Fixture::new();
     let script = r#"
