@@ -9,9 +9,9 @@
 //! - `/proc`, a minimal `/dev`, a private tmpfs `/tmp`;
 //! - the work dir read-only at `/run/vars`, with its `out/` bound read-write over
 //!   `/run/vars/out` — the only writable place that outlives the run;
-//! - a generated `/etc/passwd` and `/etc/group`, the host's `/etc/ld.so.cache`,
-//!   `/etc/ssl/openssl.cnf` and `/etc/localtime`; with `network: true` also its
-//!   `/etc/resolv.conf`, `/etc/hosts` and `/etc/ssl/certs`;
+//! - an `/etc` made in the work dir: a generated `passwd` and `group`, copies of the host's
+//!   `ld.so.cache`, `ssl/openssl.cnf` and `localtime`; with `network: true` also of its
+//!   `resolv.conf` and `hosts`, and its `/etc/ssl/certs` bound read-only;
 //! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
 //!
 //! There is no home (`HOME=/homeless-shelter` does not exist) and, unless the job asks for
@@ -21,8 +21,9 @@
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use super::programs::Programs;
 use super::workdir::{HOMELESS, WorkDir};
@@ -35,14 +36,18 @@ pub(crate) const MOUNT: &str = "/run/vars";
 /// Top-level host directories that merged-/usr distributions make symlinks into `/usr`.
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// Harmless host files every run gets, each only if the host has it: the dynamic loader's
+/// Harmless host files every run gets a copy of, if the host has them: the dynamic loader's
 /// cache (libraries in ld.so.conf.d directories), OpenSSL's configuration (`openssl req`
-/// fails without it; Debian's /usr/lib/ssl/openssl.cnf points here) and the time zone. Single
-/// files, never whole directories: /etc also holds /etc/shadow and /etc/ssl/private.
+/// fails without it; Debian's /usr/lib/ssl/openssl.cnf points here) and the time zone.
+/// Single files, never whole directories: /etc also holds /etc/shadow and /etc/ssl/private.
+/// Copied rather than bound: a copy into the work dir costs less than two mount calls.
 const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ssl/openssl.cnf", "/etc/localtime"];
 
-/// Files of the host's `/etc` that name resolution and TLS need; bound only with network.
-const NETWORK_ETC: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs"];
+/// What name resolution needs, copied only for `network: true` jobs.
+const NETWORK_ETC_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+
+/// The CA certificates for TLS, bound (a directory) only for `network: true` jobs.
+const CERTS: &str = "/etc/ssl/certs";
 
 /// Device nodes bound from the host into the sandbox's own `/dev` tmpfs.
 const DEVICES: &[&str] = &[
@@ -131,8 +136,8 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     args.bind("--bind", work.out(), format!("{MOUNT}/out"));
     // One bind for all of /etc; `prepare` wrote it, including the mount points below.
     args.bind("--ro-bind", work.path().join("etc"), "/etc");
-    for path in host_etc(job) {
-        args.bind("--ro-bind-try", path, path);
+    if job.network {
+        args.bind("--ro-bind-try", CERTS, CERTS);
     }
     // Nothing else may be created in the root tmpfs: writes outside $out and /tmp fail.
     args.flags(&["--remount-ro", "/", "--chdir", "/tmp"]);
@@ -150,35 +155,55 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     cmd
 }
 
-/// The host's `/etc` entries bound into the sandbox for `job`.
-fn host_etc(job: &Job) -> impl Iterator<Item = &'static str> {
-    let network: &[&str] = if job.network { NETWORK_ETC } else { &[] };
-    ETC_FILES.iter().chain(network).copied()
-}
-
-/// Write the sandbox's `/etc` into the work dir: a minimal user database and empty mount
-/// points for the host files bound over it (the directory is bound read-only, so bwrap could
-/// not create them itself).
+/// Write the sandbox's `/etc` into the work dir: a minimal user database, copies of a few
+/// host files, and for network jobs the mount point of the certificates (the directory is
+/// bound read-only, so bwrap could not create it itself).
 pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
+    // These do not change while vars runs; read them once.
+    static HOST_FILES: OnceLock<Vec<(&'static str, Vec<u8>)>> = OnceLock::new();
+    let host_files = HOST_FILES.get_or_init(|| {
+        ETC_FILES
+            .iter()
+            .filter_map(|path| Some((*path, fs::read(path).ok()?)))
+            .collect()
+    });
     let etc = work.path().join("etc");
     fs::DirBuilder::new()
         .mode(0o755)
         .create(&etc)
         .at("create directory", &etc)?;
+    let write = |path: &str, bytes: &[u8]| -> Result<(), SandboxError> {
+        let dest = inside(&etc, path);
+        fs_util::create_dir_all(dest.parent().expect("below etc/"))?;
+        Ok(fs_util::write_new(&dest, bytes, 0o444)?)
+    };
     let (passwd, group) = user_database();
-    fs_util::write_new(&etc.join("passwd"), passwd.as_bytes(), 0o444)?;
-    fs_util::write_new(&etc.join("group"), group.as_bytes(), 0o444)?;
-    for path in host_etc(job) {
-        let host = Path::new(path);
-        let inside = etc.join(host.strip_prefix("/etc").expect("listed under /etc"));
-        if host.is_dir() {
-            fs_util::create_dir_all(&inside)?;
-        } else if host.exists() {
-            fs_util::create_dir_all(inside.parent().expect("below etc/"))?;
-            fs_util::write_new(&inside, b"", 0o444)?;
+    write("/etc/passwd", passwd.as_bytes())?;
+    write("/etc/group", group.as_bytes())?;
+    for (path, bytes) in host_files {
+        write(path, bytes)?;
+    }
+    if job.network {
+        // Read per run: resolv.conf changes when the host changes networks.
+        for path in NETWORK_ETC_FILES {
+            if let Ok(bytes) = fs::read(path) {
+                write(path, &bytes)?;
+            }
+        }
+        if Path::new(CERTS).is_dir() {
+            fs_util::create_dir_all(&inside(&etc, CERTS))?;
         }
     }
     Ok(())
+}
+
+/// Where the host path `/etc/…` goes in the work dir's `etc/`.
+fn inside(etc: &Path, path: &str) -> PathBuf {
+    etc.join(
+        Path::new(path)
+            .strip_prefix("/etc")
+            .expect("listed under /etc"),
+    )
 }
 
 /// `/etc/passwd` and `/etc/group` for the sandbox: root, nobody and the invoking uid/gid
@@ -294,24 +319,21 @@ mod tests {
         assert!(has_seq(&args, &["--setenv", "HOME", "/homeless-shelter"]));
         assert!(has_seq(&args, &["--setenv", "machine", "m"]));
         assert!(has_seq(&args, &["--remount-ro", "/"]));
-        assert!(!args.iter().any(|a| a == "/etc/resolv.conf"));
+        assert!(!args.iter().any(|a| a == CERTS));
         let script = args.iter().position(|a| a == "--").unwrap();
         assert_eq!(args[script + 2..], ["-euo", "pipefail", "/run/vars/script"]);
     }
 
     #[test]
-    fn network_jobs_share_the_network_and_resolver() {
+    fn network_jobs_share_the_network_and_certificates() {
         let args = args_of(true);
         assert!(!args.iter().any(|a| a == "--unshare-net"));
-        assert!(has_seq(
-            &args,
-            &["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        ));
+        assert!(has_seq(&args, &["--ro-bind-try", CERTS, CERTS]));
         let etc = args.iter().position(|a| a == "/etc").unwrap();
-        let resolv = args.iter().position(|a| a == "/etc/resolv.conf").unwrap();
+        let certs = args.iter().position(|a| a == CERTS).unwrap();
         assert!(
-            etc < resolv,
-            "the resolver is bound over the sandbox's /etc"
+            etc < certs,
+            "the certificates are bound over the sandbox's /etc"
         );
     }
 
