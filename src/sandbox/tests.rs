@@ -21,7 +21,7 @@ use crate::test_support::require_tool;
 const BWRAP_HINT: &str =
     "install bubblewrap: apt-get install bubblewrap / nix profile install nixpkgs#bubblewrap";
 
-/// A private tmpfs root for work dirs, checked for leftovers on drop.
+/// A private tmpfs root for work dirs; `run` checks it for leftovers after every run.
 struct Fixture {
     root: tempfile::TempDir,
 }
