@@ -9,21 +9,26 @@
 //! - `/proc`, a minimal `/dev`, a private tmpfs `/tmp`;
 //! - the work dir read-only at `/run/vars`, with its `out/` bound read-write over
 //!   `/run/vars/out` — the only writable place that outlives the run;
-//! - a generated `/etc/passwd` and `/etc/group`; with `network: true` also the host's
-//!   `/etc/resolv.conf`, `/etc/hosts` and `/etc/ssl/certs`;
+//! - an `/etc` made in the work dir: a generated `passwd` and `group`, copies of the host's
+//!   `ld.so.cache`, `ssl/openssl.cnf` and `localtime`; with `network: true` also of its
+//!   `resolv.conf` and `hosts`, and its `/etc/ssl/certs` bound read-only;
 //! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
 //!
 //! There is no home (`HOME=/homeless-shelter` does not exist) and, unless the job asks for
-//! network, a private network namespace containing only an unconnected loopback.
+//! network, a private network namespace whose only interface is its own loopback, so not even
+//! services listening on the host's 127.0.0.1 are reachable.
 
 use std::ffi::OsString;
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use super::programs::Programs;
-use super::workdir::WorkDir;
+use super::workdir::{HOMELESS, WorkDir};
 use super::{Job, SandboxError};
+use crate::fs_util::{self, IoContext};
 
 /// Where the work dir appears inside the sandbox.
 pub(crate) const MOUNT: &str = "/run/vars";
@@ -31,8 +36,35 @@ pub(crate) const MOUNT: &str = "/run/vars";
 /// Top-level host directories that merged-/usr distributions make symlinks into `/usr`.
 const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
-/// Files of the host's `/etc` that name resolution and TLS need; bound only with network.
-const NETWORK_ETC: &[&str] = &["/etc/resolv.conf", "/etc/hosts", "/etc/ssl/certs"];
+/// Harmless host files every run gets a copy of, if the host has them: the dynamic loader's
+/// cache (libraries in ld.so.conf.d directories), OpenSSL's configuration (`openssl req`
+/// fails without it; Debian's /usr/lib/ssl/openssl.cnf points here) and the time zone.
+/// Single files, never whole directories: /etc also holds /etc/shadow and /etc/ssl/private.
+/// Copied rather than bound: a copy into the work dir costs less than two mount calls.
+const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ssl/openssl.cnf", "/etc/localtime"];
+
+/// What name resolution needs, copied only for `network: true` jobs.
+const NETWORK_ETC_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+
+/// The CA certificates for TLS, bound (a directory) only for `network: true` jobs.
+const CERTS: &str = "/etc/ssl/certs";
+
+/// Device nodes bound from the host into the sandbox's own `/dev` tmpfs.
+const DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];
+
+/// Symlinks in `/dev` that scripts commonly use (`echo warning > /dev/stderr`).
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("/dev/fd", "/proc/self/fd"),
+    ("/dev/stdin", "/proc/self/fd/0"),
+    ("/dev/stdout", "/proc/self/fd/1"),
+    ("/dev/stderr", "/proc/self/fd/2"),
+];
 
 /// Namespace and process flags shared by runs and the probe.
 const ISOLATION: &[&str] = &[
@@ -55,6 +87,11 @@ const ISOLATION: &[&str] = &[
 pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Programs) -> Command {
     let mut args = Args::default();
     args.flags(ISOLATION);
+    // The script's bash is pid 1 of the sandbox, with no bwrap reaper in between: one process
+    // less to start, and bwrap can exit only after bash did, which (bash being the namespace's
+    // init) the kernel completes only once every other process of the sandbox is dead. So
+    // when the run is reaped, nothing can still be writing to $out.
+    args.flags(&["--as-pid-1"]);
     if !job.network {
         args.flags(&["--unshare-net"]);
     }
@@ -78,7 +115,18 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     if Path::new("/nix/store").is_dir() {
         args.bind("--ro-bind", "/nix/store", "/nix/store");
     }
-    args.flags(&["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    args.flags(&["--proc", "/proc"]);
+    // A hand-made /dev rather than `--dev`: the same host device nodes minus the devpts
+    // instance and the tty, which a generator with no terminal does not need, and each
+    // mount left out is start-up time saved on every run.
+    args.flags(&["--tmpfs", "/dev"]);
+    for dev in DEVICES {
+        args.bind("--dev-bind-try", dev, dev);
+    }
+    for (link, target) in DEV_LINKS {
+        args.bind("--symlink", target, link);
+    }
+    args.flags(&["--dir", "/dev/shm", "--tmpfs", "/tmp"]);
     // After /tmp, so a runtime input under the host's /tmp is not hidden by the tmpfs.
     for path in &programs.host_paths {
         args.bind("--ro-bind", path, path);
@@ -86,12 +134,10 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
 
     args.bind("--ro-bind", work.path(), MOUNT);
     args.bind("--bind", work.out(), format!("{MOUNT}/out"));
-    args.bind("--ro-bind", work.path().join("etc/passwd"), "/etc/passwd");
-    args.bind("--ro-bind", work.path().join("etc/group"), "/etc/group");
+    // One bind for all of /etc; `prepare` wrote it, including the mount points below.
+    args.bind("--ro-bind", work.path().join("etc"), "/etc");
     if job.network {
-        for path in NETWORK_ETC {
-            args.bind("--ro-bind-try", path, path);
-        }
+        args.bind("--ro-bind-try", CERTS, CERTS);
     }
     // Nothing else may be created in the root tmpfs: writes outside $out and /tmp fail.
     args.flags(&["--remount-ro", "/", "--chdir", "/tmp"]);
@@ -107,6 +153,79 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     let mut cmd = Command::new(bwrap);
     cmd.args(args.0);
     cmd
+}
+
+/// Write the sandbox's `/etc` into the work dir: a minimal user database, copies of a few
+/// host files, and for network jobs the mount point of the certificates (the directory is
+/// bound read-only, so bwrap could not create it itself).
+pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
+    // These do not change while vars runs; read them once.
+    static HOST_FILES: OnceLock<Vec<(&'static str, Vec<u8>)>> = OnceLock::new();
+    let host_files = HOST_FILES.get_or_init(|| {
+        ETC_FILES
+            .iter()
+            .filter_map(|path| Some((*path, fs::read(path).ok()?)))
+            .collect()
+    });
+    let etc = work.path().join("etc");
+    fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&etc)
+        .at("create directory", &etc)?;
+    let write = |path: &str, bytes: &[u8]| -> Result<(), SandboxError> {
+        let dest = inside(&etc, path);
+        fs_util::create_dir_all(dest.parent().expect("below etc/"))?;
+        Ok(fs_util::write_new(&dest, bytes, 0o444)?)
+    };
+    let (passwd, group) = user_database();
+    write("/etc/passwd", passwd.as_bytes())?;
+    write("/etc/group", group.as_bytes())?;
+    for (path, bytes) in host_files {
+        write(path, bytes)?;
+    }
+    if job.network {
+        // Read per run: resolv.conf changes when the host changes networks.
+        for path in NETWORK_ETC_FILES {
+            if let Ok(bytes) = fs::read(path) {
+                write(path, &bytes)?;
+            }
+        }
+        if Path::new(CERTS).is_dir() {
+            fs_util::create_dir_all(&inside(&etc, CERTS))?;
+        }
+    }
+    Ok(())
+}
+
+/// Where the host path `/etc/…` goes in the work dir's `etc/`.
+fn inside(etc: &Path, path: &str) -> PathBuf {
+    etc.join(
+        Path::new(path)
+            .strip_prefix("/etc")
+            .expect("listed under /etc"),
+    )
+}
+
+/// `/etc/passwd` and `/etc/group` for the sandbox: root, nobody and the invoking uid/gid
+/// (bubblewrap maps the caller's ids to themselves), all homed at the nonexistent
+/// `/homeless-shelter`. ssh-keygen, `id` and `whoami` need an entry for the current uid.
+fn user_database() -> (String, String) {
+    let uid = rustix::process::getuid().as_raw();
+    let gid = rustix::process::getgid().as_raw();
+    let home = HOMELESS;
+    let mut passwd = format!("root:x:0:0:root:{home}:/noshell\n");
+    let mut group = String::from("root:x:0:\n");
+    if uid != 0 && uid != 65534 {
+        passwd.push_str(&format!(
+            "vars:x:{uid}:{gid}:vars generator:{home}:/noshell\n"
+        ));
+    }
+    if gid != 0 && gid != 65534 {
+        group.push_str(&format!("vars:x:{gid}:\n"));
+    }
+    passwd.push_str(&format!("nobody:x:65534:65534:nobody:{home}:/noshell\n"));
+    group.push_str("nogroup:x:65534:\n");
+    (passwd, group)
 }
 
 /// Check that `bwrap` can create the namespaces a run needs (unprivileged user namespaces
@@ -200,19 +319,40 @@ mod tests {
         assert!(has_seq(&args, &["--setenv", "HOME", "/homeless-shelter"]));
         assert!(has_seq(&args, &["--setenv", "machine", "m"]));
         assert!(has_seq(&args, &["--remount-ro", "/"]));
-        assert!(!args.iter().any(|a| a == "/etc/resolv.conf"));
+        assert!(!args.iter().any(|a| a == CERTS));
         let script = args.iter().position(|a| a == "--").unwrap();
         assert_eq!(args[script + 2..], ["-euo", "pipefail", "/run/vars/script"]);
     }
 
     #[test]
-    fn network_jobs_share_the_network_and_resolver() {
+    fn network_jobs_share_the_network_and_certificates() {
         let args = args_of(true);
         assert!(!args.iter().any(|a| a == "--unshare-net"));
-        assert!(has_seq(
-            &args,
-            &["--ro-bind-try", "/etc/resolv.conf", "/etc/resolv.conf"]
-        ));
+        assert!(has_seq(&args, &["--ro-bind-try", CERTS, CERTS]));
+        let etc = args.iter().position(|a| a == "/etc").unwrap();
+        let certs = args.iter().position(|a| a == CERTS).unwrap();
+        assert!(
+            etc < certs,
+            "the certificates are bound over the sandbox's /etc"
+        );
+    }
+
+    #[test]
+    fn passwd_has_an_entry_for_the_current_uid() {
+        let (passwd, group) = user_database();
+        let uid = rustix::process::getuid().as_raw().to_string();
+        assert!(
+            passwd
+                .lines()
+                .any(|l| l.split(':').nth(2) == Some(uid.as_str()))
+        );
+        assert!(passwd.lines().all(|l| l.contains(HOMELESS)));
+        let gid = rustix::process::getgid().as_raw().to_string();
+        assert!(
+            group
+                .lines()
+                .any(|l| l.split(':').nth(2) == Some(gid.as_str()))
+        );
     }
 
     #[test]

@@ -110,6 +110,11 @@ pub enum SandboxError {
         source: io::Error,
     },
 
+    /// The operating system refused a thread to supervise the run, or waiting for the run's
+    /// process failed; the run was killed.
+    #[error("cannot supervise the generator process: {0}; the run was stopped, try again")]
+    Supervise(#[source] io::Error),
+
     /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM handler.
     #[error("cannot install the interrupt handler that removes sandbox work dirs: {0}")]
     Signals(#[source] io::Error),

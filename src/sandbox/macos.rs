@@ -33,6 +33,7 @@ const SYSTEM_READ: &[&str] = &[
     "/System",
     "/Library/Apple",
     "/private/var/db/dyld",
+    "/private/var/db/timezone",
     "/opt/homebrew",
     "/opt/local",
     "/nix/store",
@@ -43,6 +44,8 @@ const SYSTEM_READ: &[&str] = &[
 const SYSTEM_READ_FILES: &[&str] = &[
     "/private/etc/passwd",
     "/private/etc/group",
+    "/private/etc/ssl/openssl.cnf",
+    "/private/etc/localtime",
     "/dev/null",
     "/dev/zero",
     "/dev/random",

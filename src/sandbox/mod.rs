@@ -210,7 +210,10 @@ fn run_in(
 ) -> Result<BTreeMap<String, SecretBytes>, SandboxError> {
     work.populate(job, programs)?;
     let cmd = match kind {
-        SandboxKind::Bubblewrap(bwrap_path) => bwrap::command(bwrap_path, work, job, programs),
+        SandboxKind::Bubblewrap(bwrap_path) => {
+            bwrap::prepare(work, job)?;
+            bwrap::command(bwrap_path, work, job, programs)
+        }
         SandboxKind::SandboxExec => macos::command(work, job, programs)?,
         SandboxKind::Unsandboxed => unsandboxed_command(work, job, programs),
     };

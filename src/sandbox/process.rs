@@ -69,7 +69,7 @@ pub(crate) fn run(
     let stderr_done = spawn_stderr_reader(&mut child, Arc::clone(&tail));
 
     let (exited_tx, exited_rx) = mpsc::channel();
-    thread::Builder::new()
+    let waiter = thread::Builder::new()
         .name("vars-wait".into())
         .spawn(move || {
             let result = loop {
@@ -82,11 +82,14 @@ pub(crate) fn run(
                 }
             };
             let _ = exited_tx.send(result);
-        })
-        .map_err(|source| SandboxError::Spawn {
-            program: "a waiter thread".into(),
-            source,
-        })?;
+        });
+    if let Err(source) = waiter {
+        // Without a waiter there is no timeout: do not leave the run going unsupervised.
+        let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+        let _ = child.wait();
+        work.set_group(None);
+        return Err(SandboxError::Supervise(source));
+    }
 
     let timed_out = match exited_rx.recv_timeout(timeout) {
         Ok(_) => false,
@@ -104,10 +107,7 @@ pub(crate) fn run(
     let _ = rustix::process::kill_process_group(pid, Signal::KILL);
     let status = child.wait();
     work.set_group(None);
-    let status = status.map_err(|source| SandboxError::Spawn {
-        program: PathBuf::from("wait for the generator"),
-        source,
-    })?;
+    let status = status.map_err(SandboxError::Supervise)?;
 
     if timed_out {
         return Ok(Outcome::TimedOut);

@@ -21,7 +21,7 @@ use crate::test_support::require_tool;
 const BWRAP_HINT: &str =
     "install bubblewrap: apt-get install bubblewrap / nix profile install nixpkgs#bubblewrap";
 
-/// A private tmpfs root for work dirs, checked for leftovers on drop.
+/// A private tmpfs root for work dirs; `run` checks it for leftovers after every run.
 struct Fixture {
     root: tempfile::TempDir,
 }
@@ -110,19 +110,24 @@ fn outputs_inputs_prompts_and_env() {
     let input = b"\x00\x01binary\xff input\n";
     let script = r#"
         cat "$in/dep/file" > "$out/from-input"
+        cat "$in/peers/cinnabar/key.pub" > "$out/from-peer"
         cat "$prompts/password" > "$out/from-prompt"
         printf '%s' "$machine" > "$out/machine"
         printf '%s|%s|%s' "$HOME" "$LANG" "$(pwd)" > "$out/env"
         if [ -e "$HOME" ]; then echo yes; else echo no; fi > "$out/home-exists"
         env | cut -d= -f1 | sort > "$out/names"
+        echo "a warning" > /dev/stderr
+        head -c 8 /dev/urandom > "$out/random"
     "#;
     let outputs = [
         "from-input",
+        "from-peer",
         "from-prompt",
         "machine",
         "env",
         "home-exists",
         "names",
+        "random",
     ];
     for kind in kinds() {
         let mut job = fx.job(script, &outputs);
@@ -131,12 +136,19 @@ fn outputs_inputs_prompts_and_env() {
             file: "file".into(),
             bytes: secret(input),
         });
+        // A `machines/*/GEN` dependency: one machine's public file at $in/GEN/<machine>/.
+        job.inputs.push(InputFile {
+            dependency: "peers/cinnabar".into(),
+            file: "key.pub".into(),
+            bytes: secret(b"ssh-ed25519 AAAA peer"),
+        });
         job.prompts.push(("password".into(), secret(b"hunter2\n")));
         let out = fx
             .run(&kind, &job)
             .unwrap_or_else(|e| panic!("{kind}: {e}"));
         assert_eq!(out["from-input"].expose(), input, "{kind}");
         assert_eq!(out["from-prompt"].expose(), b"hunter2\n", "{kind}");
+        assert_eq!(text(&out, "from-peer"), "ssh-ed25519 AAAA peer", "{kind}");
         assert_eq!(text(&out, "machine"), "cinnabar", "{kind}");
         let env = text(&out, "env");
         assert!(
@@ -155,6 +167,7 @@ fn outputs_inputs_prompts_and_env() {
                 "{kind}: unexpected variable {name}"
             );
         }
+        assert_eq!(out["random"].len(), 8, "{kind}");
         assert_eq!(out.len(), outputs.len());
     }
 }
@@ -203,6 +216,30 @@ fn ssh_keygen_works_when_listed() {
                 "{kind}: {public}"
             );
         }
+    }
+}
+
+#[test]
+fn openssl_can_make_a_certificate() {
+    // `openssl req` needs OpenSSL's configuration file, which lives in /etc on Debian.
+    if !require_tool("openssl", "install OpenSSL: apt-get install openssl") {
+        return;
+    }
+    let fx = Fixture::new();
+    let script = r#"
+        openssl genpkey -algorithm ed25519 -out "$out/ca.key"
+        openssl req -x509 -new -key "$out/ca.key" -subj /CN=vars-test-ca -days 1 -out "$out/ca.crt"
+    "#;
+    for kind in kinds() {
+        let mut job = fx.job(script, &["ca.key", "ca.crt"]);
+        job.runtime_inputs = vec!["openssl".into()];
+        let out = fx
+            .run(&kind, &job)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert!(
+            text(&out, "ca.crt").starts_with("-----BEGIN CERTIFICATE-----"),
+            "{kind}"
+        );
     }
 }
 
@@ -274,6 +311,24 @@ fn network_only_when_declared() {
         };
         assert_eq!(text(&out, "r"), expected, "network: {network}");
     }
+    // With network the resolver and CA certificates come along, and only then.
+    let script = r#"
+        cat /etc/resolv.conf > "$out/resolv" 2> /dev/null || true
+        if [ -d /etc/ssl/certs ]; then echo yes; else echo no; fi > "$out/certs"
+    "#;
+    for network in [false, true] {
+        let mut job = fx.job(script, &["resolv", "certs"]);
+        job.network = network;
+        let out = fx.run(&kind, &job).unwrap();
+        let host_resolv = fs::read("/etc/resolv.conf").unwrap_or_default();
+        let expected: &[u8] = if network { &host_resolv } else { b"" };
+        assert_eq!(out["resolv"].expose(), expected, "network: {network}");
+        let host_certs = network && Path::new("/etc/ssl/certs").is_dir();
+        assert_eq!(
+            text(&out, "certs"),
+            if host_certs { "yes\n" } else { "no\n" }
+        );
+    }
 }
 
 #[test]
@@ -286,7 +341,7 @@ fn home_and_host_files_are_invisible() {
         fs::write(m, b"host secret").unwrap();
     }
     let script = r#"
-        for p in "$m1" "$m2" "$(dirname "$m2")" "$host_home"; do
+        for p in "$m1" "$m2" "$(dirname "$m2")" "$host_home" /etc/shadow /etc/ssl/private /root; do
             if [ -e "$p" ]; then echo "visible: $p"; fi
         done > "$out/report"
         if [ -e "$HOME" ]; then echo "HOME exists" >> "$out/report"; fi
@@ -473,6 +528,33 @@ fn timeout_kills_the_whole_run() {
 }
 
 #[test]
+fn background_processes_do_not_outlive_the_run() {
+    let fx = Fixture::new();
+    // A background job that closed stderr, so the end of stderr says nothing about it.
+    let script = r#"(exec 2>&-; sleep 876.5) & echo ok > "$out/key""#;
+    for kind in kinds() {
+        let started = Instant::now();
+        let out = fx.run(&kind, &fx.job(script, &["key"])).unwrap();
+        assert_eq!(text(&out, "key"), "ok\n");
+        assert!(
+            started.elapsed() < Duration::from_millis(900),
+            "{kind}: waited for it"
+        );
+        if kind.is_sandboxed() {
+            // bash is the sandbox's pid 1: bwrap exits only after every process in it died.
+            assert!(
+                sleeping("876.5").is_empty(),
+                "{kind}: a sandbox process survived"
+            );
+        } else {
+            wait_until("the background job is killed", || {
+                sleeping("876.5").is_empty()
+            });
+        }
+    }
+}
+
+#[test]
 fn failure_reports_stderr_never_stdout_or_secrets() {
     let fx = Fixture::new();
     let script = r#"
@@ -538,35 +620,42 @@ fn long_stderr_is_capped_to_its_tail() {
 #[test]
 fn unsafe_names_are_rejected_before_anything_runs() {
     let fx = Fixture::new();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Job)>)> = vec![
-        ("output", Box::new(|j| j.outputs = vec!["../escape".into()])),
-        ("dotdot", Box::new(|j| j.outputs = vec!["a..b".into()])),
-        (
-            "duplicate",
-            Box::new(|j| j.outputs = vec!["a".into(), "a".into()]),
-        ),
-        (
-            "prompt",
-            Box::new(|j| j.prompts = vec![("/etc/x".into(), secret(b""))]),
-        ),
-        (
-            "input",
-            Box::new(|j| {
-                j.inputs = vec![InputFile {
-                    dependency: "..".into(),
-                    file: "f".into(),
-                    bytes: secret(b""),
-                }]
-            }),
-        ),
-        (
-            "reserved env",
-            Box::new(|j| j.env = vec![("PATH".into(), "/".into())]),
-        ),
-        (
-            "env name",
-            Box::new(|j| j.env = vec![("a=b".into(), "c".into())]),
-        ),
+    type Change = fn(&mut Job);
+    let cases: Vec<(&str, Change)> = vec![
+        ("output", |j| j.outputs = vec!["../escape".into()]),
+        ("dotdot", |j| j.outputs = vec!["a..b".into()]),
+        ("duplicate", |j| j.outputs = vec!["a".into(), "a".into()]),
+        ("prompt", |j| {
+            j.prompts = vec![("/etc/x".into(), secret(b""))]
+        }),
+        ("input", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "..".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("nested input", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "gen/../x".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("empty part", |j| {
+            let bytes = secret(b"");
+            j.inputs = vec![InputFile {
+                dependency: "gen//x".into(),
+                file: "f".into(),
+                bytes,
+            }];
+        }),
+        ("reserved env", |j| {
+            j.env = vec![("PATH".into(), "/".into())]
+        }),
+        ("env name", |j| j.env = vec![("a=b".into(), "c".into())]),
     ];
     for (what, change) in cases {
         let mut job = fx.job(r#"touch /dev/shm/vars-test-must-not-run"#, &[]);
@@ -603,17 +692,8 @@ fn parallel_runs_do_not_interfere() {
 /// [`interrupt_removes_work_dirs_and_kills_runs`].
 const INTERRUPT_ROOT: &str = "VARS_TEST_INTERRUPT_ROOT";
 
-/// A distinctive `sleep` argument per kind, so the parent can find the script's process.
-fn sleep_arg(kind: &SandboxKind) -> &'static str {
-    if kind.is_sandboxed() {
-        "987.25"
-    } else {
-        "987.75"
-    }
-}
-
-/// Child half: installs the handler and starts a long run. Ignored by default and a no-op
-/// without the env var, so it runs only when the parent test spawns it.
+/// Child half: installs the handler and starts a long run (`sleep $VARS_TEST_SLEEP`). Ignored
+/// by default and a no-op without the env var, so it runs only when a parent test spawns it.
 #[test]
 #[ignore = "spawned by interrupt_removes_work_dirs_and_kills_runs"]
 fn interrupt_child() {
@@ -625,10 +705,45 @@ fn interrupt_child() {
         _ => SandboxKind::Unsandboxed,
     };
     install_interrupt_cleanup().unwrap();
-    let mut job = Job::new("machines/m/g", "g", format!("sleep {}", sleep_arg(&kind)));
+    let sleep = std::env::var("VARS_TEST_SLEEP").unwrap();
+    let mut job = Job::new("machines/m/g", "g", format!("sleep {sleep}"));
     job.work_root = Some(PathBuf::from(root));
     let _ = run(&kind, &job);
     unreachable!("the parent interrupts this run");
+}
+
+/// Start [`interrupt_child`] running `sleep <sleep>` in `kind` with work dirs in `fx`, and
+/// wait until the script runs.
+fn start_child(kind: &SandboxKind, fx: &Fixture, sleep: &str) -> std::process::Child {
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "sandbox::tests::interrupt_child",
+            "--nocapture",
+        ])
+        .env(INTERRUPT_ROOT, fx.path())
+        .env(
+            "VARS_TEST_INTERRUPT_KIND",
+            if kind.is_sandboxed() { "bwrap" } else { "none" },
+        )
+        .env("VARS_TEST_SLEEP", sleep)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the script runs", || !sleeping(sleep).is_empty());
+    let work_dirs = fs::read_dir(fx.path()).unwrap().count();
+    assert_eq!(work_dirs, 1, "{kind}: the run's work dir exists");
+    child
+}
+
+fn wait_for_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until("the child exits", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
 }
 
 /// Processes whose command line is exactly `sleep <arg>` and that are not zombies.
@@ -669,35 +784,36 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 fn interrupt_removes_work_dirs_and_kills_runs() {
     for kind in kinds() {
         let fx = Fixture::new();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "sandbox::tests::interrupt_child",
-                "--nocapture",
-            ])
-            .env(INTERRUPT_ROOT, fx.path())
-            .env(
-                "VARS_TEST_INTERRUPT_KIND",
-                if kind.is_sandboxed() { "bwrap" } else { "none" },
-            )
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let arg = sleep_arg(&kind);
-        wait_until("the script runs", || !sleeping(arg).is_empty());
-        let work_dirs = fs::read_dir(fx.path()).unwrap().count();
-        assert_eq!(work_dirs, 1, "{kind}: the run's work dir exists");
-
+        // A distinctive argument per kind, so the test can find the script's process.
+        let sleep = if kind.is_sandboxed() {
+            "987.25"
+        } else {
+            "987.75"
+        };
+        let mut child = start_child(&kind, &fx, sleep);
         let pid = rustix::process::Pid::from_child(&child);
         rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-        let mut status = None;
-        wait_until("the child exits", || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        });
-        assert_eq!(status.unwrap().code(), Some(130), "{kind}");
+        assert_eq!(wait_for_exit(&mut child).code(), Some(130), "{kind}");
         fx.assert_clean(&kind);
-        wait_until("the script is gone", || sleeping(arg).is_empty());
+        wait_until("the script is gone", || sleeping(sleep).is_empty());
     }
+}
+
+/// SIGKILL leaves no chance to clean up: bubblewrap's sandbox still dies with vars
+/// (`--die-with-parent`), and the next run in the same root removes the orphaned work dir.
+#[test]
+fn killed_runs_die_and_their_work_dir_is_swept_later() {
+    let Some(kind) = bwrap() else { return };
+    let fx = Fixture::new();
+    let sleep = "987.5";
+    let mut child = start_child(&kind, &fx, sleep);
+    child.kill().unwrap();
+    wait_for_exit(&mut child);
+    wait_until("the script is gone", || sleeping(sleep).is_empty());
+    assert_eq!(
+        fs::read_dir(fx.path()).unwrap().count(),
+        1,
+        "the orphan is still there"
+    );
+    fx.run(&kind, &fx.job("true", &[])).unwrap();
 }

@@ -1,6 +1,6 @@
 //! The private per-run work dir and its lifecycle.
 //!
-//! Each run gets `<root>/vars-XXXXXX/` (mode 0700) on a RAM-backed file system, where `<root>`
+//! Each run gets `<root>/vars-<pidns>-<pid>-XXXXXX/` (mode 0700) on a RAM-backed file system, where `<root>`
 //! is `$VARS_RUNTIME_DIR`, else `$XDG_RUNTIME_DIR`, else `/dev/shm` (DESIGN §6: plaintext must
 //! never touch a persistent disk). Layout:
 //!
@@ -11,10 +11,11 @@
 //! bin/  core/     symlinks to runtime inputs / the core set (see programs.rs)
 //! tmp/            $TMPDIR and working directory when there is no bwrap tmpfs
 //! script          the generator script, run as `bash -euo pipefail script`
-//! etc/passwd etc/group   minimal user database bound over /etc in bwrap
+//! etc/            bwrap only: the sandbox's /etc (see bwrap.rs)
 //! ```
 //!
-//! A [`WorkDir`] removes itself when dropped (success, error, panic). Live work dirs, and the
+//! A [`WorkDir`] removes itself when dropped (success, error, panic). Dirs of processes that
+//! were killed outright (SIGKILL, OOM) are swept by the next vars run that uses the same root. Live work dirs, and the
 //! process group running in each, are kept in a global registry so that the SIGINT/SIGTERM
 //! handler installed by [`install_interrupt_cleanup`] can kill the runs and remove the dirs
 //! before the process exits.
@@ -117,11 +118,12 @@ pub(crate) struct WorkDir {
 impl WorkDir {
     /// Create and register a fresh 0700 work dir under `root`.
     pub(crate) fn create(root: &Path) -> Result<Self, SandboxError> {
+        sweep_stale(root);
         // Create while holding the registry lock, so the interrupt handler (which takes the
         // lock and never releases it) cannot miss a dir that exists but is not yet registered.
         let mut live = live();
         let path = tempfile::Builder::new()
-            .prefix("vars-")
+            .prefix(owner_prefix())
             .permissions(fs::Permissions::from_mode(0o700))
             .tempdir_in(root)
             .at("create a work directory in", root)?
@@ -152,9 +154,9 @@ impl WorkDir {
         }
     }
 
-    /// Write the script, inputs, prompts, program links and user database.
+    /// Write the script, inputs, prompts and program links (bwrap adds its `/etc`).
     pub(crate) fn populate(&self, job: &Job, programs: &Programs) -> Result<(), SandboxError> {
-        for sub in ["out", "in", "prompts", "bin", "core", "tmp", "etc"] {
+        for sub in ["out", "in", "prompts", "bin", "core", "tmp"] {
             mkdir(&self.path.join(sub))?;
         }
         fs_util::write_new(&self.path.join("script"), job.script.as_bytes(), 0o400)?;
@@ -177,9 +179,6 @@ impl WorkDir {
                 symlink(target, &link).at("create symlink", &link)?;
             }
         }
-        let (passwd, group) = user_database();
-        fs_util::write_new(&self.path.join("etc/passwd"), passwd.as_bytes(), 0o444)?;
-        fs_util::write_new(&self.path.join("etc/group"), group.as_bytes(), 0o444)?;
         Ok(())
     }
 
@@ -200,35 +199,68 @@ impl Drop for WorkDir {
     }
 }
 
+/// `vars-<pid namespace>-<pid>-`, the name prefix of this process's work dirs. It lets a
+/// later run recognise work dirs whose process died without cleaning up (SIGKILL, the OOM
+/// killer) and remove them: on tmpfs they would otherwise keep plaintext until reboot.
+fn owner_prefix() -> &'static str {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    PREFIX.get_or_init(|| {
+        let pid = rustix::process::getpid().as_raw_pid();
+        format!("vars-{}-{pid}-", pid_namespace())
+    })
+}
+
+/// The pid namespace's inode: a pid only identifies a process within its namespace, and a
+/// container sharing the runtime dir must not see our live dirs as dead.
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata("/proc/self/ns/pid").map_or(0, |m| m.ino())
+}
+
+/// Remove work dirs in `root` left by dead vars processes of this pid namespace and user;
+/// once per root per process, so a run costs one directory listing at most.
+fn sweep_stale(root: &Path) {
+    static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(PoisonError::into_inner);
+        if swept.iter().any(|r| r == root) {
+            return;
+        }
+        swept.push(root.to_path_buf());
+    }
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    let ours = format!("vars-{}-", pid_namespace());
+    let uid = rustix::process::getuid().as_raw();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&ours))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse().ok())
+            .and_then(Pid::from_raw)
+        else {
+            continue;
+        };
+        let dead = rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH);
+        let mine = {
+            use std::os::unix::fs::MetadataExt;
+            fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir() && m.uid() == uid)
+        };
+        if dead && mine {
+            let _ = remove_tree(&entry.path());
+        }
+    }
+}
+
 fn mkdir(path: &Path) -> Result<(), SandboxError> {
     fs::DirBuilder::new()
         .mode(0o700)
         .create(path)
         .at("create directory", path)?;
     Ok(())
-}
-
-/// `/etc/passwd` and `/etc/group` for the sandbox: root, nobody and the invoking uid/gid
-/// (bubblewrap maps the caller's ids to themselves), all homed at the nonexistent
-/// [`HOMELESS`]. ssh-keygen, `id` and `whoami` need an entry for the current uid.
-fn user_database() -> (String, String) {
-    let uid = rustix::process::getuid().as_raw();
-    let gid = rustix::process::getgid().as_raw();
-    let mut passwd = format!("root:x:0:0:root:{HOMELESS}:/noshell\n");
-    let mut group = String::from("root:x:0:\n");
-    if uid != 0 && uid != 65534 {
-        passwd.push_str(&format!(
-            "vars:x:{uid}:{gid}:vars generator:{HOMELESS}:/noshell\n"
-        ));
-    }
-    if gid != 0 && gid != 65534 {
-        group.push_str(&format!("vars:x:{gid}:\n"));
-    }
-    passwd.push_str(&format!(
-        "nobody:x:65534:65534:nobody:{HOMELESS}:/noshell\n"
-    ));
-    group.push_str("nogroup:x:65534:\n");
-    (passwd, group)
 }
 
 /// `remove_dir_all`, but also when the script left directories without write or search
@@ -325,6 +357,36 @@ mod tests {
     }
 
     #[test]
+    fn stale_dirs_of_dead_processes_are_swept() {
+        let root = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let ns = pid_namespace();
+        let stale = root.path().join(format!("vars-{ns}-{dead}-abc"));
+        let other_ns = root.path().join(format!("vars-{}-{dead}-abc", ns + 1));
+        let alive = root.path().join(format!("{}keep", owner_prefix()));
+        let unrelated = root.path().join("vars-notes");
+        for dir in [&stale, &other_ns, &alive, &unrelated] {
+            fs::create_dir(dir).unwrap();
+            fs::write(dir.join("secret"), b"x").unwrap();
+        }
+        let work = WorkDir::create(root.path()).unwrap();
+        assert!(!stale.exists(), "a dead process's work dir is removed");
+        for kept in [&other_ns, &alive, &unrelated] {
+            assert!(kept.exists(), "{} must be kept", kept.display());
+        }
+        assert!(
+            work.path()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(owner_prefix())
+        );
+    }
+
+    #[test]
     fn root_must_be_ram_backed() {
         assert_eq!(
             runtime_root(Some(Path::new("/dev/shm"))).unwrap(),
@@ -338,23 +400,5 @@ mod tests {
             Err(SandboxError::RuntimeDirNotTmpfs { path, .. }) => assert_eq!(path, disk.path()),
             other => panic!("expected RuntimeDirNotTmpfs, got {:?}", other.map(|_| ())),
         }
-    }
-
-    #[test]
-    fn passwd_has_an_entry_for_the_current_uid() {
-        let (passwd, group) = user_database();
-        let uid = rustix::process::getuid().as_raw();
-        assert!(
-            passwd
-                .lines()
-                .any(|l| l.split(':').nth(2) == Some(&uid.to_string()))
-        );
-        assert!(passwd.lines().all(|l| l.contains(HOMELESS)));
-        let gid = rustix::process::getgid().as_raw();
-        assert!(
-            group
-                .lines()
-                .any(|l| l.split(':').nth(2) == Some(&gid.to_string()))
-        );
     }
 }
