@@ -7,5 +7,6 @@ mod common;
 mod bad_input;
 mod cli;
 mod fleets;
+mod identity;
 mod leaks;
 mod schema;
