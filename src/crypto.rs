@@ -394,6 +394,162 @@ impl age::Callbacks for UiCallbacks {
     }
 }
 
+/// What an identity file holds, decided from its bytes without decrypting anything, so that
+/// [`crate::identity`] knows whether it must ask for a passphrase first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityFormat {
+    /// An age identity file: `AGE-SECRET-KEY-1…` and/or `AGE-PLUGIN-…` lines.
+    Age,
+    /// An age file encrypted with a passphrase (`age -p`, binary or armored) that should hold
+    /// an age identity file.
+    PassphraseProtected,
+    /// An OpenSSH private key without a passphrase.
+    Ssh,
+    /// An OpenSSH private key protected by a passphrase.
+    SshEncrypted,
+}
+
+/// Classify identity-file bytes. Errors say why the bytes are none of the known formats
+/// (never what they contain).
+pub fn identity_format(bytes: &[u8]) -> Result<IdentityFormat, String> {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let rest = &bytes[start..];
+    if rest.starts_with(b"age-encryption.org/")
+        || rest.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(rest))
+            .map_err(|e| format!("it is an age file with a bad header: {e}"))?;
+        return if decryptor.is_scrypt() {
+            Ok(IdentityFormat::PassphraseProtected)
+        } else {
+            Err("it is an age file encrypted to recipients, not with a passphrase; decrypt it first".into())
+        };
+    }
+    if rest.starts_with(b"-----BEGIN") {
+        return match age::ssh::Identity::from_buffer(BufReader::new(rest), None) {
+            Ok(age::ssh::Identity::Encrypted(_)) => Ok(IdentityFormat::SshEncrypted),
+            Ok(age::ssh::Identity::Unencrypted(_)) => Ok(IdentityFormat::Ssh),
+            Ok(age::ssh::Identity::Unsupported(k)) => Err(format!("unsupported ssh key: {k:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    Ok(IdentityFormat::Age)
+}
+
+/// Decrypt a passphrase-protected age file (`age -p` output). `Ok(None)` means the passphrase
+/// is wrong; errors mean the file is damaged or asks for more scrypt work than is reasonable.
+pub fn decrypt_with_passphrase(
+    ciphertext: &[u8],
+    passphrase: &SecretBytes,
+) -> Result<Option<SecretBytes>, CryptoError> {
+    let identity = age::scrypt::Identity::new(passphrase_string(passphrase)?);
+    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
+        .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
+    let mut r = match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
+        Ok(r) => r,
+        Err(age::DecryptError::DecryptionFailed | age::DecryptError::NoMatchingKeys) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(CryptoError::Decrypt(e.to_string())),
+    };
+    let mut out = Vec::with_capacity(ciphertext.len());
+    match r.read_to_end(&mut out) {
+        Ok(_) => Ok(Some(SecretBytes::new(out))),
+        Err(e) => {
+            let _ = SecretBytes::new(out); // zeroize the partial plaintext
+            Err(CryptoError::Decrypt(e.to_string()))
+        }
+    }
+}
+
+/// Encrypt `plaintext` with a passphrase (what `age -p` does), e.g. to protect an identity file.
+pub fn encrypt_with_passphrase(
+    plaintext: &SecretBytes,
+    passphrase: &SecretBytes,
+    armor: bool,
+) -> Result<Vec<u8>, CryptoError> {
+    let encryptor = age::Encryptor::with_user_passphrase(passphrase_string(passphrase)?);
+    let mut out = Vec::with_capacity(plaintext.len() + 256);
+    let fail = |e: io::Error| CryptoError::Encrypt(e.to_string());
+    if armor {
+        let armored =
+            age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+                .map_err(fail)?;
+        let mut w = encryptor.wrap_output(armored).map_err(fail)?;
+        w.write_all(plaintext.expose()).map_err(fail)?;
+        w.finish().and_then(|a| a.finish()).map_err(fail)?;
+    } else {
+        let mut w = encryptor.wrap_output(&mut out).map_err(fail)?;
+        w.write_all(plaintext.expose()).map_err(fail)?;
+        w.finish().map_err(fail)?;
+    }
+    Ok(out)
+}
+
+fn passphrase_string(passphrase: &SecretBytes) -> Result<age::secrecy::SecretString, CryptoError> {
+    let text = std::str::from_utf8(passphrase.expose())
+        .map_err(|_| CryptoError::Decrypt("the passphrase is not UTF-8 text".into()))?;
+    Ok(age::secrecy::SecretString::from(text.to_owned()))
+}
+
+/// The plugin names (`yubikey` for `AGE-PLUGIN-YUBIKEY-1…`) an age identity file refers to,
+/// sorted and without repeats; lines that are not plugin identities are skipped.
+pub fn plugin_names(identity_file: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(identity_file);
+    let mut names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("AGE-PLUGIN-"))
+        .filter_map(|l| age::plugin::Identity::from_str(l).ok())
+        .map(|i| i.plugin().to_owned())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The identity line age uses for a plugin's default identity (`AGE-PLUGIN-<NAME>-1…`): a
+/// well-formed plugin identity that holds no key, e.g. to test what happens without the plugin.
+pub fn plugin_default_identity(plugin: &str) -> Result<String, CryptoError> {
+    age::plugin::Identity::default_for_plugin(plugin)
+        .map(|i| i.to_string())
+        .map_err(|e| CryptoError::BadRecipient {
+            reason: format!("bad plugin name {plugin:?}: {e}"),
+        })
+}
+
+impl Identities {
+    /// Load an OpenSSH private key protected by a passphrase, decrypting it now with
+    /// `passphrase` (so a wrong one is reported here, not as "cannot decrypt" later).
+    /// `Ok(false)` means the passphrase is wrong.
+    pub fn add_encrypted_ssh(
+        &mut self,
+        bytes: &[u8],
+        source: &str,
+        passphrase: &SecretBytes,
+    ) -> Result<bool, String> {
+        let id = age::ssh::Identity::from_buffer(BufReader::new(bytes), Some(source.to_owned()))
+            .map_err(|e| e.to_string())?;
+        let age::ssh::Identity::Encrypted(key) = id else {
+            return Err("the ssh key is not passphrase-protected".into());
+        };
+        let pass = passphrase_string(passphrase).map_err(|e| e.to_string())?;
+        match key.decrypt(pass) {
+            Ok(unencrypted) => {
+                self.inner
+                    .push(Box::new(age::ssh::Identity::Unencrypted(unencrypted)));
+                self.sources.push(source.to_owned());
+                Ok(true)
+            }
+            Err(age::DecryptError::KeyDecryptionFailed) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

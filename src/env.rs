@@ -19,3 +19,7 @@ pub const XDG_CONFIG_HOME: &str = "XDG_CONFIG_HOME";
 
 /// Disable colour in terminal output (<https://no-color.org>).
 pub const NO_COLOR: &str = "NO_COLOR";
+
+/// A file holding the passphrase of a passphrase-protected age identity or ssh key (one
+/// trailing newline is ignored); without it vars asks on the terminal.
+pub const PASSPHRASE_FILE: &str = "VARS_PASSPHRASE_FILE";

@@ -30,6 +30,7 @@ pub mod env;
 pub mod fs_util;
 pub mod generate;
 pub mod identity;
+pub mod keyring;
 pub mod manifest;
 pub mod meta;
 pub mod model;

@@ -184,3 +184,95 @@ fn unwrap_at(path: &std::path::Path, ids: &Identities) -> Result<VaultKey, Vault
     })?;
     Ok(VaultKey::from_secret(&secret)?)
 }
+
+/// Errors opening the vault for a command ([`open`], [`unlock`], [`lock`]).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The store has no `keys/vault.pub` yet: nothing was generated.
+    #[error("{} does not exist: this store has no vault yet", path.display())]
+    NoVault {
+        /// The missing `keys/vault.pub`.
+        path: PathBuf,
+    },
+    /// No usable identity.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The identities do not unwrap the vault, or the vault files are damaged.
+    #[error(transparent)]
+    Vault(#[from] VaultError),
+    /// The OS keyring holding the cached vault key is not usable (only [`unlock`] and
+    /// [`lock`] report this; [`open`] falls back to the identities).
+    #[error(transparent)]
+    Keyring(#[from] crate::keyring::KeyringError),
+}
+
+/// Where [`unlock`] got the vault key from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlocked {
+    /// Unwrapped from `keys/vault.age` with the caller's identities.
+    Identities,
+    /// It was already cached; the cache was renewed.
+    Cache,
+}
+
+/// The vault key of `store` as cached by `vars unlock`, if it is cached, unexpired and
+/// matches `keys/vault.pub`. A keyring that is not usable counts as "not cached".
+pub fn cached(store: &Store) -> Result<Option<VaultKey>, VaultError> {
+    let Some(recipient) = vault_recipient(store)? else {
+        return Ok(None);
+    };
+    Ok(cached_for(&recipient).ok().flatten())
+}
+
+fn cached_for(recipient: &str) -> Result<Option<VaultKey>, crate::keyring::KeyringError> {
+    let Some(secret) = crate::keyring::cached_vault(recipient)? else {
+        return Ok(None);
+    };
+    // The cache is keyed by the recipient; check the key really is that recipient's anyway,
+    // so a stale or tampered entry is ignored rather than used.
+    Ok(VaultKey::from_secret(&secret)
+        .ok()
+        .filter(|v| v.recipient() == recipient))
+}
+
+/// The vault key of `store` for a command that needs it: the cached one from `vars unlock`
+/// when present and matching, else unwrapped from `keys/vault.age` with the identities that
+/// [`crate::identity::load`] finds (`identity_files` are the `--identity` arguments).
+pub fn open(store: &Store, identity_files: &[PathBuf]) -> Result<VaultKey, OpenError> {
+    if let Some(v) = cached(store)? {
+        return Ok(v);
+    }
+    let ids = crate::identity::load(identity_files)?;
+    Ok(unwrap_vault(store, &ids)?)
+}
+
+/// `vars unlock`: unwrap the vault once and cache its key in the OS keyring for `ttl`, keyed
+/// by `keys/vault.pub`. A key already cached is renewed without asking for identities. A
+/// keyring that is not usable is reported before any identity is loaded, and nothing changes.
+pub fn unlock(
+    store: &Store,
+    identity_files: &[PathBuf],
+    ttl: std::time::Duration,
+) -> Result<Unlocked, OpenError> {
+    let recipient = vault_recipient(store)?.ok_or_else(|| OpenError::NoVault {
+        path: store.vault_pub_path(),
+    })?;
+    let (vault, from) = match cached_for(&recipient)? {
+        Some(v) => (v, Unlocked::Cache),
+        None => {
+            let ids = crate::identity::load(identity_files)?;
+            (unwrap_vault(store, &ids)?, Unlocked::Identities)
+        }
+    };
+    crate::keyring::cache_vault(&recipient, &vault.to_secret(), ttl)?;
+    Ok(from)
+}
+
+/// `vars lock`: drop the cached vault key of `store`; `Ok(false)` if none was cached (or the
+/// store has no vault at all).
+pub fn lock(store: &Store) -> Result<bool, OpenError> {
+    let Some(recipient) = vault_recipient(store)? else {
+        return Ok(false);
+    };
+    Ok(crate::keyring::drop_vault(&recipient)?)
+}

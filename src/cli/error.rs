@@ -100,10 +100,50 @@ impl From<vars::store::StoreError> for CliError {
 
 impl From<vars::identity::IdentityError> for CliError {
     fn from(e: vars::identity::IdentityError) -> Self {
+        use vars::identity::IdentityError as I;
         let err = CliError::new(e.to_string());
         match e {
-            vars::identity::IdentityError::NoneFound { .. } => err.hint("pass --identity FILE (an age identity or ssh private key of an admin), or set VARS_IDENTITY_FILE"),
-            _ => err,
+            I::NoneFound { .. } => err.hint("pass --identity FILE (an age identity, ssh private key or plugin identity of an admin), set VARS_IDENTITY_FILE, or create one with vars keygen"),
+            I::NoPassphrase { .. } => err.hint("set VARS_PASSPHRASE_FILE to a file (mode 0600) holding the passphrase, or run vars on a terminal"),
+            I::WrongPassphrase { .. } => err.hint("check the passphrase (VARS_PASSPHRASE_FILE, if set, must hold exactly the passphrase; one trailing newline is ignored)"),
+            I::PluginMissing { ref binary, .. } => {
+                let how = if binary == "age-plugin-yubikey" {
+                    "install it (cargo install age-plugin-yubikey, or your distribution's age-plugin-yubikey package)".to_owned()
+                } else {
+                    format!("install {binary} (see the plugin's documentation)")
+                };
+                err.hint(format!("{how} and make sure {binary} is on PATH"))
+            }
+            I::FileExists { .. } | I::KeyringExists => err.hint("pass --force to replace it (the old identity is lost: rekey first if it is an admin's), or choose another place with --out FILE"),
+            I::NoDefaultPath => err.hint("pass --out FILE"),
+            I::PassphraseFile(_) => err.hint("point VARS_PASSPHRASE_FILE at a readable file, or unset it to be asked on the terminal"),
+            I::Keyring(k) => k.into(),
+            I::Bad(_) | I::Write(_) => err,
+        }
+    }
+}
+
+impl From<vars::keyring::KeyringError> for CliError {
+    fn from(e: vars::keyring::KeyringError) -> Self {
+        use vars::keyring::KeyringError as K;
+        let err = CliError::new(e.to_string());
+        match e {
+            K::NoSession => err.hint("run inside a session keyring: keyctl session - vars … (keyctl is in the keyutils package), or use an identity file (--identity FILE, vars keygen --out FILE); nothing was changed"),
+            K::Denied { .. } => err.hint("unlock the keychain (macOS: security unlock-keychain), or check the keyring's permissions (keyctl show @s); nothing was changed"),
+            K::Unsupported => err.hint("use an identity file instead: --identity FILE, or vars keygen --out FILE"),
+            K::Failed { .. } => err,
+        }
+    }
+}
+
+impl From<vars::vault::OpenError> for CliError {
+    fn from(e: vars::vault::OpenError) -> Self {
+        use vars::vault::OpenError as O;
+        match e {
+            O::NoVault { .. } => CliError::new(e.to_string()).hint("generate first: vars generate"),
+            O::Identity(i) => i.into(),
+            O::Vault(v) => v.into(),
+            O::Keyring(k) => k.into(),
         }
     }
 }

@@ -8,10 +8,12 @@ mod generate;
 mod get;
 mod graph;
 mod init;
+mod keygen;
 mod list;
 mod rekey;
 mod schema;
 mod ui;
+mod unlock;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -61,6 +63,12 @@ pub enum Command {
     Schema(schema::Args),
     /// Print shell completions
     Completions(completions::Args),
+    /// Create a new age identity and print its recipient
+    Keygen(keygen::Args),
+    /// Unwrap the vault once and keep it unlocked in the OS keyring for a while
+    Unlock(unlock::UnlockArgs),
+    /// Forget the unlocked vault of this store
+    Lock(unlock::LockArgs),
 }
 
 /// Parse, run, print the error if any, and return the exit code.
@@ -89,6 +97,9 @@ pub fn main() -> i32 {
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),
+        Command::Keygen(a) => keygen::run(&cli.global, a),
+        Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
+        Command::Lock(a) => unlock::run_lock(&cli.global, a),
     };
     match result {
         Ok(()) => 0,

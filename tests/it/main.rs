@@ -7,6 +7,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod fleets;
+mod identity;
 mod leaks;
 mod rekey;
 mod schema;
