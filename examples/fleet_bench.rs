@@ -20,33 +20,78 @@ const PER_MACHINE: usize = 20;
 const SHARED: usize = 10;
 
 fn main() {
-    let vars = PathBuf::from(std::env::var("VARS_BIN").unwrap_or_else(|_| "target/release/vars".into()));
-    assert!(vars.is_file(), "build the release binary first: cargo build --release");
+    let vars =
+        PathBuf::from(std::env::var("VARS_BIN").unwrap_or_else(|_| "target/release/vars".into()));
+    assert!(
+        vars.is_file(),
+        "build the release binary first: cargo build --release"
+    );
     let vars = vars.canonicalize().unwrap();
-    let dir = tempfile::Builder::new().prefix("vars-bench-").tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("vars-bench-")
+        .tempdir()
+        .unwrap();
     let root = dir.path();
     eprintln!("building the reference fleet in {}", root.display());
     let admin = write_fleet(root);
 
     let t = Instant::now();
-    run(&vars, root, &["generate", "--no-sandbox", "--identity", admin.to_str().unwrap()]);
+    run(
+        &vars,
+        root,
+        &[
+            "generate",
+            "--no-sandbox",
+            "--identity",
+            admin.to_str().unwrap(),
+        ],
+    );
     let generate = t.elapsed();
-    let secrets: Vec<PathBuf> = walk(&root.join("vars")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "age") && !p.starts_with(root.join("vars/keys"))).collect();
+    let secrets: Vec<PathBuf> = walk(&root.join("vars"))
+        .into_iter()
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "age") && !p.starts_with(root.join("vars/keys"))
+        })
+        .collect();
     let files = walk(&root.join("vars"));
-    eprintln!("generated {} secrets ({} files) in {generate:.2?}", secrets.len(), files.len());
+    eprintln!(
+        "generated {} secrets ({} files) in {generate:.2?}",
+        secrets.len(),
+        files.len()
+    );
 
     // The vault identity, to play the agenix user who can decrypt every file.
     let vault_id = root.join("vault-identity.txt");
-    let out = Command::new("age").arg("-d").arg("-i").arg(&admin).arg(root.join("vars/keys/vault.age")).output().unwrap();
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&admin)
+        .arg(root.join("vars/keys/vault.age"))
+        .output()
+        .unwrap();
     std::fs::write(&vault_id, &out.stdout).unwrap();
 
     // Baseline: one age process to decrypt and one to re-encrypt, per file, as `agenix -r` does.
     let t = Instant::now();
     for f in &secrets {
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(f.parent().unwrap().join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.parent().unwrap().join("meta.json")).unwrap())
+                .unwrap();
         let name = f.file_stem().unwrap().to_str().unwrap();
-        let recipients: Vec<String> = meta["files"][name]["recipients"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_owned()).collect();
-        let mut dec = Command::new("age").arg("-d").arg("-i").arg(&vault_id).arg(f).stdout(Stdio::piped()).spawn().unwrap();
+        let recipients: Vec<String> = meta["files"][name]["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect();
+        let mut dec = Command::new("age")
+            .arg("-d")
+            .arg("-i")
+            .arg(&vault_id)
+            .arg(f)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let mut enc = Command::new("age");
         enc.arg("-e").arg("-o").arg(root.join("agenix-out.age"));
         for r in &recipients {
@@ -61,26 +106,74 @@ fn main() {
     let yaml_path = root.join("vars.yaml");
     let mut yaml = std::fs::read_to_string(&yaml_path).unwrap();
     let (_, bob) = vars::crypto::new_identity();
-    yaml = yaml.replace("users:\n", &format!("users:\n  bob:\n    recipients: [\"{bob}\"]\n    generators: [shared-0]\n"));
+    yaml = yaml.replace(
+        "users:\n",
+        &format!("users:\n  bob:\n    recipients: [\"{bob}\"]\n    generators: [shared-0]\n"),
+    );
     for m in 0..5 {
-        yaml = yaml.replace(&format!("  m{m:03}:\n    users: []"), &format!("  m{m:03}:\n    users: [bob]"));
+        yaml = yaml.replace(
+            &format!("  m{m:03}:\n    users: []"),
+            &format!("  m{m:03}:\n    users: [bob]"),
+        );
     }
     std::fs::write(&yaml_path, &yaml).unwrap();
-    let (user_join, user_rss) = timed(&vars, root, &["rekey", "--add-user", "bob", "--yes", "--identity", admin.to_str().unwrap()]);
+    let (user_join, user_rss) = timed(
+        &vars,
+        root,
+        &[
+            "rekey",
+            "--add-user",
+            "bob",
+            "--yes",
+            "--identity",
+            admin.to_str().unwrap(),
+        ],
+    );
 
     // An admin joins: only vault.age is re-wrapped.
     let (_, carol) = vars::crypto::new_identity();
-    yaml = yaml.replace("users:\n", &format!("users:\n  carol:\n    recipients: [\"{carol}\"]\n")).replace("admins: [root]", "admins: [root, carol]");
+    yaml = yaml
+        .replace(
+            "users:\n",
+            &format!("users:\n  carol:\n    recipients: [\"{carol}\"]\n"),
+        )
+        .replace("admins: [root]", "admins: [root, carol]");
     std::fs::write(&yaml_path, &yaml).unwrap();
-    let (admin_join, _) = timed(&vars, root, &["rekey", "--add-user", "carol", "--yes", "--identity", admin.to_str().unwrap()]);
+    let (admin_join, _) = timed(
+        &vars,
+        root,
+        &[
+            "rekey",
+            "--add-user",
+            "carol",
+            "--yes",
+            "--identity",
+            admin.to_str().unwrap(),
+        ],
+    );
 
     // Everything re-encrypted in-process.
-    let (rotate, rotate_rss) = timed(&vars, root, &["rekey", "--rotate-vault", "--yes", "--identity", admin.to_str().unwrap()]);
+    let (rotate, rotate_rss) = timed(
+        &vars,
+        root,
+        &[
+            "rekey",
+            "--rotate-vault",
+            "--yes",
+            "--identity",
+            admin.to_str().unwrap(),
+        ],
+    );
 
     // check vs reading every file once.
     let (check, check_rss) = timed(&vars, root, &["check"]);
     let t = Instant::now();
-    let status = Command::new("sh").arg("-c").arg("find vars -type f -print0 | xargs -0 cat > /dev/null").current_dir(root).status().unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("find vars -type f -print0 | xargs -0 cat > /dev/null")
+        .current_dir(root)
+        .status()
+        .unwrap();
     assert!(status.success());
     let cat = t.elapsed();
 
@@ -88,25 +181,55 @@ fn main() {
     // stanza) and two per recipient to wrap (ephemeral key + shared secret).
     let mut mults = 0usize;
     for f in &secrets {
-        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(f.parent().unwrap().join("meta.json")).unwrap()).unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(f.parent().unwrap().join("meta.json")).unwrap())
+                .unwrap();
         let name = f.file_stem().unwrap().to_str().unwrap();
         mults += 1 + 2 * meta["files"][name]["recipients"].as_array().unwrap().len();
     }
     let per_mult = time_scalar_mult();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let bound = per_mult * mults as u32 / cores as u32;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!("reference fleet: {MACHINES} machines x {PER_MACHINE} secrets + {SHARED} shared = {} secret files, {cores} cores", secrets.len());
+    println!(
+        "reference fleet: {MACHINES} machines x {PER_MACHINE} secrets + {SHARED} shared = {} secret files, {cores} cores",
+        secrets.len()
+    );
     println!("| event | vars | baseline | factor | target |");
     println!("|---|---|---|---|---|");
-    println!("| non-admin user joins: rekey --add-user vs agenix re-encrypt all (age per file) | {user_join:.3?} | {agenix:.2?} | {:.0}x faster | >= 100x |", ratio(agenix, user_join));
-    println!("| rekey --rotate-vault (all files) vs age per file | {rotate:.3?} | {agenix:.2?} | {:.1}x faster | >= 15x |", ratio(agenix, rotate));
-    println!("| admin joins: rekey --add-user (vault.age re-wrap) | {admin_join:.3?} | {agenix:.2?} | {:.0}x faster | |", ratio(agenix, admin_join));
-    println!("| check vs cat every file | {check:.3?} | {cat:.3?} | {:.2}x of cat | <= 3x |", ratio(check, cat));
-    println!("| rotate-vault vs X25519 bound ({mults} scalar mults x {per_mult:.1?} / {cores} cores) | {rotate:.3?} | {bound:.3?} | {:.2}x of bound | |", ratio(rotate, bound));
-    let kib = |v: Option<u64>| v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or_else(|| "n/a (install GNU time)".into());
-    println!("| peak memory: rekey --add-user / rotate-vault / check | {} / {} / {} | | | < 64 MiB |", kib(user_rss), kib(rotate_rss), kib(check_rss));
+    println!(
+        "| non-admin user joins: rekey --add-user vs agenix re-encrypt all (age per file) | {user_join:.3?} | {agenix:.2?} | {:.0}x faster | >= 100x |",
+        ratio(agenix, user_join)
+    );
+    println!(
+        "| rekey --rotate-vault (all files) vs age per file | {rotate:.3?} | {agenix:.2?} | {:.1}x faster | >= 15x |",
+        ratio(agenix, rotate)
+    );
+    println!(
+        "| admin joins: rekey --add-user (vault.age re-wrap) | {admin_join:.3?} | {agenix:.2?} | {:.0}x faster | |",
+        ratio(agenix, admin_join)
+    );
+    println!(
+        "| check vs cat every file | {check:.3?} | {cat:.3?} | {:.2}x of cat | <= 3x |",
+        ratio(check, cat)
+    );
+    println!(
+        "| rotate-vault vs X25519 bound ({mults} scalar mults x {per_mult:.1?} / {cores} cores) | {rotate:.3?} | {bound:.3?} | {:.2}x of bound | |",
+        ratio(rotate, bound)
+    );
+    let kib = |v: Option<u64>| {
+        v.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or_else(|| "n/a (install GNU time)".into())
+    };
+    println!(
+        "| peak memory: rekey --add-user / rotate-vault / check | {} / {} / {} | | | < 64 MiB |",
+        kib(user_rss),
+        kib(rotate_rss),
+        kib(check_rss)
+    );
     println!("(generate of the whole fleet, unsandboxed: {generate:.2?})");
 }
 
@@ -115,12 +238,27 @@ fn write_fleet(root: &Path) -> PathBuf {
     let (admin_secret, admin_recipient) = vars::crypto::new_identity();
     let admin = root.join("admin.txt");
     std::fs::write(&admin, admin_secret.expose()).unwrap();
-    let mut yaml = format!("version: 1\nadmins: [root]\nusers:\n  root:\n    recipients: [\"{admin_recipient}\"]\nmachines:\n");
+    let mut yaml = format!(
+        "version: 1\nadmins: [root]\nusers:\n  root:\n    recipients: [\"{admin_recipient}\"]\nmachines:\n"
+    );
     let keys = root.join("hostkeys");
     std::fs::create_dir_all(&keys).unwrap();
     for m in 0..MACHINES {
         let key = keys.join(format!("m{m:03}"));
-        let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("root@m{m:03}"), "-f"]).arg(&key).status().unwrap();
+        let st = Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                &format!("root@m{m:03}"),
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .unwrap();
         assert!(st.success());
         let ssh = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let (_, age) = vars::crypto::new_identity();
@@ -128,22 +266,40 @@ fn write_fleet(root: &Path) -> PathBuf {
         yaml.push_str(&format!("  m{m:03}:\n    users: []\n    recipients: [\"{}\", \"{age}\"]\n    tags: [fleet]\n    generators: [{shared}]\n", ssh.trim()));
     }
     yaml.push_str("tags:\n  fleet:\n    generators: [");
-    yaml.push_str(&(0..PER_MACHINE).map(|g| format!("secret-{g:02}")).collect::<Vec<_>>().join(", "));
+    yaml.push_str(
+        &(0..PER_MACHINE)
+            .map(|g| format!("secret-{g:02}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
     yaml.push_str("]\ngenerators:\n");
     let script = "    script: head -c 32 /dev/urandom | base64 > \"$out/secret\"\n";
     for g in 0..PER_MACHINE {
-        yaml.push_str(&format!("  secret-{g:02}:\n    files: {{ secret: {{}} }}\n{script}"));
+        yaml.push_str(&format!(
+            "  secret-{g:02}:\n    files: {{ secret: {{}} }}\n{script}"
+        ));
     }
     for s in 0..SHARED {
-        yaml.push_str(&format!("  shared-{s}:\n    share: true\n    files: {{ secret: {{}} }}\n{script}"));
+        yaml.push_str(&format!(
+            "  shared-{s}:\n    share: true\n    files: {{ secret: {{}} }}\n{script}"
+        ));
     }
     std::fs::write(root.join("vars.yaml"), yaml).unwrap();
     admin
 }
 
 fn run(vars: &Path, root: &Path, args: &[&str]) {
-    let out = Command::new(vars).args(args).current_dir(root).stdin(Stdio::null()).output().unwrap();
-    assert!(out.status.success(), "vars {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(vars)
+        .args(args)
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "vars {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Run under GNU time when available to get the peak resident set size (KiB).
@@ -152,13 +308,34 @@ fn timed(vars: &Path, root: &Path, args: &[&str]) -> (Duration, Option<u64>) {
     let rss_file = root.join("rss.txt");
     let t = Instant::now();
     let out = if gnu_time.is_file() {
-        Command::new(gnu_time).arg("-f").arg("%M").arg("-o").arg(&rss_file).arg(vars).args(args).current_dir(root).stdin(Stdio::null()).output().unwrap()
+        Command::new(gnu_time)
+            .arg("-f")
+            .arg("%M")
+            .arg("-o")
+            .arg(&rss_file)
+            .arg(vars)
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     } else {
-        Command::new(vars).args(args).current_dir(root).stdin(Stdio::null()).output().unwrap()
+        Command::new(vars)
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     };
     let elapsed = t.elapsed();
-    assert!(out.status.success(), "vars {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let rss = std::fs::read_to_string(&rss_file).ok().and_then(|s| s.trim().lines().last()?.parse().ok());
+    assert!(
+        out.status.success(),
+        "vars {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rss = std::fs::read_to_string(&rss_file)
+        .ok()
+        .and_then(|s| s.trim().lines().last()?.parse().ok());
     (elapsed, rss)
 }
 

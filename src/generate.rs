@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use crate::crypto::{self, CryptoError, Identities, Recipient, VaultKey};
 use crate::dag::Dag;
-use crate::identity::{self, IdentityError};
+use crate::identity::IdentityError;
 use crate::meta::{self, META_FORMAT, Meta, MetaFile};
 use crate::model::{Config, Dependency, InstanceId, Scope};
 use crate::plan::{Action, Plan};
@@ -37,6 +37,9 @@ pub enum GenerateError {
     /// The vault.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// Opening the vault (keyring cache or identities).
+    #[error(transparent)]
+    Open(#[from] vault::OpenError),
     /// Encryption or decryption of `instance` failed.
     #[error("{instance}: {source}")]
     Crypto {
@@ -53,6 +56,9 @@ pub enum GenerateError {
     Many(Vec<GenerateError>),
 }
 
+/// A callback told about each finished instance.
+pub type OnDone = Box<dyn Fn(&str) + Send + Sync>;
+
 /// How to run.
 pub struct Options {
     /// Parallel instances.
@@ -64,7 +70,7 @@ pub struct Options {
     /// `--identity` files.
     pub identity_files: Vec<PathBuf>,
     /// Called with each instance path as it finishes (the CLI drives a progress bar with it).
-    pub on_done: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    pub on_done: Option<OnDone>,
 }
 
 /// What was done.
@@ -114,8 +120,7 @@ pub fn apply(
         report.created_vault = true;
         vault::create_vault(config, store)?
     } else if needs_vault(config, plan) {
-        let ids = identity::load(&opts.identity_files)?;
-        vault::unwrap_vault(store, &ids)?
+        vault::open(store, &opts.identity_files)?
     } else {
         // Only the public half is needed; a placeholder identity is never used to decrypt.
         VaultKey::generate()
@@ -159,7 +164,9 @@ pub fn apply(
         let results: Vec<Result<String, GenerateError>> = pool.install(|| {
             jobs.into_par_iter()
                 .map(|(id, prompts)| {
-                    let r = ctx.generate(&id, prompts, &opts.sandbox).map(|()| id.to_string());
+                    let r = ctx
+                        .generate(&id, prompts, &opts.sandbox)
+                        .map(|()| id.to_string());
                     if let (Ok(done), Some(f)) = (&r, &opts.on_done) {
                         f(done);
                     }
@@ -189,10 +196,13 @@ pub fn apply(
         .filter(|p| matches!(p.action, Action::Rekey { .. }))
         .map(|p| &p.id)
         .collect();
-    let staged: Vec<Result<PathBuf, GenerateError>> = pool.install(|| rekeys.par_iter().map(|id| ctx.stage_rekey(id)).collect());
+    let staged: Vec<Result<PathBuf, GenerateError>> =
+        pool.install(|| rekeys.par_iter().map(|id| ctx.stage_rekey(id)).collect());
     let dirs: Vec<PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
     store.commit_staged(&dirs)?;
-    report.rekeyed.extend(rekeys.iter().map(ToString::to_string));
+    report
+        .rekeyed
+        .extend(rekeys.iter().map(ToString::to_string));
     ctx.write_manifests(&mut report)?;
     Ok(report)
 }

@@ -37,6 +37,9 @@ pub enum RekeyError {
     /// The vault.
     #[error(transparent)]
     Vault(#[from] VaultError),
+    /// Opening the vault (keyring cache or identities).
+    #[error(transparent)]
+    Open(#[from] vault::OpenError),
     /// Re-encryption failed.
     #[error(transparent)]
     Generate(#[from] GenerateError),
@@ -310,22 +313,26 @@ pub struct RekeyReport {
     pub vault: Option<String>,
 }
 
-/// Apply a plan. `ids` are the admin's identities (they unwrap the vault). The caller holds
+/// Apply a plan. The vault is opened from the keyring cache (`vars unlock`) or with the admin's
+/// identities from `identity_files` and the default places. The caller holds
 /// the store lock.
 pub fn apply(
     config: &Config,
     store: &Store,
     plan: &RekeyPlan,
-    ids: &Identities,
+    identity_files: &[std::path::PathBuf],
     jobs: usize,
 ) -> Result<RekeyReport, RekeyError> {
     let mut report = RekeyReport::default();
-    let old = vault::unwrap_vault(store, ids)?;
+    let old = vault::open(store, identity_files)?;
     let mut vault_ids = Identities::default();
     vault_ids.add_vault(&old);
     let next = match &plan.next {
         None => None,
-        Some(PlannedNext::Resumed(_)) => Some(vault::unwrap_next(store, ids)?),
+        Some(PlannedNext::Resumed(_)) => Some(vault::unwrap_next(
+            store,
+            &crate::identity::load(identity_files).map_err(vault::OpenError::from)?,
+        )?),
         Some(PlannedNext::Fresh(key)) => {
             // A fresh key: store it beside the old one before any secret is encrypted to it.
             vault::write_keys(config, store, &old, Some(key))?;
@@ -337,7 +344,12 @@ pub fn apply(
     }
     let target = next.as_ref().unwrap_or(&old).recipient();
     let wanted: BTreeSet<&str> = plan.instances.iter().map(|(i, _)| i.as_str()).collect();
-    let instances: Vec<InstanceId> = config.instances.keys().filter(|id| wanted.contains(id.to_string().as_str())).cloned().collect();
+    let instances: Vec<InstanceId> = config
+        .instances
+        .keys()
+        .filter(|id| wanted.contains(id.to_string().as_str()))
+        .cloned()
+        .collect();
     let parsed = generate::parse_recipients(config, &target)?;
     let ctx = Ctx {
         config,
@@ -350,7 +362,10 @@ pub fn apply(
     // Stage every instance, make all of it durable with one file-system sync, then swap each
     // instance in (DESIGN §3's atomic swap, with the fsyncs batched: thousands of per-file
     // fsyncs would dominate a rekey of a large fleet).
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build().expect("a thread pool can be built");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs.max(1))
+        .build()
+        .expect("a thread pool can be built");
     let staged: Vec<Result<std::path::PathBuf, GenerateError>> =
         pool.install(|| instances.par_iter().map(|id| ctx.stage_rekey(id)).collect());
     let dirs: Vec<std::path::PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;

@@ -248,7 +248,11 @@ impl Store {
     /// Flush everything written to the store's file system (syncfs(2)).
     fn sync_fs(&self) -> Result<(), StoreError> {
         let dir = File::open(&self.dir).at("open", &self.dir)?;
-        rustix::fs::syncfs(&dir).map_err(|e| IoError { action: "sync the file system of", path: self.dir.clone(), source: e.into() })?;
+        rustix::fs::syncfs(&dir).map_err(|e| IoError {
+            action: "sync the file system of",
+            path: self.dir.clone(),
+            source: e.into(),
+        })?;
         Ok(())
     }
 

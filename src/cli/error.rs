@@ -167,6 +167,7 @@ impl From<vars::generate::GenerateError> for CliError {
         match e {
             G::Identity(i) => i.into(),
             G::Vault(v) => v.into(),
+            G::Open(o) => o.into(),
             G::Store(s) => s.into(),
             G::Prompt(p @ vars::prompt::PromptError::Missing { .. }) => {
                 CliError::new(p.to_string()).hint("pass each with --prompt GEN.NAME=VALUE or --prompt-file GEN.NAME=PATH, or run on a terminal")

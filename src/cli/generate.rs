@@ -190,11 +190,11 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         );
     }
     let bar = ui::progress(plan.to_generate().count() as u64, "generating");
-    let on_done: Option<Box<dyn Fn(&str) + Send + Sync>> = bar.clone().map(|b| {
+    let on_done: Option<vars::generate::OnDone> = bar.clone().map(|b| {
         Box::new(move |instance: &str| {
             b.set_message(instance.to_owned());
             b.inc(1);
-        }) as Box<dyn Fn(&str) + Send + Sync>
+        }) as vars::generate::OnDone
     });
     let opts = vars::generate::Options {
         jobs: args.jobs.unwrap_or_else(|| {

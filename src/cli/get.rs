@@ -43,16 +43,23 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     if !def.secret {
         return ui::data(&raw);
     }
-    let ids = vars::identity::load(&args.identities)?;
-    let plain = match ids.decrypt(&raw) {
-        Ok(p) => p,
-        Err(_) => {
-            let vault = vars::vault::unwrap_vault(&store, &ids)?;
-            let mut vault_ids = vars::crypto::Identities::default();
-            vault_ids.add_vault(&vault);
-            vault_ids
-                .decrypt(&raw)
-                .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
+    // A vault unlocked with `vars unlock` needs no identity; otherwise try your own key
+    // (you may be a recipient), then the vault through it (you may be an admin).
+    let through_vault = |vault: vars::crypto::VaultKey| {
+        let mut vault_ids = vars::crypto::Identities::default();
+        vault_ids.add_vault(&vault);
+        vault_ids
+            .decrypt(&raw)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+    };
+    let plain = match vars::vault::cached(&store).ok().flatten() {
+        Some(vault) => through_vault(vault)?,
+        None => {
+            let ids = vars::identity::load(&args.identities)?;
+            match ids.decrypt(&raw) {
+                Ok(p) => p,
+                Err(_) => through_vault(vars::vault::unwrap_vault(&store, &ids)?)?,
+            }
         }
     };
     ui::data(plain.expose())

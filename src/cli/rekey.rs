@@ -88,13 +88,13 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             return Err(CliError::new("aborted; nothing changed"));
         }
     }
-    let ids = vars::identity::load(&args.identities)?;
     let jobs = args.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
-    let report = vars::rekey::apply(&config, &store, &plan, &ids, jobs).map_err(rekey_error)?;
+    let report =
+        vars::rekey::apply(&config, &store, &plan, &args.identities, jobs).map_err(rekey_error)?;
     ui::status(format!(
         "Done: {} instance(s) re-encrypted{}.",
         report.instances,
@@ -202,6 +202,7 @@ fn rekey_error(e: vars::rekey::RekeyError) -> CliError {
         R::Intent { message } => CliError::new(message),
         R::Plan(p) => p.into(),
         R::Vault(v) => v.into(),
+        R::Open(o) => o.into(),
         R::Generate(g) => g.into(),
         R::Store(s) => s.into(),
     }

@@ -25,9 +25,11 @@ pub fn progress(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template(&format!("{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"))
-        .expect("the template is valid")
-        .progress_chars("=> ");
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
+    ))
+    .expect("the template is valid")
+    .progress_chars("=> ");
     bar.set_style(style);
     Some(bar)
 }

@@ -399,7 +399,6 @@ fn unlock_caches_the_vault_until_lock_or_timeout() {
 /// Until `vars get` opens the vault through `vault::open` (which reads the unlock cache), a
 /// `get` without an identity cannot use `vars unlock`.
 #[test]
-#[ignore = "enable once cli/get.rs calls vars::vault::open"]
 fn get_after_unlock_needs_no_identity() {
     if !tools(&[KEYCTL, BWRAP]) {
         return;
