@@ -6,6 +6,8 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod crash;
 mod fleets;
 mod leaks;
+mod rekey_props;
 mod schema;
