@@ -97,3 +97,17 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
     }
     Ok(out)
 }
+
+/// The manifests whose stored `manifest.json` differs from what [`build_all`] gives (missing
+/// or out of date). A run interrupted after its instances but before its manifests leaves
+/// only these behind, so `generate` and `rekey` treat them as work to do.
+pub fn outdated(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
+    let mut out = Vec::new();
+    for m in build_all(config, store)? {
+        if store.read_manifest(&m.kind, &m.name)?.as_deref() != Some(&crate::meta::to_json(&m)[..])
+        {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}

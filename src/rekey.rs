@@ -16,11 +16,11 @@ use rayon::prelude::*;
 use crate::crypto::{Identities, VaultKey};
 use crate::dag::Dag;
 use crate::generate::{self, Ctx, GenerateError};
+use crate::manifest;
 use crate::model::{Config, InstanceId};
 use crate::plan::{self, Action, PlanError, StaleSecret};
 use crate::store::{Store, StoreError};
 use crate::vault::{self, VaultError};
-use crate::{manifest, meta};
 
 /// Errors planning or applying a rekey.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +95,9 @@ pub struct RekeyPlan {
     pub notes: Vec<String>,
     /// Directories of removed users (`users/<u>`), deleted from the store.
     pub remove_dirs: Vec<String>,
+    /// Manifests to rewrite (`machines/m/manifest.json`): out of date because vars.yaml
+    /// changed, or because an earlier rekey was interrupted before writing them.
+    pub manifests: Vec<String>,
     /// The vault key being rotated in (its recipient is what `instances` were planned for).
     #[serde(skip)]
     next: Option<PlannedNext>,
@@ -119,7 +122,10 @@ enum PlannedNext {
 impl RekeyPlan {
     /// Whether anything is stale.
     pub fn is_empty(&self) -> bool {
-        self.vault == VaultAction::Keep && self.instances.is_empty() && self.remove_dirs.is_empty()
+        self.vault == VaultAction::Keep
+            && self.instances.is_empty()
+            && self.remove_dirs.is_empty()
+            && self.manifests.is_empty()
     }
 
     /// Number of secret files to re-encrypt.
@@ -257,6 +263,16 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             remove_dirs.push(format!("users/{u}"));
         }
     }
+    let manifests = manifest::outdated(config, store)?
+        .iter()
+        .map(|m| {
+            let path = store.manifest_path(&m.kind, &m.name);
+            path.strip_prefix(&store.dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string()
+        })
+        .collect();
     // Rotation re-encrypts everything anyway; a rewrap alone touches no instance.
     Ok(RekeyPlan {
         vault,
@@ -265,6 +281,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         readable_by_removed,
         notes,
         remove_dirs,
+        manifests,
         next,
     })
 }
@@ -385,11 +402,8 @@ pub fn apply(
         }
         _ => {}
     }
-    for m in manifest::build_all(config, store)? {
-        let want = meta::to_json(&m);
-        if store.read_manifest(&m.kind, &m.name)?.as_deref() != Some(&want[..]) {
-            store.write_manifest(&m)?;
-        }
+    for m in manifest::outdated(config, store)? {
+        store.write_manifest(&m)?;
     }
     Ok(report)
 }

@@ -9,7 +9,8 @@
 //! 4. remove `.D.old`.
 //!
 //! [`Store::recover`] finishes or rolls back an interrupted swap: a `.D.ready` is complete and
-//! wins; otherwise a missing `D` is restored from `.D.old`; `.D.staging` is always discarded.
+//! wins; `.D.staging` is always discarded; a `.D.old` alone is an interrupted removal
+//! ([`Store::remove_dir`]: rename to `.D.old`, then delete) and is finished.
 //! So after a crash at any point, `D` is entirely old or entirely new.
 
 use std::fs::{self, File};
@@ -324,7 +325,11 @@ impl Store {
                     READY => self.finish_swap(&parent, name)?,
                     OLD => {
                         let dir = parent.join(name);
-                        if dir.exists() {
+                        // Without a `.D.ready` beside it, a lone `.D.old` is a removal
+                        // ([`Store::remove_dir`]) that may have deleted part of it already:
+                        // finish it rather than restore a half-deleted directory.
+                        let removal = !side(&parent, name, READY).exists();
+                        if dir.exists() || removal {
                             fs_util::remove_dir_all_if_exists(&path)?;
                         } else {
                             fs::rename(&path, &dir).at("restore", &dir)?;
@@ -447,6 +452,23 @@ mod tests {
                 "step {step}: leftovers"
             );
         }
+    }
+
+    #[test]
+    fn recovery_finishes_an_interrupted_removal() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path());
+        let parent = t.path().join("users");
+        store.swap_dir(&parent.join("u/g"), &files("old")).unwrap();
+        // A crash in remove_dir after the rename, with part of the tree already deleted.
+        fs::rename(parent.join("u"), side(&parent, "u", OLD)).unwrap();
+        fs::remove_file(parent.join(".u.old/g/a")).unwrap();
+        store.recover().unwrap();
+        assert_eq!(
+            fs::read_dir(&parent).unwrap().count(),
+            0,
+            "nothing half-deleted is restored"
+        );
     }
 
     #[test]

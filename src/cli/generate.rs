@@ -162,7 +162,11 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         return Err(CliError::new(format!("damaged instance(s): {}", damaged.join(", ")))
             .hint("restore them from version control, or replace them with new values: vars generate --regenerate <GEN> --machine/--user …"));
     }
-    if plan.is_empty() {
+    // Manifests left outdated by an interrupted run (or a vars.yaml change that touches no
+    // instance, such as a file's mode) are work too; without this the hint of `vars check`
+    // ("run vars generate") would lead nowhere.
+    let outdated_manifests = vars::manifest::outdated(&config, &store)?.len();
+    if plan.is_empty() && outdated_manifests == 0 {
         ui::status("Nothing to do: every selected var is current.");
         return Ok(());
     }

@@ -172,6 +172,9 @@ fn print(plan: &vars::rekey::RekeyPlan) {
     for dir in &plan.remove_dirs {
         ui::status(format!("  remove {dir}/ (the user is no longer declared)"));
     }
+    for m in &plan.manifests {
+        ui::status(format!("  rewrite {m}"));
+    }
     for note in &plan.notes {
         ui::status(format!("  note: {note}"));
     }

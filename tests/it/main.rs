@@ -6,8 +6,10 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod crash;
 mod fleets;
 mod identity;
 mod leaks;
 mod rekey;
+mod rekey_props;
 mod schema;
