@@ -70,13 +70,16 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     f.sync_all().at("sync", path)
 }
 
+/// Prefix of the temporary files [`write_atomic`] creates (and recovery removes).
+pub const TMP_PREFIX: &str = ".vars-tmp-";
+
 /// Replace `path` atomically: write a sibling temp file, fsync, rename over, fsync the directory.
 /// Never truncates in place, so a crash leaves either the old or the new content.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".vars-tmp-")
+        .prefix(TMP_PREFIX)
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
         .tempfile_in(dir)
         .at("create a temporary file in", dir)?;

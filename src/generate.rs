@@ -138,6 +138,7 @@ pub fn apply(
         config,
         store,
         vault_ids: &vault_ids,
+        next_ids: None,
         vault: &vault_recipient,
         parsed: &parsed,
         armor: config.armor,
@@ -245,6 +246,8 @@ pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
     pub(crate) store: &'a Store,
     pub(crate) vault_ids: &'a Identities,
+    /// During a rotation: the vault key being rotated in (some secrets may already use it).
+    pub(crate) next_ids: Option<&'a Identities>,
     pub(crate) vault: &'a str,
     pub(crate) parsed: &'a HashMap<String, Recipient>,
     pub(crate) armor: bool,
@@ -267,7 +270,16 @@ impl Ctx<'_> {
     ) -> Result<(Vec<u8>, Vec<String>), GenerateError> {
         let def = &self.config.generator(id).files[file];
         let recipients = recipients::recipients_for(self.config, id, def, self.vault);
-        let refs: Vec<&Recipient> = recipients.iter().map(|r| &self.parsed[r]).collect();
+        // The vault's stanza goes first: an admin (or rekey) unwrapping with the vault key
+        // then finds its stanza on the first try instead of testing every host's.
+        let mut refs: Vec<&Recipient> = Vec::with_capacity(recipients.len());
+        refs.push(&self.parsed[self.vault]);
+        refs.extend(
+            recipients
+                .iter()
+                .filter(|r| r.as_str() != self.vault)
+                .map(|r| &self.parsed[r]),
+        );
         let ct = crypto::encrypt(plaintext, &refs, self.armor).map_err(self.crypto_err(id))?;
         Ok((ct, recipients))
     }
@@ -451,7 +463,17 @@ impl Ctx<'_> {
                     if entry.recipients.as_ref() == Some(&want) {
                         raw
                     } else {
-                        let plain = self.vault_ids.decrypt(&raw).map_err(self.crypto_err(id))?;
+                        // During a rotation, try first the vault the file is recorded to be
+                        // encrypted to: each identity tried costs two scalar multiplications.
+                        let recorded = entry.recipients.as_deref().unwrap_or_default();
+                        let plain = match self
+                            .next_ids
+                            .filter(|_| recorded.iter().any(|r| r == self.vault))
+                        {
+                            Some(next) => next.decrypt(&raw),
+                            None => self.vault_ids.decrypt(&raw),
+                        }
+                        .map_err(self.crypto_err(id))?;
                         let (ct, recipients) = self.encrypt(id, f, &plain)?;
                         entry.recipients = Some(recipients);
                         entry.readers = Some(recipients::reader_labels(self.config, id, def));

@@ -163,6 +163,16 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let closure = dag.closure(targets.iter().cloned());
     let order = dag.topo_order()?;
+    // Read every meta.json up front, in parallel: on a large fleet this is most of the work.
+    let mut metas: BTreeMap<InstanceId, Result<Option<crate::meta::Meta>, StoreError>> = {
+        use rayon::prelude::*;
+        let ids: Vec<&InstanceId> = closure.iter().collect();
+        ids.par_iter()
+            .map(|id| ((*id).clone(), store.read_meta(id)))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect()
+    };
     let mut regenerating: BTreeSet<InstanceId> = BTreeSet::new();
     let mut generations: BTreeMap<InstanceId, Option<String>> = BTreeMap::new();
     let mut out = Vec::new();
@@ -170,7 +180,10 @@ pub fn plan(
     for id in order.into_iter().filter(|i| closure.contains(i)) {
         let generator = config.generator(&id);
         let mut reasons = Vec::new();
-        let meta = match store.read_meta(&id) {
+        let meta = match metas
+            .remove(&id)
+            .expect("every instance of the closure was read")
+        {
             Ok(m) => m,
             Err(StoreError::BadMeta { reason, .. }) => {
                 reasons.push(Reason::Damaged {

@@ -356,9 +356,11 @@ pub fn apply(
             Some(VaultKey::from_secret(&key.to_secret()).map_err(VaultError::from)?)
         }
     };
-    if let Some(n) = &next {
-        vault_ids.add_vault(n);
-    }
+    let next_ids = next.as_ref().map(|n| {
+        let mut ids = Identities::default();
+        ids.add_vault(n);
+        ids
+    });
     let target = next.as_ref().unwrap_or(&old).recipient();
     let wanted: BTreeSet<&str> = plan.instances.iter().map(|(i, _)| i.as_str()).collect();
     let instances: Vec<InstanceId> = config
@@ -372,6 +374,7 @@ pub fn apply(
         config,
         store,
         vault_ids: &vault_ids,
+        next_ids: next_ids.as_ref(),
         vault: &target,
         parsed: &parsed,
         armor: config.armor,

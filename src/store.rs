@@ -102,7 +102,7 @@ impl Store {
         fs_util::create_dir_all(&self.dir)?;
         let gitignore = self.dir.join(".gitignore");
         if !gitignore.exists() {
-            fs_util::write_atomic(&gitignore, b"# written by vars: never commit the lock or half-written instances\n.lock\n.*.staging\n.*.ready\n.*.old\n", 0o644)?;
+            fs_util::write_atomic(&gitignore, b"# written by vars: never commit the lock or half-written instances\n.lock\n.*.staging\n.*.ready\n.*.old\n.vars-tmp-*\n", 0o644)?;
         }
         let path = self.dir.join(".lock");
         let file = fs::OpenOptions::new()
@@ -226,24 +226,54 @@ impl Store {
         if dirs.is_empty() {
             return Ok(());
         }
-        self.sync_fs()?;
-        for dir in dirs {
-            let (parent, name) = split(dir);
-            let ready = side(&parent, &name, READY);
-            fs::rename(side(&parent, &name, STAGING), &ready).at("rename into place", &ready)?;
-            let old = side(&parent, &name, OLD);
-            if dir.exists() {
-                fs_util::remove_dir_all_if_exists(&old)?;
-                fs::rename(dir, &old).at("move aside", dir)?;
+        use rayon::prelude::*;
+        // A few directories: fsync exactly their files (syncfs would flush whatever else is
+        // dirty on the file system). Many: one syncfs is far cheaper than thousands of fsyncs.
+        let few = dirs.len() <= 32;
+        if few {
+            for dir in dirs {
+                let (parent, name) = split(dir);
+                let staging = side(&parent, &name, STAGING);
+                for entry in fs::read_dir(&staging).at("list", &staging)? {
+                    let path = entry.at("list", &staging)?.path();
+                    File::open(&path)
+                        .and_then(|f| f.sync_all())
+                        .at("sync", &path)?;
+                }
+                fs_util::sync_dir(&staging)?;
             }
-            fs::rename(&ready, dir).at("rename into place", dir)?;
+        } else {
+            self.sync_fs()?;
         }
-        self.sync_fs()?;
-        for dir in dirs {
+        // Each directory's renames stay in order; different directories proceed in parallel
+        // (thousands of renames and deletions are latency, not work).
+        dirs.par_iter()
+            .try_for_each(|dir| -> Result<(), StoreError> {
+                let (parent, name) = split(dir);
+                let ready = side(&parent, &name, READY);
+                fs::rename(side(&parent, &name, STAGING), &ready)
+                    .at("rename into place", &ready)?;
+                let old = side(&parent, &name, OLD);
+                if dir.exists() {
+                    fs_util::remove_dir_all_if_exists(&old)?;
+                    fs::rename(dir, &old).at("move aside", dir)?;
+                }
+                fs::rename(&ready, dir).at("rename into place", dir)?;
+                Ok(())
+            })?;
+        if few {
+            let parents: std::collections::BTreeSet<PathBuf> =
+                dirs.iter().map(|d| split(d).0).collect();
+            for p in parents {
+                fs_util::sync_dir(&p)?;
+            }
+        } else {
+            self.sync_fs()?;
+        }
+        dirs.par_iter().try_for_each(|dir| {
             let (parent, name) = split(dir);
-            fs_util::remove_dir_all_if_exists(&side(&parent, &name, OLD))?;
-        }
-        Ok(())
+            fs_util::remove_dir_all_if_exists(&side(&parent, &name, OLD)).map_err(StoreError::from)
+        })
     }
 
     /// Flush everything written to the store's file system (syncfs(2)).
@@ -313,6 +343,13 @@ impl Store {
                 .collect();
             names.sort();
             for entry in names {
+                if entry.starts_with(fs_util::TMP_PREFIX) {
+                    // A manifest (or other file) write that was killed before its rename.
+                    let path = parent.join(&entry);
+                    fs::remove_file(&path).at("remove", &path)?;
+                    repaired.push(path);
+                    continue;
+                }
                 let Some(rest) = entry.strip_prefix('.') else {
                     continue;
                 };
