@@ -644,6 +644,22 @@ impl Validator {
                 );
                 continue;
             }
+            if dependencies
+                .iter()
+                .any(|x: &DepRef| x.generator() == dep.generator())
+            {
+                self.push(
+                    Diagnostic::at(
+                        file,
+                        src,
+                        d.line,
+                        d.column,
+                        format!("generator {name:?} depends on {:?} twice", dep.generator()),
+                    )
+                    .hint("both forms would write $in/<generator>/; keep one"),
+                );
+                continue;
+            }
             if dep.generator() == name {
                 self.push(Diagnostic::at(
                     file,
