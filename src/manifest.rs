@@ -9,14 +9,23 @@ use crate::store::{Store, StoreError};
 
 /// The manifests every machine and user should have, given the store's current metas.
 pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
-    let mut metas: BTreeMap<&InstanceId, Option<Meta>> = BTreeMap::new();
-    for id in config.instances.keys() {
-        // A damaged meta.json is reported by plan/check; here it just lacks hashes.
-        metas.insert(id, store.read_meta(id).ok().flatten());
-    }
+    use rayon::prelude::*;
+    let ids: Vec<&InstanceId> = config.instances.keys().collect();
+    // A damaged meta.json is reported by plan/check; here it just lacks hashes.
+    let metas: BTreeMap<InstanceId, Meta> = ids
+        .par_iter()
+        .filter_map(|id| Some(((*id).clone(), store.read_meta(id).ok().flatten()?)))
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    Ok(build_from(config, &metas))
+}
+
+/// The manifests, given the metas already read (a plan holds them).
+pub fn build_from(config: &Config, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Manifest> {
     let entry = |id: &InstanceId| -> ManifestGenerator {
         let generator = config.generator(id);
-        let meta = metas.get(id).and_then(Option::as_ref);
+        let meta = metas.get(id);
         let files = generator
             .files
             .iter()
@@ -95,15 +104,23 @@ pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreE
             users: BTreeMap::new(),
         });
     }
-    Ok(out)
+    out
 }
 
 /// The manifests whose stored `manifest.json` differs from what [`build_all`] gives (missing
 /// or out of date). A run interrupted after its instances but before its manifests leaves
 /// only these behind, so `generate` and `rekey` treat them as work to do.
 pub fn outdated(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
+    outdated_among(store, build_all(config, store)?)
+}
+
+/// The manifests among `manifests` whose file differs.
+pub fn outdated_among(
+    store: &Store,
+    manifests: Vec<Manifest>,
+) -> Result<Vec<Manifest>, StoreError> {
     let mut out = Vec::new();
-    for m in build_all(config, store)? {
+    for m in manifests {
         if store.read_manifest(&m.kind, &m.name)?.as_deref() != Some(&crate::meta::to_json(&m)[..])
         {
             out.push(m);

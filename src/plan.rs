@@ -117,6 +117,9 @@ pub struct Plan {
     pub create_vault: bool,
     /// Instances in dependency order.
     pub instances: Vec<InstancePlan>,
+    /// The meta.json files read while planning (valid ones), for callers that need them too.
+    #[serde(skip)]
+    pub metas: BTreeMap<InstanceId, crate::meta::Meta>,
 }
 
 impl Plan {
@@ -174,6 +177,7 @@ pub fn plan(
             .collect()
     };
     let mut regenerating: BTreeSet<InstanceId> = BTreeSet::new();
+    let mut read = BTreeMap::new();
     let mut generations: BTreeMap<InstanceId, Option<String>> = BTreeMap::new();
     let mut out = Vec::new();
     let mut any_present = false;
@@ -184,7 +188,11 @@ pub fn plan(
             .remove(&id)
             .expect("every instance of the closure was read")
         {
-            Ok(m) => m,
+            Ok(Some(m)) => {
+                read.insert(id.clone(), m.clone());
+                Some(m)
+            }
+            Ok(None) => None,
             Err(StoreError::BadMeta { reason, .. }) => {
                 reasons.push(Reason::Damaged {
                     detail: format!("meta.json: {reason}"),
@@ -293,5 +301,6 @@ pub fn plan(
     Ok(Plan {
         create_vault: vault.is_none(),
         instances: out,
+        metas: read,
     })
 }

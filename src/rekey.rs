@@ -206,7 +206,8 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     };
     let dag = Dag::from_config(config);
     let all: BTreeSet<InstanceId> = config.instances.keys().cloned().collect();
-    let full = plan::plan(config, store, &dag, &all, &BTreeSet::new(), Some(&target))?;
+    let mut full = plan::plan(config, store, &dag, &all, &BTreeSet::new(), Some(&target))?;
+    let full_metas = std::mem::take(&mut full.metas);
     let mut instances = Vec::new();
     let mut missing = Vec::new();
     for p in full.instances {
@@ -263,7 +264,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             remove_dirs.push(format!("users/{u}"));
         }
     }
-    let manifests = manifest::outdated(config, store)?
+    let manifests = manifest::outdated_among(store, manifest::build_from(config, &full_metas))?
         .iter()
         .map(|m| {
             let path = store.manifest_path(&m.kind, &m.name);
