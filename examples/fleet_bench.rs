@@ -72,6 +72,7 @@ fn main() {
     std::fs::write(&vault_id, &out.stdout).unwrap();
 
     // Baseline: one age process to decrypt and one to re-encrypt, per file, as `agenix -r` does.
+    settle();
     let t = Instant::now();
     for f in &secrets {
         let meta: serde_json::Value =
@@ -167,6 +168,7 @@ fn main() {
 
     // check vs reading every file once.
     let (check, check_rss) = timed(&vars, root, &["check"]);
+    settle();
     let t = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
@@ -306,6 +308,7 @@ fn run(vars: &Path, root: &Path, args: &[&str]) {
 fn timed(vars: &Path, root: &Path, args: &[&str]) -> (Duration, Option<u64>) {
     let gnu_time = Path::new("/usr/bin/time");
     let rss_file = root.join("rss.txt");
+    settle();
     let t = Instant::now();
     let out = if gnu_time.is_file() {
         Command::new(gnu_time)
@@ -337,6 +340,11 @@ fn timed(vars: &Path, root: &Path, args: &[&str]) -> (Duration, Option<u64>) {
         .ok()
         .and_then(|s| s.trim().lines().last()?.parse().ok());
     (elapsed, rss)
+}
+
+/// Flush dirty pages first, so each measurement pays only for its own writes.
+fn settle() {
+    let _ = Command::new("sync").status();
 }
 
 /// Time one X25519 scalar multiplication (a fresh identity's public key is one base-point

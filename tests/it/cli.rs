@@ -133,3 +133,56 @@ fn generate_selects_a_machine_and_jobs_1_matches() {
         "{list}"
     );
 }
+
+/// On a terminal, prompts are asked interactively with hidden input (no echo), and a progress
+/// bar shows. `script` gives the run a pseudo-terminal; the answers are typed after a pause.
+#[test]
+fn prompts_are_asked_on_a_terminal_without_echo() {
+    if !common::require_tool("script", "apt-get install bsdutils")
+        || !common::require_tool("bwrap", "apt-get install bubblewrap")
+    {
+        return;
+    }
+    let env = TestEnv::fleet("darwin2");
+    let vars = env!("CARGO_BIN_EXE_vars");
+    let typed =
+        "(sleep 1; printf 'typed-passphrase-1\\n'; sleep 1; printf 'typed-login-pw\\n'; sleep 3)";
+    let cmd =
+        format!("{typed} | script -qec '{vars} --config stage1.vars.yaml generate' /dev/null");
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(&cmd)
+        .current_dir(env.root())
+        .env("HOME", &env.home)
+        .env("VARS_RUNTIME_DIR", env.runtime_dir())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(
+        screen.contains("shared/wifi-psk.passphrase (Wi-Fi passphrase"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("users/seth/user-password.password"),
+        "{screen}"
+    );
+    assert!(screen.contains("Done: 5 generated"), "{screen}");
+    assert!(
+        screen.contains("generating ["),
+        "a progress bar on the terminal: {screen}"
+    );
+    assert!(
+        !screen.contains("typed-passphrase-1") && !screen.contains("typed-login-pw"),
+        "hidden input was echoed: {screen}"
+    );
+    let seth = env.key("users/seth.age").display().to_string();
+    let psk = env.ok(&[
+        "--config",
+        "stage1.vars.yaml",
+        "get",
+        "shared/wifi-psk/psk",
+        "--identity",
+        &seth,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&psk), "typed-passphrase-1\n");
+}

@@ -63,6 +63,8 @@ fn sentinel_never_leaks() {
         vec!["list", "--json"],
         vec!["graph"],
         vec!["get", "machines/host1/g/id"],
+        vec!["rekey", "--rotate-vault", "--yes", "--identity", &admin_s],
+        vec!["rekey", "--dry-run"],
     ];
     for args in &commands {
         let out = env.vars(args);
