@@ -31,6 +31,8 @@ fn main() {
         .prefix("vars-bench-")
         .tempdir()
         .unwrap();
+    // VARS_BENCH_KEEP=1 keeps the fleet for profiling.
+    let kept = std::env::var_os("VARS_BENCH_KEEP").map(|_| dir.path().to_path_buf());
     let root = dir.path();
     eprintln!("building the reference fleet in {}", root.display());
     let admin = write_fleet(root);
@@ -233,6 +235,10 @@ fn main() {
         kib(check_rss)
     );
     println!("(generate of the whole fleet, unsandboxed: {generate:.2?})");
+    if let Some(path) = kept {
+        let _ = dir.keep();
+        eprintln!("kept {}", path.display());
+    }
 }
 
 /// Write vars.yaml with generated keys; returns the admin identity file.

@@ -326,3 +326,86 @@ fn rotate_vault_on_demand_keeps_every_plaintext() {
     assert_eq!(before, after);
     env.ok(&["check"]);
 }
+
+#[test]
+fn bad_identities_and_a_damaged_vault_change_nothing() {
+    if !tools() {
+        return;
+    }
+    let env = crate::fleets::generated("clan8");
+    let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    std::fs::write(
+        env.root().join("vars.yaml"),
+        yaml.replace(
+            "admins: [crs58, cameron]",
+            "admins: [crs58, cameron, raquel]",
+        ),
+    )
+    .unwrap();
+    let before = snapshot(&env);
+    // raquel is not an admin yet: her key decrypts no vault.
+    let raquel = env.key("users/raquel.age").display().to_string();
+    let out = env.vars(&["rekey", "--yes", "--identity", &raquel]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("none of your identities can decrypt") && err.contains("admins:"),
+        "{err}"
+    );
+    assert_eq!(
+        changed(&before, &snapshot(&env), &env.store()),
+        Vec::<String>::new()
+    );
+
+    // A corrupted vault.age is reported, and nothing changes.
+    let vault = env.store().join("keys/vault.age");
+    std::fs::write(&vault, b"-----BEGIN AGE ENCRYPTED FILE-----\ngarbage\n").unwrap();
+    let before = snapshot(&env);
+    let crs58 = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["rekey", "--yes", "--identity", &crs58]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("keys/vault.age"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(
+        changed(&before, &snapshot(&env), &env.store()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn meta_json_that_does_not_match_the_ciphertext_is_reported() {
+    if !tools() {
+        return;
+    }
+    let env = crate::fleets::generated("darwin2");
+    let meta_path = env
+        .store()
+        .join("machines/megabookpro/ssh-host-ed25519/meta.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    // Claim one recipient fewer than the file really has.
+    let recipients = meta["files"]["ssh_host_ed25519_key"]["recipients"]
+        .as_array_mut()
+        .unwrap();
+    recipients.pop();
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    let out = env.vars(&["check", "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let damaged: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "damaged")
+        .map(|f| f["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        damaged.iter().any(|m| m.contains(
+            "ssh_host_ed25519_key.age is encrypted to 2 recipient(s) but meta.json lists 1"
+        )),
+        "{json}"
+    );
+}
