@@ -1198,7 +1198,10 @@ impl<'a> Resolver<'a> {
         if self.broken.contains(&g.value.0) {
             return false;
         }
-        self.diag(g.line, g.column, format!("unknown generator {:?}", g.value.0), "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a shipped one (vars list --shipped)");
+        self.diag(g.line, g.column, format!("unknown generator {:?}", g.value.0), format!(
+                "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a shipped one: {}",
+                shipped::SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ));
         false
     }
 
