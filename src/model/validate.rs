@@ -1,0 +1,338 @@
+//! Validating one declaration file's YAML into model types: strict parsing with alias and
+//! size budgets, names, file attributes, prompts, dependencies and timeouts, each problem a
+//! positioned [`Diagnostic`]. [`super::resolve`] then resolves scopes and instances.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::diagnostic::Diagnostic;
+use crate::spec::{self, Loc, Name, NeededFor, PromptKind};
+
+use super::{
+    CONFIG_FILE, DepRef, FileDef, Generator, Origin, PromptDef, check_file_name, check_name,
+    hash_json, parse_duration,
+};
+
+/// Collects every diagnostic of a load, so one run reports all problems.
+#[derive(Default)]
+pub(super) struct Validator {
+    pub(super) diags: Vec<Diagnostic>,
+}
+
+impl Validator {
+    pub(super) fn push(&mut self, d: Diagnostic) {
+        self.diags.push(d);
+    }
+
+    pub(super) fn parse<T: serde::de::DeserializeOwned>(
+        &mut self,
+        path: &Path,
+        text: &str,
+    ) -> Option<T> {
+        // Tight budget: a declaration file is small; alias bombs and huge inputs are errors.
+        let options = serde_saphyr::options! {
+            budget: serde_saphyr::budget! {
+                max_events: 200_000,
+                max_aliases: 1_000,
+                max_anchors: 1_000,
+                max_nodes: 100_000,
+                max_depth: 64,
+                max_total_scalar_bytes: 8 * 1024 * 1024,
+                max_documents: 1,
+            },
+            alias_limits: serde_saphyr::alias_limits! {
+                max_total_replayed_events: 10_000,
+                max_alias_expansions_per_anchor: 100,
+            },
+            with_snippet: false,
+        };
+        match serde_saphyr::from_str_with_options::<T>(text, options) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                let message = yaml_message(&e);
+                let hint = yaml_hint(&message, path);
+                let mut d = Diagnostic::at(path, text, line, column, message);
+                if let Some(h) = hint {
+                    d = d.hint(h);
+                }
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    pub(super) fn name(&mut self, file: &Path, src: &str, what: &str, n: &Loc<Name>) -> bool {
+        match check_name(&n.value.0) {
+            Ok(()) => true,
+            Err(msg) => {
+                self.push(
+                    Diagnostic::at(file, src, n.line, n.column, format!("{what} name {:?} {msg}", n.value.0))
+                        .hint("names are letters, digits, '.', '_' and '-', starting with a letter or digit"),
+                );
+                false
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn generator(
+        &mut self,
+        name: &str,
+        g: spec::GeneratorSpec,
+        origin: Origin,
+        shadows_shipped: bool,
+        file: &Path,
+        src: &str,
+        line: u64,
+        column: u64,
+    ) -> Option<Generator> {
+        let before = self.diags.len();
+        if let Err(msg) = check_name(name) {
+            self.push(
+                Diagnostic::at(
+                    file,
+                    src,
+                    line,
+                    column,
+                    format!("generator name {name:?} {msg}"),
+                )
+                .hint(
+                    "names are letters, digits, '.', '_' and '-', starting with a letter or digit",
+                ),
+            );
+        }
+        let mut files = BTreeMap::new();
+        for (fname, f) in &g.files {
+            if let Err(msg) = check_file_name(&fname.value.0) {
+                self.push(
+                    Diagnostic::at(
+                        file,
+                        src,
+                        fname.line,
+                        fname.column,
+                        format!("file name {:?} of generator {name:?} {msg}", fname.value.0),
+                    )
+                    .hint("rename the file"),
+                );
+                continue;
+            }
+            let mode = match &f.mode {
+                None => 0o400,
+                Some(m) => match u32::from_str_radix(m.value.trim_start_matches("0o"), 8) {
+                    Ok(mode) if mode <= 0o7777 => mode,
+                    _ => {
+                        self.push(
+                            Diagnostic::at(
+                                file,
+                                src,
+                                m.line,
+                                m.column,
+                                format!(
+                                    "mode {:?} of file {:?} is not an octal mode",
+                                    m.value, fname.value.0
+                                ),
+                            )
+                            .hint("write it as a quoted octal string, e.g. mode: \"0440\""),
+                        );
+                        0o400
+                    }
+                },
+            };
+            files.insert(
+                fname.value.0.clone(),
+                FileDef {
+                    secret: f.secret.unwrap_or(true),
+                    deploy: f.deploy.unwrap_or(true),
+                    owner: f.owner.clone().unwrap_or_else(|| "root".into()),
+                    group: f.group.clone().unwrap_or_else(|| "root".into()),
+                    mode,
+                    needed_for: f.needed_for.unwrap_or(NeededFor::Services),
+                },
+            );
+        }
+        let mut prompts = BTreeMap::new();
+        for (pname, p) in &g.prompts {
+            if let Err(msg) = check_file_name(&pname.value.0) {
+                self.push(Diagnostic::at(
+                    file,
+                    src,
+                    pname.line,
+                    pname.column,
+                    format!(
+                        "prompt name {:?} of generator {name:?} {msg}",
+                        pname.value.0
+                    ),
+                ));
+                continue;
+            }
+            let def = PromptDef {
+                description: p.description.clone(),
+                kind: p.kind.unwrap_or(PromptKind::Line),
+                persist: p.persist,
+            };
+            if def.persist && !files.contains_key(&pname.value.0) {
+                // A persisted prompt is stored as a secret file of the same name (DESIGN §2).
+                files.insert(
+                    pname.value.0.clone(),
+                    FileDef {
+                        secret: true,
+                        deploy: true,
+                        owner: "root".into(),
+                        group: "root".into(),
+                        mode: 0o400,
+                        needed_for: NeededFor::Services,
+                    },
+                );
+            }
+            prompts.insert(pname.value.0.clone(), def);
+        }
+        if files.is_empty() && self.diags.len() == before {
+            self.push(
+                Diagnostic::at(
+                    file,
+                    src,
+                    g.script.line,
+                    g.script.column,
+                    format!("generator {name:?} declares no files"),
+                )
+                .hint("list what the script writes to $out under files:, e.g. files: { key: {} }"),
+            );
+        }
+        let mut dependencies = Vec::new();
+        let mut dependency_positions = Vec::new();
+        for d in &g.dependencies {
+            let dep = match d.value.strip_prefix("machines/*/") {
+                Some(gdef) => DepRef::EveryMachine(gdef.to_owned()),
+                None => DepRef::Same(d.value.clone()),
+            };
+            if let Err(msg) = check_name(dep.generator()) {
+                self.push(
+                    Diagnostic::at(file, src, d.line, d.column, format!("dependency {:?} of generator {name:?} {msg}", d.value))
+                        .hint("write a generator name, or machines/*/<generator> for every machine's public files"),
+                );
+                continue;
+            }
+            if dependencies
+                .iter()
+                .any(|x: &DepRef| x.generator() == dep.generator())
+            {
+                self.push(
+                    Diagnostic::at(
+                        file,
+                        src,
+                        d.line,
+                        d.column,
+                        format!("generator {name:?} depends on {:?} twice", dep.generator()),
+                    )
+                    .hint("both forms would write $in/<generator>/; keep one"),
+                );
+                continue;
+            }
+            if dep.generator() == name {
+                self.push(Diagnostic::at(
+                    file,
+                    src,
+                    d.line,
+                    d.column,
+                    format!("generator {name:?} depends on itself"),
+                ));
+                continue;
+            }
+            dependencies.push(dep);
+            dependency_positions.push((d.line, d.column));
+        }
+        let timeout = match &g.timeout {
+            None => Duration::from_secs(60),
+            Some(t) => parse_duration(&t.value).unwrap_or_else(|| {
+                self.push(
+                    Diagnostic::at(
+                        file,
+                        src,
+                        t.line,
+                        t.column,
+                        format!("timeout {:?} is not a duration", t.value),
+                    )
+                    .hint("write e.g. 90s, 5m or 1h"),
+                );
+                Duration::from_secs(60)
+            }),
+        };
+        if self.diags.len() != before {
+            return None;
+        }
+        let validation = g.validation.clone().unwrap_or(serde_json::Value::Null);
+        let definition = serde_json::json!({
+            "script": g.script.value,
+            "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({
+                "secret": f.secret, "deploy": f.deploy, "owner": f.owner, "group": f.group,
+                "mode": f.mode, "needed-for": f.needed_for,
+            }))).collect::<serde_json::Map<_, _>>(),
+            "prompts": prompts.keys().collect::<Vec<_>>(),
+            "dependencies": g.dependencies.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "runtime-inputs": g.runtime_inputs.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "share": g.share,
+            "network": g.network,
+        });
+        Some(Generator {
+            name: name.to_owned(),
+            description: g.description,
+            files,
+            prompts,
+            dependencies,
+            dependency_positions,
+            runtime_inputs: g.runtime_inputs.into_iter().map(|r| r.value).collect(),
+            script: g.script.value,
+            share: g.share,
+            network: g.network,
+            timeout,
+            origin,
+            shadows_shipped,
+            validation_hash: hash_json(&validation),
+            definition_hash: hash_json(&definition),
+        })
+    }
+}
+
+/// serde-saphyr's message without its own location suffix (we print file:line:col ourselves).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let msg = e.without_snippet().to_string();
+    let msg = match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg,
+    };
+    // serde-saphyr's advice about its own options is not for vars users.
+    let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    msg.trim().to_owned()
+}
+
+fn yaml_hint(message: &str, path: &Path) -> Option<String> {
+    let schema = if path.file_name().is_some_and(|f| f == CONFIG_FILE) {
+        "schema/vars.schema.json"
+    } else {
+        "schema/generator.schema.json"
+    };
+    if message.contains("unknown field") {
+        Some(format!(
+            "check the spelling; the allowed keys are listed in {schema} (vars schema)"
+        ))
+    } else if message.to_lowercase().contains("duplicate") {
+        Some("each key may appear once in a mapping; remove or merge the repeated one".into())
+    } else if message.to_lowercase().contains("budget") || message.to_lowercase().contains("alias")
+    {
+        Some("declarations must be small, plain YAML; expand anchors and aliases by hand".into())
+    } else if message.contains("missing field") {
+        Some(format!("add the field; see {schema}"))
+    } else if message.starts_with("expected")
+        || message.contains("while parsing")
+        || message.contains("did not find")
+    {
+        Some("this is not valid YAML here: check indentation, quotes and closing brackets".into())
+    } else {
+        None
+    }
+}
