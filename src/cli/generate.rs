@@ -124,19 +124,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let prompts = vars::prompt::PromptValues::from_args(&args.prompts, &args.prompt_files)
         .map_err(|e| CliError::usage(e.to_string()))?;
 
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(store.lock()?)
-    };
-    if !args.dry_run {
-        for repaired in store.recover()? {
-            ui::status(format!(
-                "repaired {} (an earlier run was interrupted)",
-                repaired.display()
-            ));
-        }
-    }
+    let _lock = ui::lock_store(&store, args.dry_run)?;
     let vault = vars::vault::vault_recipient(&store)?;
     if vars::vault::next_recipient(&store)?.is_some() {
         return Err(CliError::new("a vault key rotation was interrupted")

@@ -38,19 +38,7 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
     let store = vars::store::Store::new(&config.store_dir);
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(store.lock()?)
-    };
-    if !args.dry_run {
-        for repaired in store.recover()? {
-            ui::status(format!(
-                "repaired {} (an earlier run was interrupted)",
-                repaired.display()
-            ));
-        }
-    }
+    let _lock = ui::lock_store(&store, args.dry_run)?;
     let intent = Intent {
         add_users: args.add_users,
         add_machines: args.add_machines,

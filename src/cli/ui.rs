@@ -34,6 +34,25 @@ pub fn progress(len: u64, what: &str) -> Option<indicatif::ProgressBar> {
     Some(bar)
 }
 
+/// Take the store's write lock and repair what an interrupted run left (not for a dry run,
+/// which changes nothing and needs no lock).
+pub fn lock_store(
+    store: &vars::store::Store,
+    dry_run: bool,
+) -> Result<Option<vars::store::StoreLock>, super::CliError> {
+    if dry_run {
+        return Ok(None);
+    }
+    let lock = store.lock()?;
+    for repaired in store.recover()? {
+        status(format!(
+            "repaired {} (an earlier run was interrupted)",
+            repaired.display()
+        ));
+    }
+    Ok(Some(lock))
+}
+
 /// Print a plan for people.
 pub fn print_plan(plan: &vars::plan::Plan) {
     use vars::plan::Action;
