@@ -217,6 +217,21 @@ pub fn check(
             }
         }
     }
+    // Instance directories nothing declares any more (a generator unassigned, a machine
+    // removed): their secrets are still readable by whoever they were encrypted to.
+    if machine.is_none() {
+        let declared: BTreeSet<String> = config.instances.keys().map(ToString::to_string).collect();
+        for rel in stored_instances(store) {
+            if !declared.contains(&rel) {
+                findings.push(Finding {
+                    severity: Severity::Warning,
+                    kind: "orphaned".into(),
+                    subject: rel.clone(),
+                    message: format!("not declared in vars.yaml any more: delete it (git rm -r vars/{rel}) once nothing uses it"),
+                });
+            }
+        }
+    }
     for m in manifest::build_all(config, store)? {
         if machine.is_some_and(|want| m.kind != "machine" || m.name != want) {
             continue;
@@ -243,4 +258,31 @@ pub fn check(
         }
     }
     Ok(findings)
+}
+
+/// `machines/<m>/<gen>`, `users/<u>/<gen>` and `shared/<gen>` directories present in the store.
+fn stored_instances(store: &Store) -> Vec<String> {
+    let dirs = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(p)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .collect()
+    };
+    let mut out: Vec<String> = dirs(&store.dir.join("shared"))
+        .into_iter()
+        .map(|g| format!("shared/{g}"))
+        .collect();
+    for group in ["machines", "users"] {
+        for owner in dirs(&store.dir.join(group)) {
+            for g in dirs(&store.dir.join(group).join(&owner)) {
+                out.push(format!("{group}/{owner}/{g}"));
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -152,7 +152,7 @@ pub struct Settings {
     /// Output directory, relative to vars.yaml. Default: `vars`.
     pub store: Option<Loc<String>>,
     /// Encryption backend. Default: `age`.
-    pub backend: Option<Backend>,
+    pub backend: Option<Loc<Backend>>,
     /// Write ASCII-armored `.age` files. Default: false.
     pub armor: Option<bool>,
     /// Sandbox for generator scripts. Default: `auto`.

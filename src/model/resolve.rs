@@ -122,6 +122,18 @@ impl<'a> Resolver<'a> {
                 format!("this vars reads version: {}", spec::FORMAT_VERSION),
             );
         }
+        if let Some(b) = &vars.settings.backend
+            && b.value == Backend::Sops
+        {
+            // TODO: the sops backend (DESIGN §2, a later issue) is not implemented yet; refuse
+            // rather than silently encrypting with age.
+            self.diag(
+                b.line,
+                b.column,
+                "settings.backend: sops is not supported by this version of vars yet".into(),
+                "use backend: age (the default)",
+            );
+        }
         let store_rel = vars
             .settings
             .store
@@ -398,7 +410,7 @@ impl<'a> Resolver<'a> {
             store_dir: self.root.join(store_rel),
             root: self.root,
             config_file: self.file.to_path_buf(),
-            backend: settings.backend.unwrap_or(Backend::Age),
+            backend: settings.backend.map(|b| b.value).unwrap_or(Backend::Age),
             armor: settings.armor.unwrap_or(false),
             sandbox: settings.sandbox.unwrap_or(SandboxChoice::Auto),
             admins,

@@ -159,7 +159,8 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let p = e.path();
-            if p.is_dir() {
+            // file_type does not follow symlinks: no loops, no escaping the tree.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 out.extend(walk(&p));
             } else {
                 out.push(p);

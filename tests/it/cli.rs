@@ -186,3 +186,30 @@ fn prompts_are_asked_on_a_terminal_without_echo() {
     ]);
     assert_eq!(String::from_utf8_lossy(&psk), "typed-passphrase-1\n");
 }
+
+#[test]
+fn undeclared_instances_left_in_the_store_are_reported() {
+    if !common::require_tool("bwrap", "apt-get install bubblewrap") {
+        return;
+    }
+    let env = crate::fleets::generated("mesh17");
+    let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    assert!(yaml.contains("    generators: [age-identity]"));
+    std::fs::write(
+        env.root().join("vars.yaml"),
+        yaml.replace("    generators: [age-identity]", "    generators: []"),
+    )
+    .unwrap();
+    env.ok(&["generate"]);
+    let out = env.vars(&["check", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphans: Vec<&str> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "orphaned")
+        .map(|f| f["subject"].as_str().unwrap())
+        .collect();
+    assert_eq!(orphans, vec!["users/ada/age-identity"], "{json}");
+}

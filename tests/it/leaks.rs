@@ -5,21 +5,34 @@ use std::path::Path;
 
 use crate::common;
 
-const SENTINEL: &str = "SENTINEL-c0ffee-5ecret-7f3a";
+/// A sentinel made fresh each run, so no file (this test's source included) can contain it
+/// by accident.
+fn sentinel() -> &'static str {
+    static S: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    S.get_or_init(|| {
+        let (_, r) = vars::crypto::new_identity();
+        format!("SENTINEL-{}", &r[5..29])
+    })
+}
 
-fn leaks_in(dir: &Path) -> Vec<String> {
+/// Files below `dir` written since `since` that contain the sentinel. Older files cannot hold
+/// it (it is new each run), so only recent ones are read.
+fn leaks_in(dir: &Path, since: std::time::SystemTime) -> Vec<String> {
     let mut hits = Vec::new();
     for p in common::walk(dir) {
         let Ok(meta) = std::fs::symlink_metadata(&p) else {
             continue;
         };
-        if !meta.is_file() || meta.len() > 32 * 1024 * 1024 {
+        if !meta.is_file()
+            || meta.len() > 32 * 1024 * 1024
+            || meta.modified().is_ok_and(|m| m < since)
+        {
             continue;
         }
         if let Ok(bytes) = std::fs::read(&p)
             && bytes
-                .windows(SENTINEL.len())
-                .any(|w| w == SENTINEL.as_bytes())
+                .windows(sentinel().len())
+                .any(|w| w == sentinel().as_bytes())
         {
             hits.push(p.display().to_string());
         }
@@ -32,6 +45,7 @@ fn sentinel_never_leaks() {
     if !common::require_tool("bwrap", "apt-get install bubblewrap") {
         return;
     }
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
     let env = crate::bad_input::mini(
         "cat \"$prompts/pw\" > \"$out/key\"\nsha256sum < \"$prompts/pw\" | cut -c1-16 > \"$out/id\"",
         "{ key: {}, id: { secret: false } }",
@@ -45,7 +59,7 @@ fn sentinel_never_leaks() {
     std::fs::write(env.root().join("vars.yaml"), yaml).unwrap();
     let admin = env.key("users/crs58.age");
     let admin_s = admin.display().to_string();
-    let prompt = format!("g.pw={SENTINEL}");
+    let prompt = format!("g.pw={}", sentinel());
     let commands: Vec<Vec<&str>> = vec![
         vec!["generate", "--prompt", &prompt],
         vec!["generate", "--regenerate", "--dry-run", "--prompt", &prompt],
@@ -70,11 +84,11 @@ fn sentinel_never_leaks() {
         let out = env.vars(args);
         assert!(out.status.success(), "{args:?}: {}", common::stderr(&out));
         assert!(
-            !String::from_utf8_lossy(&out.stdout).contains(SENTINEL),
+            !String::from_utf8_lossy(&out.stdout).contains(sentinel()),
             "{args:?} printed the secret on stdout"
         );
         assert!(
-            !common::stderr(&out).contains(SENTINEL),
+            !common::stderr(&out).contains(sentinel()),
             "{args:?} printed the secret on stderr"
         );
     }
@@ -87,8 +101,8 @@ fn sentinel_never_leaks() {
             &admin_s,
         ]);
         assert!(out.status.success(), "{}", common::stderr(&out));
-        assert!(String::from_utf8_lossy(&out.stdout).contains(SENTINEL));
-        assert!(!common::stderr(&out).contains(SENTINEL));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(sentinel()));
+        assert!(!common::stderr(&out).contains(sentinel()));
     }
     // A failing generator run with the sentinel in its inputs does not echo it either.
     let out = env.vars(&[
@@ -99,16 +113,16 @@ fn sentinel_never_leaks() {
         "--identity",
         "/nonexistent",
     ]);
-    assert!(!common::stderr(&out).contains(SENTINEL));
+    assert!(!common::stderr(&out).contains(sentinel()));
 
     assert_eq!(
-        leaks_in(env.dir.path()),
+        leaks_in(env.dir.path(), since),
         Vec::<String>::new(),
         "sentinel on disk in the test dir"
     );
     for shared in ["/tmp", "/dev/shm"] {
         assert_eq!(
-            leaks_in(Path::new(shared)),
+            leaks_in(Path::new(shared), since),
             Vec::<String>::new(),
             "sentinel on disk under {shared}"
         );
