@@ -116,22 +116,24 @@ pub fn apply(
     opts.prompts.validate(config)?;
     let mut prompt_values = opts.prompts.collect(config, &to_generate)?;
 
-    let vault: VaultKey = if plan.create_vault {
+    // The vault key itself is needed only to decrypt (dependency secrets, re-encryption);
+    // otherwise its public half in keys/vault.pub is enough and no identity is asked for.
+    let vault: Option<VaultKey> = if plan.create_vault {
         report.created_vault = true;
-        vault::create_vault(config, store)?
+        Some(vault::create_vault(config, store)?)
     } else if needs_vault(config, plan) {
-        vault::open(store, &opts.identity_files)?
+        Some(vault::open(store, &opts.identity_files)?)
     } else {
-        // Only the public half is needed; a placeholder identity is never used to decrypt.
-        VaultKey::generate()
+        None
     };
-    let vault_recipient = if plan.create_vault || needs_vault(config, plan) {
-        vault.recipient()
-    } else {
-        vault::vault_recipient(store)?.expect("plan found the vault")
+    let vault_recipient = match &vault {
+        Some(v) => v.recipient(),
+        None => vault::vault_recipient(store)?.expect("plan found the vault"),
     };
     let mut vault_ids = Identities::default();
-    vault_ids.add_vault(&vault);
+    if let Some(v) = &vault {
+        vault_ids.add_vault(v);
+    }
 
     let parsed = parse_recipients(config, &vault_recipient)?;
     let ctx = Ctx {
