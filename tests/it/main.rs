@@ -12,4 +12,5 @@ mod identity;
 mod leaks;
 mod rekey;
 mod rekey_props;
+mod robustness;
 mod schema;

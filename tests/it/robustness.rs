@@ -1,0 +1,48 @@
+//! The loaders never panic: arbitrary bytes and mutated fixtures as vars.yaml, generator files
+//! and meta.json give an error or a value, nothing else (what a fuzzer would check; cargo-fuzz
+//! needs a nightly toolchain this project does not assume).
+
+use proptest::prelude::*;
+
+use crate::common;
+
+fn fixture() -> String {
+    std::fs::read_to_string(common::repo().join("testdata/schema/valid/everything/vars.yaml"))
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn vars_yaml_loader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("vars.yaml");
+        std::fs::write(&file, &bytes).unwrap();
+        let _ = vars::model::load(&file);
+    }
+
+    #[test]
+    fn mutated_fixtures_never_panic(cut in 0usize..4000, insert in "[ \\n:\\-\\[\\]{}&*!|>#\"'a-z0-9]{0,12}") {
+        let text = fixture();
+        let at = cut.min(text.len());
+        let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let mutated = format!("{}{}{}", &text[..at], insert, &text[at..]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("generators")).unwrap();
+        std::fs::write(dir.path().join("vars.yaml"), &mutated).unwrap();
+        std::fs::write(dir.path().join("generators/extra.yaml"), &insert).unwrap();
+        let _ = vars::model::load(&dir.path().join("vars.yaml"));
+    }
+
+    #[test]
+    fn meta_json_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = vars::store::Store::new(dir.path());
+        let id = vars::model::InstanceId { scope: vars::model::Scope::Shared, generator: "g".into() };
+        std::fs::create_dir_all(store.instance_dir(&id)).unwrap();
+        std::fs::write(store.instance_dir(&id).join("meta.json"), &bytes).unwrap();
+        let _ = store.read_meta(&id);
+        let _ = vars::crypto::header_stanzas(&bytes);
+    }
+}
