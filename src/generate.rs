@@ -199,8 +199,12 @@ pub fn apply(
         .filter(|p| matches!(p.action, Action::Rekey { .. }))
         .map(|p| &p.id)
         .collect();
-    let staged: Vec<Result<PathBuf, GenerateError>> =
-        pool.install(|| rekeys.par_iter().map(|id| ctx.stage_rekey(id)).collect());
+    let staged: Vec<Result<PathBuf, GenerateError>> = pool.install(|| {
+        rekeys
+            .par_iter()
+            .map(|id| ctx.stage_rekey(id, plan.metas.get(*id)))
+            .collect()
+    });
     let dirs: Vec<PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
     store.commit_staged(&dirs)?;
     report
@@ -427,12 +431,20 @@ impl Ctx<'_> {
 
     /// Re-encrypt the stale secrets of an instance and stage the result (see
     /// [`Store::stage`]); everything else is copied byte for byte. Returns the instance dir.
-    pub(crate) fn stage_rekey(&self, id: &InstanceId) -> Result<std::path::PathBuf, GenerateError> {
+    /// `meta` is the instance's meta.json as the planner read it (read again when absent).
+    pub(crate) fn stage_rekey(
+        &self,
+        id: &InstanceId,
+        meta: Option<&Meta>,
+    ) -> Result<std::path::PathBuf, GenerateError> {
         let generator = self.config.generator(id);
-        let mut meta = self
-            .store
-            .read_meta(id)?
-            .expect("rekey is planned only for existing instances");
+        let mut meta = match meta {
+            Some(m) => m.clone(),
+            None => self
+                .store
+                .read_meta(id)?
+                .expect("rekey is planned only for existing instances"),
+        };
         let dir = self.store.instance_dir(id);
         let mut staged = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(|source| {

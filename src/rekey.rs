@@ -101,6 +101,9 @@ pub struct RekeyPlan {
     /// The vault key being rotated in (its recipient is what `instances` were planned for).
     #[serde(skip)]
     next: Option<PlannedNext>,
+    /// The meta.json files read while planning, reused when staging.
+    #[serde(skip)]
+    metas: BTreeMap<InstanceId, crate::meta::Meta>,
 }
 
 impl std::fmt::Debug for PlannedNext {
@@ -207,7 +210,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     let dag = Dag::from_config(config);
     let all: BTreeSet<InstanceId> = config.instances.keys().cloned().collect();
     let mut full = plan::plan(config, store, &dag, &all, &BTreeSet::new(), Some(&target))?;
-    let full_metas = std::mem::take(&mut full.metas);
+    let metas = std::mem::take(&mut full.metas);
     let mut instances = Vec::new();
     let mut missing = Vec::new();
     for p in full.instances {
@@ -264,7 +267,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             remove_dirs.push(format!("users/{u}"));
         }
     }
-    let manifests = manifest::outdated_among(store, manifest::build_from(config, &full_metas))?
+    let manifests = manifest::outdated_among(store, manifest::build_from(config, &metas))?
         .iter()
         .map(|m| {
             let path = store.manifest_path(&m.kind, &m.name);
@@ -284,6 +287,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         remove_dirs,
         manifests,
         next,
+        metas,
     })
 }
 
@@ -387,8 +391,12 @@ pub fn apply(
         .num_threads(jobs.max(1))
         .build()
         .expect("a thread pool can be built");
-    let staged: Vec<Result<std::path::PathBuf, GenerateError>> =
-        pool.install(|| instances.par_iter().map(|id| ctx.stage_rekey(id)).collect());
+    let staged: Vec<Result<std::path::PathBuf, GenerateError>> = pool.install(|| {
+        instances
+            .par_iter()
+            .map(|id| ctx.stage_rekey(id, plan.metas.get(id)))
+            .collect()
+    });
     let dirs: Vec<std::path::PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
     store.commit_staged(&dirs)?;
     report.instances = instances.len();

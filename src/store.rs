@@ -209,8 +209,19 @@ impl Store {
     pub fn stage(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
         let (parent, name) = split(dir);
         let staging = side(&parent, &name, STAGING);
-        fs_util::remove_dir_all_if_exists(&staging)?;
-        fs::create_dir(&staging).at("create directory", &staging)?;
+        // Recovery ran before any staging, so the directory is normally absent: try first.
+        if let Err(e) = fs::create_dir(&staging) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(IoError {
+                    action: "create directory",
+                    path: staging,
+                    source: e,
+                }
+                .into());
+            }
+            fs_util::remove_dir_all_if_exists(&staging)?;
+            fs::create_dir(&staging).at("create directory", &staging)?;
+        }
         for f in files {
             let path = staging.join(&f.name);
             fs::write(&path, &f.bytes).at("write", &path)?;
@@ -254,9 +265,15 @@ impl Store {
                 fs::rename(side(&parent, &name, STAGING), &ready)
                     .at("rename into place", &ready)?;
                 let old = side(&parent, &name, OLD);
-                if dir.exists() {
-                    fs_util::remove_dir_all_if_exists(&old)?;
-                    fs::rename(dir, &old).at("move aside", dir)?;
+                // Move the current instance aside; it may not exist (a new instance), and a
+                // stale `.old` (normally removed by recovery) is cleared and the move retried.
+                match fs::rename(dir, &old) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(_) => {
+                        fs_util::remove_dir_all_if_exists(&old)?;
+                        fs::rename(dir, &old).at("move aside", dir)?;
+                    }
                 }
                 fs::rename(&ready, dir).at("rename into place", dir)?;
                 Ok(())
