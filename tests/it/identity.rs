@@ -396,8 +396,8 @@ fn unlock_caches_the_vault_until_lock_or_timeout() {
     );
 }
 
-/// Until `vars get` opens the vault through `vault::open` (which reads the unlock cache), a
-/// `get` without an identity cannot use `vars unlock`.
+/// After `vars unlock`, `vars get` reads a secret through the cached vault key without any
+/// identity.
 #[test]
 fn get_after_unlock_needs_no_identity() {
     if !tools(&[KEYCTL, BWRAP]) {
