@@ -199,14 +199,7 @@ pub fn apply(
         .filter(|p| matches!(p.action, Action::Rekey { .. }))
         .map(|p| &p.id)
         .collect();
-    let staged: Vec<Result<PathBuf, GenerateError>> = pool.install(|| {
-        rekeys
-            .par_iter()
-            .map(|id| ctx.stage_rekey(id, plan.metas.get(*id)))
-            .collect()
-    });
-    let dirs: Vec<PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
-    store.commit_staged(&dirs)?;
+    pool.install(|| store.swap_many(&rekeys, |id| ctx.stage_rekey(id, plan.metas.get(*id))))?;
     report
         .rekeyed
         .extend(rekeys.iter().map(ToString::to_string));
@@ -429,14 +422,14 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Re-encrypt the stale secrets of an instance and stage the result (see
-    /// [`Store::stage`]); everything else is copied byte for byte. Returns the instance dir.
+    /// Re-encrypt the stale secrets of an instance; everything else is copied byte for byte.
+    /// Returns the instance dir and its new content, for [`Store::swap_many`].
     /// `meta` is the instance's meta.json as the planner read it (read again when absent).
     pub(crate) fn stage_rekey(
         &self,
         id: &InstanceId,
         meta: Option<&Meta>,
-    ) -> Result<std::path::PathBuf, GenerateError> {
+    ) -> Result<(PathBuf, Vec<StagedFile>), GenerateError> {
         let generator = self.config.generator(id);
         let mut meta = match meta {
             Some(m) => m.clone(),
@@ -502,8 +495,7 @@ impl Ctx<'_> {
             name: "meta.json".into(),
             bytes: meta::to_json(&meta),
         });
-        self.store.stage(&dir, &staged)?;
-        Ok(dir)
+        Ok((dir, staged))
     }
 
     fn write_manifests(&self, report: &mut Report) -> Result<(), GenerateError> {

@@ -181,6 +181,7 @@ pub fn plan(
     let mut generations: BTreeMap<InstanceId, Option<String>> = BTreeMap::new();
     let mut out = Vec::new();
     let mut any_present = false;
+    let index = vault.map(|v| recipients::RecipientIndex::new(config, v));
     for id in order.into_iter().filter(|i| closure.contains(i)) {
         let generator = config.generator(&id);
         let mut reasons = Vec::new();
@@ -242,7 +243,7 @@ pub fn plan(
                         });
                     }
                 }
-                if let Some(vault) = vault {
+                if let Some((vault, index)) = vault.zip(index.as_ref()) {
                     for (name, def) in generator.files.iter().filter(|(_, d)| d.secret) {
                         let want = recipients::recipients_for(config, &id, def, vault);
                         let have = meta
@@ -255,16 +256,12 @@ pub fn plan(
                             let have_set: BTreeSet<String> = have.into_iter().collect();
                             stale.push(StaleSecret {
                                 file: name.clone(),
-                                added: recipients::describe(
-                                    config,
+                                added: index.describe(
                                     &want_set.difference(&have_set).cloned().collect(),
-                                    vault,
                                     Some(&recipients::principals_for(config, &id, def)),
                                 ),
-                                removed: recipients::describe(
-                                    config,
+                                removed: index.describe(
                                     &have_set.difference(&want_set).cloned().collect(),
-                                    vault,
                                     None,
                                 ),
                                 recipients: want,

@@ -2,7 +2,7 @@
 //! instance must be encrypted to. Pure functions of the model; [`crate::crypto`] parses the
 //! strings, [`crate::meta`] records them, `check` and `rekey` compare the two.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
 use crate::model::{Config, FileDef, InstanceId, Scope};
@@ -114,36 +114,55 @@ pub fn recipients_for(
     set.into_iter().collect()
 }
 
-/// Name the principals behind a set of recipient strings (for plans and `check` reports).
-/// With `among`, only those principals are considered (a key two principals share is named
-/// after the one that reads the file).
-pub fn describe(
-    config: &Config,
-    recipients: &BTreeSet<String>,
-    vault: &str,
-    among: Option<&BTreeSet<Principal>>,
-) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut matched = BTreeSet::new();
-    let mut all: Vec<Principal> = vec![Principal::Vault];
-    all.extend(config.machines.keys().cloned().map(Principal::Machine));
-    all.extend(config.users.keys().cloned().map(Principal::User));
-    all.retain(|p| among.is_none_or(|a| a.contains(p)));
-    for p in all {
-        let rs = principal_recipients(config, &p, vault);
-        let hits: Vec<&str> = rs
-            .iter()
-            .copied()
-            .filter(|r| recipients.contains(*r))
-            .collect();
-        if !hits.is_empty() {
-            matched.extend(hits.iter().map(|s| s.to_string()));
-            names.push(p.to_string());
+/// Names the principals behind recipient strings (for plans and `check` reports). Built once
+/// per run: naming the recipients of thousands of secrets must not scan every principal each
+/// time.
+pub struct RecipientIndex<'a> {
+    /// Each recipient string's owners, in [`Principal`] order (vault, machines, users).
+    owners: HashMap<&'a str, Vec<Principal>>,
+}
+
+impl<'a> RecipientIndex<'a> {
+    /// Index the recipients of the vault and of every declared machine and user.
+    pub fn new(config: &'a Config, vault: &'a str) -> Self {
+        let mut owners: HashMap<&str, Vec<Principal>> = HashMap::new();
+        let all = std::iter::once(Principal::Vault)
+            .chain(config.machines.keys().cloned().map(Principal::Machine))
+            .chain(config.users.keys().cloned().map(Principal::User));
+        for p in all {
+            for r in principal_recipients(config, &p, vault) {
+                owners.entry(r).or_default().push(p.clone());
+            }
         }
+        RecipientIndex { owners }
     }
-    for r in recipients.difference(&matched) {
-        let short: String = r.chars().take(24).collect();
-        names.push(format!("unknown recipient {short}…"));
+
+    /// The principals owning any of `recipients`, then each recipient nobody owns. With
+    /// `among`, only those principals are considered (a key two principals share is named
+    /// after the one that reads the file).
+    pub fn describe(
+        &self,
+        recipients: &BTreeSet<String>,
+        among: Option<&BTreeSet<Principal>>,
+    ) -> Vec<String> {
+        let mut named: BTreeSet<&Principal> = BTreeSet::new();
+        let mut unknown = Vec::new();
+        for r in recipients {
+            let mut owned = false;
+            let owners = self.owners.get(r.as_str()).into_iter().flatten();
+            for p in owners.filter(|p| among.is_none_or(|a| a.contains(*p))) {
+                named.insert(p);
+                owned = true;
+            }
+            if !owned {
+                let short: String = r.chars().take(24).collect();
+                unknown.push(format!("unknown recipient {short}…"));
+            }
+        }
+        named
+            .iter()
+            .map(ToString::to_string)
+            .chain(unknown)
+            .collect()
     }
-    names
 }

@@ -11,8 +11,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rayon::prelude::*;
-
 use crate::crypto::{Identities, VaultKey};
 use crate::dag::Dag;
 use crate::generate::{self, Ctx, GenerateError};
@@ -104,6 +102,10 @@ pub struct RekeyPlan {
     /// The meta.json files read while planning, reused when staging.
     #[serde(skip)]
     metas: BTreeMap<InstanceId, crate::meta::Meta>,
+    /// The content of `manifests`. Re-encryption changes nothing a manifest records, so they
+    /// are built from the metas read while planning.
+    #[serde(skip)]
+    outdated_manifests: Vec<crate::meta::Manifest>,
 }
 
 impl std::fmt::Debug for PlannedNext {
@@ -267,7 +269,8 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             remove_dirs.push(format!("users/{u}"));
         }
     }
-    let manifests = manifest::outdated_among(store, manifest::build_from(config, &metas))?
+    let outdated_manifests = manifest::outdated_among(store, manifest::build_from(config, &metas))?;
+    let manifests = outdated_manifests
         .iter()
         .map(|m| {
             let path = store.manifest_path(&m.kind, &m.name);
@@ -288,6 +291,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         manifests,
         next,
         metas,
+        outdated_manifests,
     })
 }
 
@@ -384,21 +388,13 @@ pub fn apply(
         parsed: &parsed,
         armor: config.armor,
     };
-    // Stage every instance, make all of it durable with one file-system sync, then swap each
-    // instance in (DESIGN §3's atomic swap, with the fsyncs batched: thousands of per-file
-    // fsyncs would dominate a rekey of a large fleet).
+    // Every instance is swapped in atomically (DESIGN §3), in a few rounds with batched syncs:
+    // thousands of per-file fsyncs would dominate a rekey of a large fleet.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
         .expect("a thread pool can be built");
-    let staged: Vec<Result<std::path::PathBuf, GenerateError>> = pool.install(|| {
-        instances
-            .par_iter()
-            .map(|id| ctx.stage_rekey(id, plan.metas.get(id)))
-            .collect()
-    });
-    let dirs: Vec<std::path::PathBuf> = staged.into_iter().collect::<Result<_, _>>()?;
-    store.commit_staged(&dirs)?;
+    pool.install(|| store.swap_many(&instances, |id| ctx.stage_rekey(id, plan.metas.get(id))))?;
     report.instances = instances.len();
     for dir in &plan.remove_dirs {
         store.remove_dir(&store.dir.join(dir))?;
@@ -414,8 +410,8 @@ pub fn apply(
         }
         _ => {}
     }
-    for m in manifest::outdated(config, store)? {
-        store.write_manifest(&m)?;
+    for m in &plan.outdated_manifests {
+        store.write_manifest(m)?;
     }
     Ok(report)
 }

@@ -31,11 +31,13 @@ fn assert_nothing_written(env: &TestEnv) {
         .filter(|p| !p.ends_with("manifest.json"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-    let hidden: Vec<_> = std::fs::read_dir(env.store().join("machines/host1"))
-        .into_iter()
+    let hidden: Vec<_> = [env.store().join("machines/host1"), env.store()]
+        .iter()
+        .flat_map(std::fs::read_dir)
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.') && ![".gitignore", ".lock"].contains(&n.as_str()))
         .collect();
     assert!(hidden.is_empty(), "staging leftovers: {hidden:?}");
     assert_eq!(

@@ -27,7 +27,7 @@ const FLEET: &str = "clan8";
 struct State {
     /// Instance directories holding a meta.json.
     instances: usize,
-    /// Swap leftovers (`.X.staging`, `.X.ready`, `.X.old`) and temp files, relative paths.
+    /// Swap leftovers (spares, `.X.old`, `.X.removing`) and temp files, relative paths.
     leftovers: Vec<String>,
     /// Every stored file's content, secrets decrypted: relative path → bytes.
     values: BTreeMap<String, Vec<u8>>,
@@ -96,10 +96,11 @@ fn inspect(env: &TestEnv, context: &str) -> State {
         for e in std::fs::read_dir(&dir).unwrap().flatten() {
             let name = e.file_name().into_string().unwrap();
             let rel = rel_dir.join(&name).display().to_string();
-            let is_leftover = [".staging", ".ready", ".old"]
+            let is_leftover = [".old", ".removing"]
                 .iter()
                 .any(|s| name.starts_with('.') && name.ends_with(s))
-                || name.starts_with(".vars-tmp-");
+                || name.starts_with(".vars-tmp-")
+                || name.starts_with(".vars-swap-");
             if is_leftover {
                 state.leftovers.push(rel);
             } else if e.file_type().unwrap().is_dir() {
