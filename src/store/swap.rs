@@ -11,10 +11,11 @@
 //! 4. the swap is made durable (fsync of both parents, or `syncfs`); only then is the spare,
 //!    which now holds the old content, reused or deleted.
 //!
-//! A batch runs in rounds and recycles the spares one round swapped out as the next round's
-//! staging directories: their files are overwritten in place, so after the first round a
-//! rekey of the whole store creates and deletes no files at all, only rewrites them (creating
-//! and freeing thousands of inodes is what makes a naive rotation slow on some file systems).
+//! A large batch is committed a few hundred directories at a time, and the spares one commit
+//! swapped out are the staging directories of later ones: their files are overwritten in
+//! place, so a rekey of a whole store creates and deletes only about two commits' worth of
+//! files, whatever its size (creating and freeing thousands of inodes is what makes a naive
+//! rotation slow on some file systems).
 //!
 //! [`Store::recover`] needs only three rules: a spare is deleted; a `.D.old` beside `D` is
 //! deleted, and without `D` it is moved back (a fallback swap interrupted between its two
@@ -25,7 +26,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
@@ -44,10 +45,39 @@ pub(crate) const REMOVING: &str = "removing";
 /// also flushes whatever else is dirty on the file system but costs the same for 10 or 10,000
 /// files.
 const FEW: usize = 32;
-/// A batch is swapped in at most this many rounds (two syncs each)…
-const ROUNDS: usize = 8;
-/// …of at least this many directories.
-const MIN_ROUND: usize = 64;
+
+/// How a batch is committed.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// Sync file by file, and commit everything at once.
+    few: bool,
+    /// Directories per commit (one sync each: a sync costs about the same for ten directories
+    /// or hundreds, and it waits for the disk while staging goes on).
+    per_commit: usize,
+}
+
+impl Pace {
+    fn for_items(n: usize) -> Self {
+        let few = n <= FEW;
+        Pace {
+            few,
+            // About eight commits, of 32 to 128 directories.
+            per_commit: if few { FEW } else { n.div_ceil(8).clamp(32, 128) },
+        }
+    }
+
+    /// At most this many spares exist at once (so at most this many directories are ever
+    /// created): a commit's worth waiting for the sync that makes their swaps durable, a
+    /// commit's worth being staged, and one per staging thread. Never less, or staging could
+    /// wait for spares only a commit it cannot complete would free.
+    fn spares(self) -> usize {
+        if self.few {
+            usize::MAX
+        } else {
+            2 * self.per_commit + rayon::current_num_threads() + 1
+        }
+    }
+}
 
 /// Spare names are unique within the process; the store lock excludes other processes and
 /// recovery deletes what a dead one left.
@@ -59,72 +89,120 @@ struct Spare {
     fresh: bool,
 }
 
-/// The spares of one batch: handed out for staging, given back after their round.
+/// The spares of one batch: handed out for staging, given back after their commit.
 struct Spares<'a> {
     root: &'a Path,
-    free: Mutex<Vec<Spare>>,
+    limit: usize,
+    pool: Mutex<Pool>,
+    /// Signalled when spares come back or the pool closes.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    free: Vec<Spare>,
+    /// Spares in existence: free, being staged, or waiting for a commit.
+    alive: usize,
+    /// The committer stopped: nothing will come back.
+    closed: bool,
 }
 
 impl<'a> Spares<'a> {
-    fn new(root: &'a Path) -> Self {
+    fn new(root: &'a Path, limit: usize) -> Self {
         Spares {
             root,
-            free: Mutex::new(Vec::new()),
+            limit,
+            pool: Mutex::new(Pool::default()),
+            changed: Condvar::new(),
         }
     }
 
-    fn take(&self) -> Result<Spare, IoError> {
-        if let Some(spare) = self.lock().pop() {
-            return Ok(spare);
+    /// A free spare, or a new one while under the limit, else wait for one. `None` once the
+    /// pool is closed.
+    fn take(&self) -> Result<Option<Spare>, IoError> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(spare) = pool.free.pop() {
+                return Ok(Some(spare));
+            }
+            if pool.closed {
+                return Ok(None);
+            }
+            if pool.alive < self.limit {
+                pool.alive += 1;
+                break;
+            }
+            pool = self.changed.wait(pool).unwrap_or_else(|e| e.into_inner());
         }
+        drop(pool);
         let n = NEXT_SPARE.fetch_add(1, Ordering::Relaxed);
         let path = self.root.join(format!("{SPARE_PREFIX}{n}"));
-        if let Err(e) = fs::create_dir(&path) {
+        let created = fs::create_dir(&path).or_else(|e| {
             if e.kind() != io::ErrorKind::AlreadyExists {
-                return Err(e).at("create directory", &path);
+                return Err(e);
             }
-            fs_util::remove_dir_all_if_exists(&path)?;
-            fs::create_dir(&path).at("create directory", &path)?;
+            fs::remove_dir_all(&path)?;
+            fs::create_dir(&path)
+        });
+        if let Err(e) = created {
+            self.gone(1);
+            return Err(e).at("create directory", &path);
         }
-        Ok(Spare { path, fresh: true })
+        Ok(Some(Spare { path, fresh: true }))
     }
 
     fn give_back(&self, spares: impl IntoIterator<Item = Spare>) {
-        self.lock().extend(spares);
+        self.lock().free.extend(spares);
+        self.changed.notify_all();
     }
 
-    /// Delete every spare still held (their content is old or never swapped in).
+    /// `n` spares became instance directories (or were lost to an error).
+    fn gone(&self, n: usize) {
+        let mut pool = self.lock();
+        pool.alive = pool.alive.saturating_sub(n);
+        drop(pool);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+
+    /// Delete every free spare (their content is old or was never swapped in).
     fn remove_all(self) -> Result<(), IoError> {
-        let free = self.free.into_inner().unwrap_or_else(|e| e.into_inner());
-        free.par_iter()
+        let pool = self.pool.into_inner().unwrap_or_else(|e| e.into_inner());
+        pool.free
+            .par_iter()
             .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
-        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Store {
     /// Replace the directory `dir` with exactly `files`, atomically (see the module docs).
     pub fn swap_dir(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
-        let spares = Spares::new(&self.dir);
+        let spares = Spares::new(&self.dir, 1);
         let result = (|| -> Result<(), StoreError> {
-            let spare = spares.take()?;
+            let spare = spares.take()?.expect("the pool is open");
             fill(&spare, files, true)?;
-            let old = self.commit_round(vec![(dir.to_path_buf(), spare)], true)?;
-            spares.give_back(old);
-            Ok(())
+            let mut commits = Commits::new(self, &spares, true);
+            commits.commit(vec![(dir.to_path_buf(), spare)])?;
+            commits.finish()
         })();
         let cleanup = spares.remove_all();
         result?;
         Ok(cleanup?)
     }
 
-    /// Replace many directories, each atomically: `stage` says which directory an item is and
-    /// what it must contain (it runs in parallel on the current rayon pool). Rounds are
-    /// committed on a thread of their own while the next round is staged: the syncs are waits
-    /// for the disk, not work. Stops at the first error; earlier rounds are then swapped in.
+    /// Replace many directories, each atomically: `stage` says which directory an item is
+    /// (each item a different one) and what it must contain. Items are staged in parallel on
+    /// the current rayon pool and handed to a committing thread, which swaps them in by
+    /// batches, so staging never waits for the disk. Stops at the first error; what was staged
+    /// before it is swapped in.
     pub fn swap_many<T, E>(
         &self,
         items: &[T],
@@ -134,88 +212,69 @@ impl Store {
         T: Sync,
         E: From<StoreError> + Send,
     {
-        let few = items.len() <= FEW;
-        let round = if few {
-            FEW
-        } else {
-            items.len().div_ceil(ROUNDS).max(MIN_ROUND)
-        };
-        let spares = Spares::new(&self.dir);
+        self.swap_paced(items, stage, Pace::for_items(items.len()))
+    }
+
+    fn swap_paced<T, E>(
+        &self,
+        items: &[T],
+        stage: impl Fn(&T) -> Result<(PathBuf, Vec<StagedFile>), E> + Sync,
+        pace: Pace,
+    ) -> Result<(), E>
+    where
+        T: Sync,
+        E: From<StoreError> + Send,
+    {
+        let spares = Spares::new(&self.dir, pace.spares());
         let result = std::thread::scope(|scope| -> Result<(), E> {
-            let (rounds, staged_rounds) = std::sync::mpsc::sync_channel(1);
-            let (committed_tx, committed_rx) = std::sync::mpsc::channel();
+            let (staged_tx, staged_rx) = std::sync::mpsc::channel::<(PathBuf, Spare)>();
             let spares = &spares;
             let committer = scope.spawn(move || -> Result<(), StoreError> {
-                for staged in staged_rounds {
-                    spares.give_back(self.commit_round(staged, few)?);
-                    let _ = committed_tx.send(());
-                }
-                Ok(())
-            });
-            let mut staging = Ok(());
-            for (n, chunk) in items.chunks(round).enumerate() {
-                // Stage at most one round ahead of the commits: round n reuses the spares of
-                // round n - 2 (and a failed commit stops the staging).
-                if n >= 2 && committed_rx.recv().is_err() {
-                    break;
-                }
-                match stage_round(chunk, &stage, spares, few) {
-                    Ok(staged) => {
-                        // A send fails only when the committer stopped at an error.
-                        if let Err(unsent) = rounds.send(staged) {
-                            spares.give_back(unsent.0.into_iter().map(|(_, spare)| spare));
-                            break;
+                let mut commits = Commits::new(self, spares, pace.few);
+                let mut pending = Vec::new();
+                let committed = (|| {
+                    while let Ok(staged) = staged_rx.recv() {
+                        pending.push(staged);
+                        if pending.len() >= pace.per_commit {
+                            commits.commit(std::mem::take(&mut pending))?;
                         }
                     }
-                    Err(e) => {
-                        staging = Err(e);
-                        break;
+                    commits.commit(pending)?;
+                    commits.finish()
+                })();
+                // Staging threads waiting for a spare must not wait for a failed committer.
+                spares.close();
+                committed
+            });
+            // `None`: stopped because the committer failed (its error is the one to report).
+            let staged = items
+                .par_iter()
+                .try_for_each_with(staged_tx, |staged_tx, item| -> Result<(), Option<E>> {
+                    let (dir, files) = stage(item).map_err(Some)?;
+                    let spare = spares
+                        .take()
+                        .map_err(|e| Some(StoreError::from(e).into()))?
+                        .ok_or(None)?;
+                    if let Err(e) = fill(&spare, &files, pace.few) {
+                        spares.give_back([spare]);
+                        return Err(Some(StoreError::from(e).into()));
                     }
-                }
-            }
-            drop(rounds);
-            let committed = committer.join().expect("committing does not panic");
-            staging?;
-            committed.map_err(E::from)
+                    staged_tx.send((dir, spare)).map_err(|unsent| {
+                        spares.give_back([unsent.0.1]);
+                        None
+                    })
+                });
+            committer
+                .join()
+                .expect("committing does not panic")
+                .map_err(E::from)?;
+            staged.map_err(|e| {
+                e.expect("staging stops early only on its own error or the committer's")
+            })
         });
         let cleanup = spares.remove_all();
         result?;
         cleanup.map_err(|e| StoreError::from(e).into())
-    }
-
-    /// Steps 2–4 for staged spares: returns the spares now holding the old content.
-    fn commit_round(
-        &self,
-        staged: Vec<(PathBuf, Spare)>,
-        few: bool,
-    ) -> Result<Vec<Spare>, StoreError> {
-        if few {
-            for (_, spare) in &staged {
-                fs_util::sync_dir(&spare.path)?;
-            }
-        } else {
-            self.sync_fs()?;
-        }
-        let old: Vec<Option<PathBuf>> = staged
-            .iter()
-            .map(|(dir, spare)| swap_in(&spare.path, dir, true))
-            .collect::<Result<_, _>>()?;
-        if few {
-            let mut parents: Vec<&Path> = staged.iter().filter_map(|(d, _)| d.parent()).collect();
-            parents.push(&self.dir);
-            parents.sort();
-            parents.dedup();
-            for p in parents {
-                fs_util::sync_dir(p)?;
-            }
-        } else {
-            self.sync_fs()?;
-        }
-        Ok(old
-            .into_iter()
-            .flatten()
-            .map(|path| Spare { path, fresh: false })
-            .collect())
     }
 
     /// Flush everything written to the store's file system (syncfs(2)).
@@ -245,46 +304,75 @@ impl Store {
     }
 }
 
-/// Step 1 for a round of items, in parallel: each gets a spare holding its new content. On an
-/// error the spares go back to the pool and the first error is returned.
-fn stage_round<T, E>(
-    items: &[T],
-    stage: &(impl Fn(&T) -> Result<(PathBuf, Vec<StagedFile>), E> + Sync),
-    spares: &Spares<'_>,
+/// Steps 2–4, commit after commit.
+struct Commits<'s> {
+    store: &'s Store,
+    spares: &'s Spares<'s>,
+    /// Sync file by file (a few directories) rather than the whole file system.
     few: bool,
-) -> Result<Vec<(PathBuf, Spare)>, E>
-where
-    T: Sync,
-    E: From<StoreError> + Send,
-{
-    let staged: Vec<Result<(PathBuf, Spare), E>> = items
-        .par_iter()
-        .map(|item| {
-            let (dir, files) = stage(item)?;
-            let spare = spares.take().map_err(StoreError::from)?;
-            match fill(&spare, &files, few) {
-                Ok(()) => Ok((dir, spare)),
-                Err(e) => {
-                    spares.give_back([spare]);
-                    Err(StoreError::from(e).into())
-                }
-            }
-        })
-        .collect();
-    let mut ready = Vec::with_capacity(staged.len());
-    let mut first_error = None;
-    for s in staged {
-        match s {
-            Ok(s) => ready.push(s),
-            Err(e) => first_error = first_error.or(Some(e)),
+    /// Spares holding old content whose swap is not durable yet: the next commit's sync makes
+    /// it so, and only then may they be overwritten or deleted.
+    unsynced: Vec<Spare>,
+}
+
+impl<'s> Commits<'s> {
+    fn new(store: &'s Store, spares: &'s Spares<'s>, few: bool) -> Self {
+        Commits {
+            store,
+            spares,
+            few,
+            unsynced: Vec::new(),
         }
     }
-    match first_error {
-        None => Ok(ready),
-        Some(e) => {
-            spares.give_back(ready.into_iter().map(|(_, spare)| spare));
-            Err(e)
+
+    /// Make `staged` durable and swap each in; spares that may be reused go back to the pool.
+    fn commit(&mut self, staged: Vec<(PathBuf, Spare)>) -> Result<(), StoreError> {
+        if staged.is_empty() {
+            return Ok(());
         }
+        if self.few {
+            for (_, spare) in &staged {
+                fs_util::sync_dir(&spare.path)?;
+            }
+        } else {
+            // Also makes the previous commit's swaps durable.
+            self.store.sync_fs()?;
+        }
+        self.spares.give_back(std::mem::take(&mut self.unsynced));
+        let mut old = Vec::with_capacity(staged.len());
+        for (dir, spare) in &staged {
+            match swap_in(&spare.path, dir, true) {
+                Ok(Some(path)) => old.push(Spare { path, fresh: false }),
+                Ok(None) => self.spares.gone(1),
+                Err(e) => {
+                    // Whatever happened to the rest, their spares are lost to this batch.
+                    self.spares.gone(staged.len() - old.len());
+                    return Err(e.into());
+                }
+            }
+        }
+        if self.few {
+            let mut parents: Vec<&Path> = staged.iter().filter_map(|(d, _)| d.parent()).collect();
+            parents.push(&self.store.dir);
+            parents.sort();
+            parents.dedup();
+            for p in parents {
+                fs_util::sync_dir(p)?;
+            }
+            self.spares.give_back(old);
+        } else {
+            self.unsynced = old;
+        }
+        Ok(())
+    }
+
+    /// Make the last swaps durable and give their spares back.
+    fn finish(mut self) -> Result<(), StoreError> {
+        if !self.unsynced.is_empty() {
+            self.store.sync_fs()?;
+            self.spares.give_back(std::mem::take(&mut self.unsynced));
+        }
+        Ok(())
     }
 }
 
@@ -437,59 +525,64 @@ mod tests {
     }
 
     #[test]
-    fn batches_recycle_spares_across_rounds() {
+    fn batches_recycle_spares_across_commits() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
-        // More than one round; half the directories exist with other files and longer content.
-        let n = MIN_ROUND * 3 + 5;
+        // Many commits. All but a few directories exist, with other files and longer content.
+        let (n, new) = (300, 5);
         let dirs: Vec<PathBuf> = (0..n)
             .map(|i| t.path().join(format!("machines/m{}/g{i}", i % 7)))
             .collect();
-        for (i, d) in dirs.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
-            let old = [
-                ("x", "old content, longer than the new one"),
-                ("a", "old a"),
-            ];
-            let files: Vec<StagedFile> = old
-                .iter()
-                .map(|(n, v)| StagedFile {
-                    name: n.to_string(),
-                    bytes: format!("{v}{i}").into_bytes(),
-                })
-                .collect();
-            store.swap_dir(d, &files).unwrap();
-        }
-        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
-        let before: std::collections::BTreeSet<u64> = dirs
-            .iter()
-            .filter(|d| d.exists())
-            .map(|d| inode(d))
-            .collect();
         store
-            .swap_many(&dirs, |d| -> Result<_, StoreError> {
-                let v = d.file_name().unwrap().to_str().unwrap().to_owned();
-                Ok((d.clone(), files(&v)))
+            .swap_many(&dirs[new..], |d| -> Result<_, StoreError> {
+                let old = [("x", "old, longer than the new content"), ("a", "old a")];
+                let files = old.iter().map(|(n, v)| StagedFile {
+                    name: n.to_string(),
+                    bytes: v.as_bytes().to_vec(),
+                });
+                Ok((d.clone(), files.collect()))
             })
+            .unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+        let before: std::collections::BTreeSet<u64> =
+            dirs[new..].iter().map(|d| inode(d)).collect();
+        let pace = Pace {
+            few: false,
+            per_commit: 8,
+        };
+        store
+            .swap_paced(
+                &dirs,
+                |d| -> Result<_, StoreError> {
+                    let v = d.file_name().unwrap().to_str().unwrap().to_owned();
+                    Ok((d.clone(), files(&v)))
+                },
+                pace,
+            )
             .unwrap();
         for d in &dirs {
             let v = d.file_name().unwrap().to_str().unwrap().to_owned();
-            assert_eq!(content(d), vec![("a".into(), v.clone()), ("b".into(), v)]);
+            assert_eq!(content(d), files_content(&v));
         }
         assert_eq!(names(t.path()), vec!["machines"], "no spare left");
-        // Each round after the first stages into the directories the previous one swapped out.
-        let reused = dirs.iter().filter(|d| before.contains(&inode(d))).count();
-        assert!(reused >= MIN_ROUND, "only {reused} directories recycled");
+        // A directory gets a fresh inode only from a fresh spare; every other one is an old
+        // directory a commit swapped out, recycled.
+        let fresh = dirs.iter().filter(|d| !before.contains(&inode(d))).count();
+        let bound = pace.spares() + new;
+        assert!(fresh <= bound, "{fresh} fresh directories (at most {bound})");
     }
 
     #[test]
     fn a_failing_item_stops_the_batch_and_leaves_no_spares() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
-        let d = t.path().join("shared/g");
-        store.swap_dir(&d, &files("old")).unwrap();
+        let dirs: Vec<PathBuf> = (0..40).map(|i| t.path().join(format!("shared/g{i}"))).collect();
+        for d in &dirs {
+            store.swap_dir(d, &files("old")).unwrap();
+        }
         let err = store
-            .swap_many(&[0, 1], |i| {
-                if *i == 1 {
+            .swap_many(&dirs, |d| {
+                if d.ends_with("g7") {
                     return Err(StoreError::BadMeta {
                         path: d.clone(),
                         reason: "test".into(),
@@ -499,12 +592,17 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::BadMeta { .. }));
-        assert_eq!(
-            content(&d)[0].1,
-            "old",
-            "nothing of the failed round swapped in"
-        );
-        assert_eq!(names(t.path()), vec!["shared"]);
+        assert_eq!(content(&dirs[7]), files_content("old"));
+        // The others were staged or not when staging stopped: each is entirely old or new.
+        for d in &dirs {
+            let c = content(d);
+            assert!(c == files_content("old") || c == files_content("new"), "{d:?}: {c:?}");
+        }
+        assert_eq!(names(t.path()), vec!["shared"], "no spare left");
+    }
+
+    fn files_content(v: &str) -> Vec<(String, String)> {
+        vec![("a".into(), v.into()), ("b".into(), v.into())]
     }
 
     #[test]
