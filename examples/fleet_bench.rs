@@ -207,7 +207,8 @@ fn main() {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let bound = (unwrap * secrets.len() as u32 + wrap_x25519 * x25519 + wrap_ssh * ssh) / cores as u32;
+    let bound =
+        (unwrap * secrets.len() as u32 + wrap_x25519 * x25519 + wrap_ssh * ssh) / cores as u32;
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(

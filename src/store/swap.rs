@@ -26,8 +26,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex};
 
 use rayon::prelude::*;
 
@@ -62,7 +62,11 @@ impl Pace {
         Pace {
             few,
             // About eight commits, of 32 to 128 directories.
-            per_commit: if few { FEW } else { n.div_ceil(8).clamp(32, 128) },
+            per_commit: if few {
+                FEW
+            } else {
+                n.div_ceil(8).clamp(32, 128)
+            },
         }
     }
 
@@ -89,29 +93,40 @@ struct Spare {
     fresh: bool,
 }
 
-/// The spares of one batch: handed out for staging, given back after their commit.
+/// The spares of one batch: handed out for staging, queued for the committer once staged,
+/// given back after their commit. One lock and one condition variable for all of it: waking
+/// another thread is a system call, so it happens once per commit, not once per directory.
 struct Spares<'a> {
     root: &'a Path,
+    /// At most this many spares exist at once.
     limit: usize,
+    /// The committer takes this many staged spares at a time.
+    per_commit: usize,
     pool: Mutex<Pool>,
-    /// Signalled when spares come back or the pool closes.
+    /// Signalled when spares come back, a commit's worth is staged, staging ends, or the pool
+    /// closes.
     changed: Condvar,
 }
 
 #[derive(Default)]
 struct Pool {
     free: Vec<Spare>,
-    /// Spares in existence: free, being staged, or waiting for a commit.
+    /// Spares in existence: free, being staged, staged, or waiting for a sync.
     alive: usize,
+    /// Staged spares and the directory each is to become.
+    staged: Vec<(PathBuf, Spare)>,
+    /// Every item is staged (or staging stopped): commit what is left.
+    staging_done: bool,
     /// The committer stopped: nothing will come back.
     closed: bool,
 }
 
 impl<'a> Spares<'a> {
-    fn new(root: &'a Path, limit: usize) -> Self {
+    fn new(root: &'a Path, pace: Pace) -> Self {
         Spares {
             root,
-            limit,
+            limit: pace.spares(),
+            per_commit: pace.per_commit,
             pool: Mutex::new(Pool::default()),
             changed: Condvar::new(),
         }
@@ -164,16 +179,60 @@ impl<'a> Spares<'a> {
         self.changed.notify_all();
     }
 
+    /// Queue a staged spare for the committer. `false` (and the spare is freed) once the pool
+    /// is closed.
+    fn hand_over(&self, dir: PathBuf, spare: Spare) -> bool {
+        let mut pool = self.lock();
+        if pool.closed {
+            pool.free.push(spare);
+            return false;
+        }
+        pool.staged.push((dir, spare));
+        let wake = pool.staged.len() == self.per_commit;
+        drop(pool);
+        if wake {
+            self.changed.notify_all();
+        }
+        true
+    }
+
+    /// The next staged spares to commit: a commit's worth, or what is left once staging is
+    /// done. `None` when nothing is left.
+    fn next_commit(&self) -> Option<Vec<(PathBuf, Spare)>> {
+        let mut pool = self.lock();
+        loop {
+            if pool.staged.len() >= self.per_commit
+                || (pool.staging_done && !pool.staged.is_empty())
+            {
+                // Never more than a commit's worth: the spares this commit leaves waiting for
+                // the next sync must not exceed what `Pace::spares` allows for.
+                let take = pool.staged.len().min(self.per_commit);
+                let rest = pool.staged.split_off(take);
+                return Some(std::mem::replace(&mut pool.staged, rest));
+            }
+            if pool.staging_done {
+                return None;
+            }
+            pool = self.changed.wait(pool).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn staging_done(&self) {
+        self.lock().staging_done = true;
+        self.changed.notify_all();
+    }
+
     fn close(&self) {
         self.lock().closed = true;
         self.changed.notify_all();
     }
 
-    /// Delete every free spare (their content is old or was never swapped in).
+    /// Delete every spare left (their content is old or was never swapped in).
     fn remove_all(self) -> Result<(), IoError> {
         let pool = self.pool.into_inner().unwrap_or_else(|e| e.into_inner());
-        pool.free
-            .par_iter()
+        let staged = pool.staged.iter().map(|(_, spare)| spare);
+        let all: Vec<&Spare> = pool.free.iter().chain(staged).collect();
+        all.par_iter()
             .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
     }
 
@@ -185,7 +244,7 @@ impl<'a> Spares<'a> {
 impl Store {
     /// Replace the directory `dir` with exactly `files`, atomically (see the module docs).
     pub fn swap_dir(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
-        let spares = Spares::new(&self.dir, 1);
+        let spares = Spares::new(&self.dir, Pace::for_items(1));
         let result = (|| -> Result<(), StoreError> {
             let spare = spares.take()?.expect("the pool is open");
             fill(&spare, files, true)?;
@@ -225,21 +284,15 @@ impl Store {
         T: Sync,
         E: From<StoreError> + Send,
     {
-        let spares = Spares::new(&self.dir, pace.spares());
+        let spares = Spares::new(&self.dir, pace);
         let result = std::thread::scope(|scope| -> Result<(), E> {
-            let (staged_tx, staged_rx) = std::sync::mpsc::channel::<(PathBuf, Spare)>();
             let spares = &spares;
             let committer = scope.spawn(move || -> Result<(), StoreError> {
                 let mut commits = Commits::new(self, spares, pace.few);
-                let mut pending = Vec::new();
                 let committed = (|| {
-                    while let Ok(staged) = staged_rx.recv() {
-                        pending.push(staged);
-                        if pending.len() >= pace.per_commit {
-                            commits.commit(std::mem::take(&mut pending))?;
-                        }
+                    while let Some(staged) = spares.next_commit() {
+                        commits.commit(staged)?;
                     }
-                    commits.commit(pending)?;
                     commits.finish()
                 })();
                 // Staging threads waiting for a spare must not wait for a failed committer.
@@ -249,7 +302,7 @@ impl Store {
             // `None`: stopped because the committer failed (its error is the one to report).
             let staged = items
                 .par_iter()
-                .try_for_each_with(staged_tx, |staged_tx, item| -> Result<(), Option<E>> {
+                .try_for_each(|item| -> Result<(), Option<E>> {
                     let (dir, files) = stage(item).map_err(Some)?;
                     let spare = spares
                         .take()
@@ -259,11 +312,9 @@ impl Store {
                         spares.give_back([spare]);
                         return Err(Some(StoreError::from(e).into()));
                     }
-                    staged_tx.send((dir, spare)).map_err(|unsent| {
-                        spares.give_back([unsent.0.1]);
-                        None
-                    })
+                    spares.hand_over(dir, spare).then_some(()).ok_or(None)
                 });
+            spares.staging_done();
             committer
                 .join()
                 .expect("committing does not panic")
@@ -343,14 +394,16 @@ impl<'s> Commits<'s> {
         for (dir, spare) in &staged {
             match swap_in(&spare.path, dir, true) {
                 Ok(Some(path)) => old.push(Spare { path, fresh: false }),
-                Ok(None) => self.spares.gone(1),
+                Ok(None) => {}
                 Err(e) => {
-                    // Whatever happened to the rest, their spares are lost to this batch.
+                    // This and the rest stay on disk for recovery, lost to this batch.
                     self.spares.gone(staged.len() - old.len());
                     return Err(e.into());
                 }
             }
         }
+        // The others became directories that did not exist before.
+        self.spares.gone(staged.len() - old.len());
         if self.few {
             let mut parents: Vec<&Path> = staged.iter().filter_map(|(d, _)| d.parent()).collect();
             parents.push(&self.store.dir);
@@ -569,14 +622,19 @@ mod tests {
         // directory a commit swapped out, recycled.
         let fresh = dirs.iter().filter(|d| !before.contains(&inode(d))).count();
         let bound = pace.spares() + new;
-        assert!(fresh <= bound, "{fresh} fresh directories (at most {bound})");
+        assert!(
+            fresh <= bound,
+            "{fresh} fresh directories (at most {bound})"
+        );
     }
 
     #[test]
     fn a_failing_item_stops_the_batch_and_leaves_no_spares() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
-        let dirs: Vec<PathBuf> = (0..40).map(|i| t.path().join(format!("shared/g{i}"))).collect();
+        let dirs: Vec<PathBuf> = (0..40)
+            .map(|i| t.path().join(format!("shared/g{i}")))
+            .collect();
         for d in &dirs {
             store.swap_dir(d, &files("old")).unwrap();
         }
@@ -596,7 +654,10 @@ mod tests {
         // The others were staged or not when staging stopped: each is entirely old or new.
         for d in &dirs {
             let c = content(d);
-            assert!(c == files_content("old") || c == files_content("new"), "{d:?}: {c:?}");
+            assert!(
+                c == files_content("old") || c == files_content("new"),
+                "{d:?}: {c:?}"
+            );
         }
         assert_eq!(names(t.path()), vec!["shared"], "no spare left");
     }
