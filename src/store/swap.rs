@@ -113,6 +113,8 @@ struct Pool {
     free: Vec<Spare>,
     /// Spares in existence: free, being staged, staged, or waiting for a sync.
     alive: usize,
+    /// Items that have not taken a spare yet.
+    untaken: usize,
     /// Staged spares and the directory each is to become.
     staged: Vec<(PathBuf, Spare)>,
     /// Every item is staged (or staging stopped): commit what is left.
@@ -122,12 +124,15 @@ struct Pool {
 }
 
 impl<'a> Spares<'a> {
-    fn new(root: &'a Path, pace: Pace) -> Self {
+    fn new(root: &'a Path, pace: Pace, items: usize) -> Self {
         Spares {
             root,
             limit: pace.spares(),
             per_commit: pace.per_commit,
-            pool: Mutex::new(Pool::default()),
+            pool: Mutex::new(Pool {
+                untaken: items,
+                ..Pool::default()
+            }),
             changed: Condvar::new(),
         }
     }
@@ -138,6 +143,7 @@ impl<'a> Spares<'a> {
         let mut pool = self.lock();
         loop {
             if let Some(spare) = pool.free.pop() {
+                pool.untaken = pool.untaken.saturating_sub(1);
                 return Ok(Some(spare));
             }
             if pool.closed {
@@ -145,6 +151,7 @@ impl<'a> Spares<'a> {
             }
             if pool.alive < self.limit {
                 pool.alive += 1;
+                pool.untaken = pool.untaken.saturating_sub(1);
                 break;
             }
             pool = self.changed.wait(pool).unwrap_or_else(|e| e.into_inner());
@@ -166,9 +173,19 @@ impl<'a> Spares<'a> {
         Ok(Some(Spare { path, fresh: true }))
     }
 
-    fn give_back(&self, spares: impl IntoIterator<Item = Spare>) {
-        self.lock().free.extend(spares);
+    /// Spares whose content may be overwritten or deleted come back. Those beyond what the
+    /// items still to stage need are deleted now, while staging goes on, not all at the end.
+    fn give_back(&self, spares: impl IntoIterator<Item = Spare>) -> Result<(), IoError> {
+        let mut pool = self.lock();
+        pool.free.extend(spares);
+        let keep = pool.untaken.min(pool.free.len());
+        let surplus = pool.free.split_off(keep);
+        pool.alive -= surplus.len();
+        drop(pool);
         self.changed.notify_all();
+        surplus
+            .par_iter()
+            .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
     }
 
     /// `n` spares became instance directories (or were lost to an error).
@@ -244,7 +261,7 @@ impl<'a> Spares<'a> {
 impl Store {
     /// Replace the directory `dir` with exactly `files`, atomically (see the module docs).
     pub fn swap_dir(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
-        let spares = Spares::new(&self.dir, Pace::for_items(1));
+        let spares = Spares::new(&self.dir, Pace::for_items(1), 1);
         let result = (|| -> Result<(), StoreError> {
             let spare = spares.take()?.expect("the pool is open");
             fill(&spare, files, true)?;
@@ -284,7 +301,7 @@ impl Store {
         T: Sync,
         E: From<StoreError> + Send,
     {
-        let spares = Spares::new(&self.dir, pace);
+        let spares = Spares::new(&self.dir, pace, items.len());
         let result = std::thread::scope(|scope| -> Result<(), E> {
             let spares = &spares;
             let committer = scope.spawn(move || -> Result<(), StoreError> {
@@ -309,7 +326,8 @@ impl Store {
                         .map_err(|e| Some(StoreError::from(e).into()))?
                         .ok_or(None)?;
                     if let Err(e) = fill(&spare, &files, pace.few) {
-                        spares.give_back([spare]);
+                        // Staging stops at this error; a spare not deleted is recovery's job.
+                        let _ = spares.give_back([spare]);
                         return Err(Some(StoreError::from(e).into()));
                     }
                     spares.hand_over(dir, spare).then_some(()).ok_or(None)
@@ -389,7 +407,7 @@ impl<'s> Commits<'s> {
             // Also makes the previous commit's swaps durable.
             self.store.sync_fs()?;
         }
-        self.spares.give_back(std::mem::take(&mut self.unsynced));
+        self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         let mut old = Vec::with_capacity(staged.len());
         for (dir, spare) in &staged {
             match swap_in(&spare.path, dir, true) {
@@ -412,7 +430,7 @@ impl<'s> Commits<'s> {
             for p in parents {
                 fs_util::sync_dir(p)?;
             }
-            self.spares.give_back(old);
+            self.spares.give_back(old)?;
         } else {
             self.unsynced = old;
         }
@@ -423,7 +441,7 @@ impl<'s> Commits<'s> {
     fn finish(mut self) -> Result<(), StoreError> {
         if !self.unsynced.is_empty() {
             self.store.sync_fs()?;
-            self.spares.give_back(std::mem::take(&mut self.unsynced));
+            self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         }
         Ok(())
     }
