@@ -166,12 +166,27 @@ pub fn plan(
 ) -> Result<Plan, PlanError> {
     let closure = dag.closure(targets.iter().cloned());
     let order = dag.topo_order()?;
-    // Read every meta.json up front, in parallel: on a large fleet this is most of the work.
-    let mut metas: BTreeMap<InstanceId, Result<Option<crate::meta::Meta>, StoreError>> = {
+    // Read every meta.json, and look for the declared files, up front and in parallel: on a
+    // large fleet this is most of the work.
+    type Read = (Result<Option<crate::meta::Meta>, StoreError>, Vec<String>);
+    let mut metas: BTreeMap<InstanceId, Read> = {
         use rayon::prelude::*;
         let ids: Vec<&InstanceId> = closure.iter().collect();
         ids.par_iter()
-            .map(|id| ((*id).clone(), store.read_meta(id)))
+            .map(|id| {
+                let meta = store.read_meta(id);
+                let absent = match meta {
+                    Ok(Some(_)) => config
+                        .generator(id)
+                        .files
+                        .iter()
+                        .filter(|(name, def)| !store.file_path(id, name, def.secret).is_file())
+                        .map(|(name, _)| name.clone())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                ((*id).clone(), (meta, absent))
+            })
             .collect::<Vec<_>>()
             .into_iter()
             .collect()
@@ -185,13 +200,13 @@ pub fn plan(
     for id in order.into_iter().filter(|i| closure.contains(i)) {
         let generator = config.generator(&id);
         let mut reasons = Vec::new();
-        let meta = match metas
+        let (meta, absent) = metas
             .remove(&id)
-            .expect("every instance of the closure was read")
-        {
+            .expect("every instance of the closure was read");
+        let meta = match meta {
             Ok(Some(m)) => {
-                read.insert(id.clone(), m.clone());
-                Some(m)
+                read.insert(id.clone(), m);
+                read.get(&id)
             }
             Ok(None) => None,
             Err(StoreError::BadMeta { reason, .. }) => {
@@ -212,7 +227,7 @@ pub fn plan(
             Some(meta) => {
                 for (name, def) in &generator.files {
                     let recorded = meta.files.get(name);
-                    let present = store.file_path(&id, name, def.secret).is_file();
+                    let present = !absent.contains(name);
                     if !present || recorded.is_none_or(|r| r.secret != def.secret) {
                         reasons.push(Reason::MissingFile { file: name.clone() });
                     }
