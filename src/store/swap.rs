@@ -41,16 +41,16 @@ pub(crate) const OLD: &str = "old";
 /// Suffix of a directory being removed: `.D.removing`.
 pub(crate) const REMOVING: &str = "removing";
 
-/// Up to this many directories are made durable file by file; more with one `syncfs`, which
-/// also flushes whatever else is dirty on the file system but costs the same for 10 or 10,000
-/// files.
+/// Up to this many directories are made durable file by file and committed at once; more
+/// with one `syncfs` per commit, which also flushes whatever else is dirty on the file system
+/// but costs about the same for 10 or 10,000 files.
 const FEW: usize = 32;
 
 /// How a batch is committed.
 #[derive(Debug, Clone, Copy)]
 struct Pace {
-    /// Sync file by file, and commit everything at once.
-    few: bool,
+    /// Sync file by file (fsync of each file and directory) instead of the whole file system.
+    sync_each: bool,
     /// Directories per commit (one sync each: a sync costs about the same for ten directories
     /// or hundreds, and it waits for the disk while staging goes on).
     per_commit: usize,
@@ -60,7 +60,8 @@ impl Pace {
     fn for_items(n: usize) -> Self {
         let few = n <= FEW;
         Pace {
-            few,
+            // syncfs(2) is Linux's; elsewhere `sync` only schedules the writes.
+            sync_each: few || !cfg!(target_os = "linux"),
             // About eight commits, of 32 to 128 directories.
             per_commit: if few {
                 FEW
@@ -75,11 +76,7 @@ impl Pace {
     /// commit's worth being staged, and one per staging thread. Never less, or staging could
     /// wait for spares only a commit it cannot complete would free.
     fn spares(self) -> usize {
-        if self.few {
-            usize::MAX
-        } else {
-            2 * self.per_commit + rayon::current_num_threads() + 1
-        }
+        2 * self.per_commit + rayon::current_num_threads() + 1
     }
 }
 
@@ -305,7 +302,7 @@ impl Store {
         let result = std::thread::scope(|scope| -> Result<(), E> {
             let spares = &spares;
             let committer = scope.spawn(move || -> Result<(), StoreError> {
-                let mut commits = Commits::new(self, spares, pace.few);
+                let mut commits = Commits::new(self, spares, pace.sync_each);
                 let committed = (|| {
                     while let Some(staged) = spares.next_commit() {
                         commits.commit(staged)?;
@@ -325,7 +322,7 @@ impl Store {
                         .take()
                         .map_err(|e| Some(StoreError::from(e).into()))?
                         .ok_or(None)?;
-                    if let Err(e) = fill(&spare, &files, pace.few) {
+                    if let Err(e) = fill(&spare, &files, pace.sync_each) {
                         // Staging stops at this error; a spare not deleted is recovery's job.
                         let _ = spares.give_back([spare]);
                         return Err(Some(StoreError::from(e).into()));
@@ -347,6 +344,7 @@ impl Store {
     }
 
     /// Flush everything written to the store's file system (syncfs(2)).
+    #[cfg(target_os = "linux")]
     fn sync_fs(&self) -> Result<(), StoreError> {
         let dir = File::open(&self.dir).at("open", &self.dir)?;
         rustix::fs::syncfs(&dir).map_err(|e| IoError {
@@ -355,6 +353,12 @@ impl Store {
             source: e.into(),
         })?;
         Ok(())
+    }
+
+    /// Off Linux every commit is synced file by file ([`Pace::for_items`]).
+    #[cfg(not(target_os = "linux"))]
+    fn sync_fs(&self) -> Result<(), StoreError> {
+        unreachable!("batches are synced file by file where syncfs(2) does not exist")
     }
 
     /// Remove a directory atomically: renamed to `.D.removing` first, so a crash never leaves
@@ -377,19 +381,19 @@ impl Store {
 struct Commits<'s> {
     store: &'s Store,
     spares: &'s Spares<'s>,
-    /// Sync file by file (a few directories) rather than the whole file system.
-    few: bool,
+    /// Sync file by file rather than the whole file system.
+    sync_each: bool,
     /// Spares holding old content whose swap is not durable yet: the next commit's sync makes
     /// it so, and only then may they be overwritten or deleted.
     unsynced: Vec<Spare>,
 }
 
 impl<'s> Commits<'s> {
-    fn new(store: &'s Store, spares: &'s Spares<'s>, few: bool) -> Self {
+    fn new(store: &'s Store, spares: &'s Spares<'s>, sync_each: bool) -> Self {
         Commits {
             store,
             spares,
-            few,
+            sync_each,
             unsynced: Vec::new(),
         }
     }
@@ -399,7 +403,7 @@ impl<'s> Commits<'s> {
         if staged.is_empty() {
             return Ok(());
         }
-        if self.few {
+        if self.sync_each {
             for (_, spare) in &staged {
                 fs_util::sync_dir(&spare.path)?;
             }
@@ -422,7 +426,7 @@ impl<'s> Commits<'s> {
         }
         // The others became directories that did not exist before.
         self.spares.gone(staged.len() - old.len());
-        if self.few {
+        if self.sync_each {
             let mut parents: Vec<&Path> = staged.iter().filter_map(|(d, _)| d.parent()).collect();
             parents.push(&self.store.dir);
             parents.sort();
@@ -618,7 +622,7 @@ mod tests {
         let before: std::collections::BTreeSet<u64> =
             dirs[new..].iter().map(|d| inode(d)).collect();
         let pace = Pace {
-            few: false,
+            sync_each: false,
             per_commit: 8,
         };
         store
