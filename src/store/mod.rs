@@ -3,7 +3,7 @@
 //! lock that keeps two `vars` processes from writing at once.
 //!
 //! How instance directories are replaced atomically, and how [`Store::recover`] repairs what
-//! a crash interrupted, is in [`swap`].
+//! a crash interrupted, is described in `src/store/swap.rs`.
 
 use std::fs::{self, File};
 use std::path::PathBuf;
