@@ -4,18 +4,20 @@
 //! The protocol, for a directory `D`:
 //! 1. the new files are written into a *spare*, a directory `.vars-swap-N` at the store root
 //!    that holds nothing live;
-//! 2. they are made durable: an fsync per file and of the spare, or one `syncfs` for a batch;
+//! 2. they are made durable: an fsync per file and of the spare, or one `syncfs` per commit of
+//!    a large batch;
 //! 3. `renameat2(spare, D, RENAME_EXCHANGE)` (`RENAME_SWAP` on macOS) puts the new content at
 //!    `D` and the old content in the spare, in one atomic step; a new `D` is a plain rename. On
 //!    a file system that cannot exchange, `D` is renamed to `.D.old` and the spare to `D`;
-//! 4. the swap is made durable (fsync of both parents, or `syncfs`); only then is the spare,
-//!    which now holds the old content, reused or deleted.
+//! 4. the swap is made durable (fsync of both parents, or the next commit's `syncfs`); only
+//!    then is the spare, which now holds the old content, reused or deleted.
 //!
-//! A large batch is committed a few hundred directories at a time, and the spares one commit
-//! swapped out are the staging directories of later ones: their files are overwritten in
-//! place, so a rekey of a whole store creates and deletes only about two commits' worth of
-//! files, whatever its size (creating and freeing thousands of inodes is what makes a naive
-//! rotation slow on some file systems).
+//! A large batch is staged in parallel and committed up to 128 directories at a time by a
+//! committer thread, so encryption never waits for the disk. The spares one commit swapped
+//! out are the staging directories of later ones: their files are overwritten in place, so a
+//! rekey of a whole store creates and deletes about two commits' worth of directories,
+//! whatever its size (creating and freeing thousands of inodes is what makes a naive rotation
+//! slow on some file systems).
 //!
 //! [`Store::recover`] needs only three rules: a spare is deleted; a `.D.old` beside `D` is
 //! deleted, and without `D` it is moved back (a fallback swap interrupted between its two
@@ -71,10 +73,11 @@ impl Pace {
         }
     }
 
-    /// At most this many spares exist at once (so at most this many directories are ever
-    /// created): a commit's worth waiting for the sync that makes their swaps durable, a
-    /// commit's worth being staged, and one per staging thread. Never less, or staging could
-    /// wait for spares only a commit it cannot complete would free.
+    /// At most this many spares exist at once: a commit's worth waiting for the sync that makes
+    /// their swaps durable, a commit's worth being staged, and one per staging thread. Never
+    /// less, or staging could wait for spares only a commit it cannot complete would free.
+    /// (Rekeying existing instances thus creates at most this many directories; each new
+    /// instance takes one more, as it keeps its spare.)
     fn spares(self) -> usize {
         2 * self.per_commit + rayon::current_num_threads() + 1
     }
