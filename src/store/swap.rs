@@ -692,6 +692,41 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_commit_stops_staging_without_deadlock() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().to_path_buf();
+        // Every target's parent is a file: the first commit fails while staging threads wait
+        // for spares only commits would free.
+        fs::write(root.join("blocker"), "not a directory").unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let worker_root = root.clone();
+        std::thread::spawn(move || {
+            let store = Store::new(&worker_root);
+            let dirs: Vec<PathBuf> = (0..200)
+                .map(|i| worker_root.join(format!("blocker/g{i}")))
+                .collect();
+            let pace = Pace {
+                sync_each: false,
+                per_commit: 4,
+            };
+            let result = store.swap_paced(
+                &dirs,
+                |d| -> Result<_, StoreError> { Ok((d.clone(), files("x"))) },
+                pace,
+            );
+            done_tx.send(result.map_err(|e| e.to_string())).unwrap();
+        });
+        let result = done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("swap_paced returned (no deadlock)");
+        let err = result.unwrap_err();
+        assert!(err.contains("blocker"), "{err}");
+        // What the failure left behind is only spares, which recovery removes.
+        Store::new(&root).recover().unwrap();
+        assert_eq!(names(&root), vec!["blocker"]);
+    }
+
+    #[test]
     fn fallback_without_exchange_swaps_and_recycles() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
