@@ -178,6 +178,11 @@ impl<'a> Spares<'a> {
         pool.alive -= surplus.len();
         drop(pool);
         self.changed.notify_all();
+        if surplus.is_empty() {
+            // Not even an empty parallel loop: from the committer thread it would wake the
+            // global rayon pool, whose threads spin for a while, taking CPU from the staging.
+            return Ok(());
+        }
         surplus
             .par_iter()
             .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
