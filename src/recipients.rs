@@ -166,3 +166,54 @@ impl<'a> RecipientIndex<'a> {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAYA: &str = "age1h67d2pfa275fpg5c940mzzadc8r7t7ss3yk2gkf67xr089kxs5eqxajwvs";
+
+    fn darwin2() -> Config {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        crate::model::load(&root.join("testdata/fleets/darwin2/vars.yaml")).unwrap()
+    }
+
+    fn set(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn describe_names_owners_in_principal_order_then_unknown_keys() {
+        let config = darwin2();
+        let index = RecipientIndex::new(&config, "age1vault");
+        let air13 = config.machines["air13"].recipients[0].clone();
+        let seth_ssh = config.users["seth"].recipients[1].clone();
+        let names = index.describe(&set(&["age1nobody", &seth_ssh, &air13, "age1vault"]), None);
+        assert_eq!(
+            names,
+            [
+                "vault",
+                "machine air13",
+                "user seth",
+                "unknown recipient age1nobody…"
+            ]
+        );
+        assert!(index.describe(&BTreeSet::new(), None).is_empty());
+    }
+
+    #[test]
+    fn describe_among_names_only_the_principals_that_read_the_file() {
+        let config = darwin2();
+        // A key two principals share: the vault recipient is maya's too.
+        let index = RecipientIndex::new(&config, MAYA);
+        assert_eq!(index.describe(&set(&[MAYA]), None), ["vault", "user maya"]);
+        let maya = BTreeSet::from([Principal::User("maya".into())]);
+        assert_eq!(index.describe(&set(&[MAYA]), Some(&maya)), ["user maya"]);
+        // Owned, but by nobody among the readers: reported as unknown.
+        let seth = BTreeSet::from([Principal::User("seth".into())]);
+        assert_eq!(
+            index.describe(&set(&[MAYA]), Some(&seth)),
+            ["unknown recipient age1h67d2pfa275fpg5c940m…"]
+        );
+    }
+}
