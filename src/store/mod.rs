@@ -256,6 +256,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn gitignore_is_ours_to_update_but_not_the_users() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path());
+        let path = t.path().join(".gitignore");
+        fs::write(&path, "# written by vars: older patterns\n.*.staging\n").unwrap();
+        drop(store.lock().unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), GITIGNORE);
+        fs::write(&path, "mine\n").unwrap();
+        drop(store.lock().unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "mine\n");
+    }
+
+    #[test]
     fn second_lock_fails() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
