@@ -261,14 +261,13 @@ impl Ctx<'_> {
         }
     }
 
+    /// Encrypt a secret of instance `id` to `recipients` (from [`recipients::recipients_for`]).
     fn encrypt(
         &self,
         id: &InstanceId,
-        file: &str,
+        recipients: &[String],
         plaintext: &SecretBytes,
-    ) -> Result<(Vec<u8>, Vec<String>), GenerateError> {
-        let def = &self.config.generator(id).files[file];
-        let recipients = recipients::recipients_for(self.config, id, def, self.vault);
+    ) -> Result<Vec<u8>, GenerateError> {
         // The vault's stanza goes first: an admin (or rekey) unwrapping with the vault key
         // then finds its stanza on the first try instead of testing every host's.
         let mut refs: Vec<&Recipient> = Vec::with_capacity(recipients.len());
@@ -279,8 +278,7 @@ impl Ctx<'_> {
                 .filter(|r| r.as_str() != self.vault)
                 .map(|r| &self.parsed[r]),
         );
-        let ct = crypto::encrypt(plaintext, &refs, self.armor).map_err(self.crypto_err(id))?;
-        Ok((ct, recipients))
+        crypto::encrypt(plaintext, &refs, self.armor).map_err(self.crypto_err(id))
     }
 
     /// The `$in` files of an instance: dependency outputs, secrets decrypted with the vault.
@@ -371,7 +369,8 @@ impl Ctx<'_> {
                 .remove(name)
                 .expect("the sandbox verified every declared output");
             if def.secret {
-                let (ct, recipients) = self.encrypt(id, name, &bytes)?;
+                let recipients = recipients::recipients_for(self.config, id, def, self.vault);
+                let ct = self.encrypt(id, &recipients, &bytes)?;
                 staged.push(StagedFile {
                     name: format!("{name}.age"),
                     bytes: ct,
@@ -481,8 +480,8 @@ impl Ctx<'_> {
                             None => self.vault_ids.decrypt(&raw),
                         }
                         .map_err(self.crypto_err(id))?;
-                        let (ct, recipients) = self.encrypt(id, f, &plain)?;
-                        entry.recipients = Some(recipients);
+                        let ct = self.encrypt(id, &want, &plain)?;
+                        entry.recipients = Some(want);
                         entry.readers = Some(recipients::reader_labels(self.config, id, def));
                         ct
                     }
