@@ -3,12 +3,18 @@
 //! decrypting (for `vars check`).
 //!
 //! Callers hold plaintext in [`SecretBytes`]; nothing here logs or formats content.
+//!
+//! `X25519` and `ssh-ed25519` stanzas are computed by [`curve`] (the same stanzas as the age
+//! crate's, with less arithmetic); ssh-rsa, plugins and admin identities go through age itself.
+
+mod curve;
 
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
+use zeroize::Zeroizing;
 
 use crate::fs_util::{self, IoError};
 use crate::secret::SecretBytes;
@@ -48,8 +54,9 @@ pub struct Recipient {
 }
 
 enum RecipientKind {
-    X25519(age::x25519::Recipient),
-    Ssh(age::ssh::Recipient),
+    X25519(curve::X25519Recipient),
+    SshEd25519(curve::SshEd25519Recipient),
+    SshRsa(age::ssh::Recipient),
     Plugin(age::plugin::Recipient),
 }
 
@@ -57,14 +64,19 @@ impl Recipient {
     /// Parse `age1…`, `ssh-ed25519 …`, `ssh-rsa …` or a plugin recipient (`age1yubikey1…`).
     pub fn parse(text: &str) -> Result<Self, CryptoError> {
         let text = text.trim();
+        let bad = |reason: &str| CryptoError::BadRecipient {
+            reason: reason.to_owned(),
+        };
         let inner = if text.starts_with("ssh-") {
-            RecipientKind::Ssh(age::ssh::Recipient::from_str(text).map_err(|e| {
-                CryptoError::BadRecipient {
-                    reason: format!("{e:?}"),
-                }
-            })?)
-        } else if let Ok(r) = age::x25519::Recipient::from_str(text) {
-            RecipientKind::X25519(r)
+            match age::ssh::Recipient::from_str(text).map_err(|e| bad(&format!("{e:?}")))? {
+                age::ssh::Recipient::SshEd25519(wire, point) => RecipientKind::SshEd25519(
+                    curve::SshEd25519Recipient::new(&wire, point).map_err(bad)?,
+                ),
+                rsa @ age::ssh::Recipient::SshRsa(..) => RecipientKind::SshRsa(rsa),
+            }
+        } else if age::x25519::Recipient::from_str(text).is_ok() {
+            let public = bech32_bytes(text).ok_or_else(|| bad("not bech32"))?;
+            RecipientKind::X25519(curve::X25519Recipient::new(*public).map_err(bad)?)
         } else if text.starts_with("age1") {
             match age::plugin::Recipient::from_str(text) {
                 Ok(r) => RecipientKind::Plugin(r),
@@ -94,10 +106,34 @@ impl Recipient {
     /// base64 encoded; `None` for recipients whose stanzas do not name them.
     pub fn ssh_tag(&self) -> Option<String> {
         match &self.inner {
-            RecipientKind::Ssh(_) => ssh_tag_of(&self.text),
+            RecipientKind::SshEd25519(_) | RecipientKind::SshRsa(_) => ssh_tag_of(&self.text),
             _ => None,
         }
     }
+}
+
+/// The 32 bytes of a bech32 key (`age1…`, `AGE-SECRET-KEY-1…`) the age crate has accepted.
+fn bech32_bytes(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+    age_core::primitives::bech32_decode(
+        text,
+        |_| (),
+        |_| Ok(()),
+        |_, bytes| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            let mut n = 0;
+            for b in bytes {
+                *out.get_mut(n).ok_or(())? = b;
+                n += 1;
+            }
+            if n == 32 { Ok(out) } else { Err(()) }
+        },
+    )
+    .ok()
+}
+
+/// The secret scalar of an age X25519 identity.
+fn secret_bytes(identity: &age::x25519::Identity) -> Option<Zeroizing<[u8; 32]>> {
+    bech32_bytes(identity.to_string().expose_secret())
 }
 
 /// age's ssh stanza tag: the first 4 bytes of SHA-256 of the ssh wire-format public key.
@@ -121,7 +157,8 @@ pub fn encrypt(
     for r in recipients {
         match &r.inner {
             RecipientKind::X25519(x) => natives.push(x),
-            RecipientKind::Ssh(s) => natives.push(s),
+            RecipientKind::SshEd25519(s) => natives.push(s),
+            RecipientKind::SshRsa(s) => natives.push(s),
             RecipientKind::Plugin(p) => plugin_recipients.push(p.clone()),
         }
     }
@@ -233,7 +270,7 @@ impl Identities {
 
     /// Add an X25519 identity held in memory (the unwrapped vault key).
     pub fn add_vault(&mut self, vault: &VaultKey) {
-        self.inner.push(Box::new(vault.identity.clone()));
+        self.inner.push(Box::new(vault.unwrapper.clone()));
         self.sources.push("the vault key".into());
     }
 
@@ -262,14 +299,22 @@ impl Identities {
 /// The store's vault key: an X25519 identity every secret is also encrypted to (DESIGN §4).
 pub struct VaultKey {
     identity: age::x25519::Identity,
+    /// The same key, unwrapping stanzas through [`curve`].
+    unwrapper: curve::X25519Identity,
 }
 
 impl VaultKey {
+    fn new(identity: age::x25519::Identity) -> Self {
+        let secret = secret_bytes(&identity).expect("an age identity is 32 bytes of bech32");
+        VaultKey {
+            unwrapper: curve::X25519Identity::new(secret),
+            identity,
+        }
+    }
+
     /// A fresh random vault key.
     pub fn generate() -> Self {
-        VaultKey {
-            identity: age::x25519::Identity::generate(),
-        }
+        Self::new(age::x25519::Identity::generate())
     }
 
     /// Parse the identity text as stored inside `keys/vault.age`.
@@ -282,7 +327,7 @@ impl VaultKey {
             .ok_or_else(|| CryptoError::Decrypt("keys/vault.age holds no AGE-SECRET-KEY".into()))?;
         let identity = age::x25519::Identity::from_str(line.trim())
             .map_err(|e| CryptoError::Decrypt(format!("the vault key is malformed: {e}")))?;
-        Ok(VaultKey { identity })
+        Ok(Self::new(identity))
     }
 
     /// The identity as an age identity file, to be encrypted into `keys/vault.age`.
@@ -569,6 +614,18 @@ mod tests {
         );
         for bad in ["", "hello", "age1xyz", "ssh-ed25519 AAAA"] {
             assert!(Recipient::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn low_order_keys_are_refused_though_age_accepts_them() {
+        for zero_or_one in [
+            "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z",
+            "age1qyqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqj7vrya",
+        ] {
+            assert!(age::x25519::Recipient::from_str(zero_or_one).is_ok());
+            let err = Recipient::parse(zero_or_one).err().expect("refused");
+            assert!(err.to_string().contains("low-order"), "{err}");
         }
     }
 
