@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::crypto::{self, Recipient};
+use crate::crypto;
 use crate::dag::Dag;
 use crate::manifest;
 use crate::meta;
@@ -116,7 +116,19 @@ pub fn check(
         Err(PlanError::VaultMissing { .. }) => return Ok(findings),
         Err(e) => return Err(e),
     };
-    for p in &plan.instances {
+    // Every ciphertext's header is read once, in parallel (the only per-file work).
+    let tags = SshTags::new(config);
+    let mismatches: Vec<Vec<Finding>> = {
+        use rayon::prelude::*;
+        plan.instances
+            .par_iter()
+            .map(|p| match (&p.action, plan.metas.get(&p.id)) {
+                (Action::Generate { .. }, _) | (_, None) => Vec::new(),
+                (_, Some(meta)) => ciphertext_mismatches(store, p, meta, &tags),
+            })
+            .collect()
+    };
+    for (p, mismatches) in plan.instances.iter().zip(mismatches) {
         let subject = p.instance.clone();
         match &p.action {
             Action::UpToDate => {}
@@ -168,54 +180,7 @@ pub fn check(
                 message: "the generator definition changed since generation; not regenerated (vars generate --regenerate to rotate)".into(),
             });
         }
-        if let Action::Generate { .. } = p.action {
-            continue;
-        }
-        // The ciphertext must match what meta.json says: one stanza per recipient, and the
-        // ssh stanzas' key tags must be those of the recorded ssh recipients.
-        let Ok(Some(m)) = store.read_meta(&p.id) else {
-            continue;
-        };
-        for (name, f) in m.files.iter().filter(|(_, f)| f.secret) {
-            let path = store.file_path(&p.id, name, true);
-            let detail = match std::fs::read(&path) {
-                Err(e) => Some(format!("cannot read {}: {e}", path.display())),
-                Ok(bytes) => match crypto::header_stanzas(&bytes) {
-                    Err(e) => Some(format!("{name}.age: {e}")),
-                    Ok(stanzas) => {
-                        let recorded = f.recipients.clone().unwrap_or_default();
-                        let mut want_tags: Vec<String> = recorded
-                            .iter()
-                            .filter_map(|r| Recipient::parse(r).ok()?.ssh_tag())
-                            .collect();
-                        let mut have_tags: Vec<String> = stanzas
-                            .iter()
-                            .filter(|s| s.kind.starts_with("ssh-"))
-                            .filter_map(|s| s.first_arg.clone())
-                            .collect();
-                        want_tags.sort();
-                        have_tags.sort();
-                        let real = stanzas.len();
-                        if real != recorded.len() || want_tags != have_tags {
-                            Some(format!(
-                                "{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it",
-                                recorded.len()
-                            ))
-                        } else {
-                            None
-                        }
-                    }
-                },
-            };
-            if let Some(message) = detail {
-                findings.push(Finding {
-                    severity: Severity::Error,
-                    kind: "damaged".into(),
-                    subject: subject.clone(),
-                    message,
-                });
-            }
-        }
+        findings.extend(mismatches);
     }
     // Instance directories nothing declares any more (a generator unassigned, a machine
     // removed): their secrets are still readable by whoever they were encrypted to.
@@ -232,7 +197,7 @@ pub fn check(
             }
         }
     }
-    for m in manifest::build_all(config, store)? {
+    for m in manifest::build_from(config, &plan.metas) {
         if machine.is_some_and(|want| m.kind != "machine" || m.name != want) {
             continue;
         }
@@ -258,6 +223,82 @@ pub fn check(
         }
     }
     Ok(findings)
+}
+
+/// The ssh key tags of the declared ssh recipients (what their stanzas are labelled with).
+struct SshTags(std::collections::HashMap<String, String>);
+
+impl SshTags {
+    fn new(config: &Config) -> Self {
+        let texts = config
+            .machines
+            .values()
+            .flat_map(|m| &m.recipients)
+            .chain(config.users.values().flat_map(|u| &u.recipients));
+        SshTags(
+            texts
+                .filter_map(|r| Some((r.clone(), crypto::ssh_tag(r)?)))
+                .collect(),
+        )
+    }
+
+    /// The tag of an ssh recipient, also one no longer declared.
+    fn of(&self, recipient: &str) -> Option<String> {
+        self.0
+            .get(recipient)
+            .cloned()
+            .or_else(|| crypto::ssh_tag(recipient))
+    }
+}
+
+/// The secrets of an instance whose ciphertext does not match what meta.json says: one stanza
+/// per recipient, and the ssh stanzas' key tags those of the recorded ssh recipients.
+fn ciphertext_mismatches(
+    store: &Store,
+    p: &plan::InstancePlan,
+    meta: &meta::Meta,
+    tags: &SshTags,
+) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (name, f) in meta.files.iter().filter(|(_, f)| f.secret) {
+        let path = store.file_path(&p.id, name, true);
+        let detail = match std::fs::read(&path) {
+            Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+            Ok(bytes) => match crypto::header_stanzas(&bytes) {
+                Err(e) => Some(format!("{name}.age: {e}")),
+                Ok(stanzas) => {
+                    let recorded = f.recipients.as_deref().unwrap_or_default();
+                    let mut want_tags: Vec<String> =
+                        recorded.iter().filter_map(|r| tags.of(r)).collect();
+                    let mut have_tags: Vec<String> = stanzas
+                        .iter()
+                        .filter(|s| s.kind.starts_with("ssh-"))
+                        .filter_map(|s| s.first_arg.clone())
+                        .collect();
+                    want_tags.sort();
+                    have_tags.sort();
+                    let real = stanzas.len();
+                    if real != recorded.len() || want_tags != have_tags {
+                        Some(format!(
+                            "{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it",
+                            recorded.len()
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            },
+        };
+        if let Some(message) = detail {
+            findings.push(Finding {
+                severity: Severity::Error,
+                kind: "damaged".into(),
+                subject: p.instance.clone(),
+                message,
+            });
+        }
+    }
+    findings
 }
 
 /// `machines/<m>/<gen>`, `users/<u>/<gen>` and `shared/<gen>` directories present in the store.

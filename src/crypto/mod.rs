@@ -106,7 +106,7 @@ impl Recipient {
     /// base64 encoded; `None` for recipients whose stanzas do not name them.
     pub fn ssh_tag(&self) -> Option<String> {
         match &self.inner {
-            RecipientKind::SshEd25519(_) | RecipientKind::SshRsa(_) => ssh_tag_of(&self.text),
+            RecipientKind::SshEd25519(_) | RecipientKind::SshRsa(_) => ssh_tag(&self.text),
             _ => None,
         }
     }
@@ -136,8 +136,13 @@ fn secret_bytes(identity: &age::x25519::Identity) -> Option<Zeroizing<[u8; 32]>>
     bech32_bytes(identity.to_string().expose_secret())
 }
 
-/// age's ssh stanza tag: the first 4 bytes of SHA-256 of the ssh wire-format public key.
-fn ssh_tag_of(text: &str) -> Option<String> {
+/// age's ssh stanza tag for an `ssh-…` recipient: the first 4 bytes of SHA-256 of the ssh
+/// wire-format public key, base64 encoded; `None` for other recipients. Cheaper than
+/// [`Recipient::parse`] followed by [`Recipient::ssh_tag`]: nothing but the hash.
+pub fn ssh_tag(text: &str) -> Option<String> {
+    if !text.trim_start().starts_with("ssh-") {
+        return None;
+    }
     use base64::Engine as _;
     use sha2::Digest as _;
     let b64 = text.split_whitespace().nth(1)?;

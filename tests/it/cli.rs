@@ -213,3 +213,52 @@ fn undeclared_instances_left_in_the_store_are_reported() {
         .collect();
     assert_eq!(orphans, vec!["users/ada/age-identity"], "{json}");
 }
+
+/// `check` reports missing and outdated manifests; `check --machine` only what that machine
+/// receives.
+#[test]
+fn check_reports_manifests_and_machine_narrows_it() {
+    if !common::require_tool("bwrap", "apt-get install bubblewrap") {
+        return;
+    }
+    let env = crate::fleets::generated("mesh17");
+    let manifest = |m: &str| env.store().join(format!("machines/{m}/manifest.json"));
+    std::fs::remove_file(manifest("cortex-beta")).unwrap();
+    let edited = std::fs::read_to_string(manifest("cortex-gamma"))
+        .unwrap()
+        .replacen('{', "{\"x\": 1, ", 1);
+    std::fs::write(manifest("cortex-gamma"), edited).unwrap();
+    let findings = |args: &[&str]| -> Vec<(String, String, String)> {
+        let out = env.vars(args);
+        assert_eq!(out.status.code(), Some(3), "{}", common::stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap().to_owned();
+                (s("kind"), s("subject"), s("message"))
+            })
+            .collect()
+    };
+    let all = findings(&["check", "--json"]);
+    let manifest_finding = |m: &str, what: &str| {
+        (
+            "manifest-outdated".to_owned(),
+            format!("machines/{m}/manifest.json"),
+            format!("{what}: run vars generate"),
+        )
+    };
+    assert_eq!(
+        all,
+        vec![
+            manifest_finding("cortex-beta", "missing"),
+            manifest_finding("cortex-gamma", "out of date"),
+        ]
+    );
+    let beta = findings(&["check", "--machine", "cortex-beta", "--json"]);
+    assert_eq!(beta, vec![manifest_finding("cortex-beta", "missing")]);
+    let out = env.vars(&["check", "--machine", "cortex-alpha"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+}
