@@ -69,12 +69,15 @@ impl Pace {
     }
 
     /// At most this many spares exist at once: a commit's worth waiting for the sync that makes
-    /// their swaps durable, a commit's worth being staged, and one per staging thread. Never
-    /// less, or staging could wait for spares only a commit it cannot complete would free.
+    /// their swaps durable, a commit's worth being committed, a commit's worth staged for the
+    /// next one, one per staging thread, and a commit's worth of slack so that staging goes on
+    /// while the committer waits for a sync or for a core. Never less than two commits' worth
+    /// and a thread, or staging could wait for spares only a commit it cannot complete would
+    /// free; with two, the staging threads of a rotation spent a fifth of their time waiting.
     /// (Rekeying existing instances thus creates at most this many directories; each new
     /// instance takes one more, as it keeps its spare.)
     fn spares(self) -> usize {
-        2 * self.per_commit + rayon::current_num_threads() + 1
+        4 * self.per_commit + rayon::current_num_threads() + 1
     }
 }
 
