@@ -82,20 +82,32 @@ impl Ephemeral {
     }
 }
 
-/// A stanza's wrapped file key: ChaCha20-Poly1305 under HKDF-SHA-256(shared secret, salt =
-/// ephemeral share ‖ recipient, info = `label`).
-fn wrap(
+/// The stanza `-> tag args… share`, whose body is the file key under ChaCha20-Poly1305 keyed
+/// with HKDF-SHA-256(shared secret, salt = ephemeral share ‖ recipient, info = `label`).
+fn stanza(
+    tag: &str,
+    mut args: Vec<String>,
     label: &[u8],
     shared: &MontgomeryPoint,
-    share: &[u8; 32],
+    ephemeral: &Ephemeral,
     recipient: &MontgomeryPoint,
     file_key: &FileKey,
-) -> Result<Vec<u8>, EncryptError> {
+) -> Result<(Vec<Stanza>, HashSet<String>), EncryptError> {
     if bool::from(shared.ct_eq(&MontgomeryPoint([0; 32]))) {
         return Err(EncryptError::Io(io::Error::other(LOW_ORDER)));
     }
-    let key = Zeroizing::new(hkdf(&salt(share, recipient), label, shared.as_bytes()));
-    Ok(aead_encrypt(&key, file_key.expose_secret()))
+    let key = Zeroizing::new(hkdf(
+        &salt(&ephemeral.share, recipient),
+        label,
+        shared.as_bytes(),
+    ));
+    args.push(STANDARD_NO_PAD.encode(ephemeral.share));
+    let stanza = Stanza {
+        tag: tag.to_owned(),
+        args,
+        body: aead_encrypt(&key, file_key.expose_secret()),
+    };
+    Ok((vec![stanza], HashSet::new()))
 }
 
 fn salt(share: &[u8; 32], recipient: &MontgomeryPoint) -> [u8; 64] {
@@ -140,19 +152,15 @@ impl age::Recipient for X25519Recipient {
     ) -> Result<(Vec<Stanza>, HashSet<String>), EncryptError> {
         let ephemeral = Ephemeral::new()?;
         let shared = self.shared_secret(&ephemeral.secret);
-        let body = wrap(
+        stanza(
+            X25519_TAG,
+            Vec::new(),
             X25519_LABEL,
             &shared,
-            &ephemeral.share,
+            &ephemeral,
             &self.public,
             file_key,
-        )?;
-        let stanza = Stanza {
-            tag: X25519_TAG.to_owned(),
-            args: vec![STANDARD_NO_PAD.encode(ephemeral.share)],
-            body,
-        };
-        Ok((vec![stanza], HashSet::new()))
+        )
     }
 }
 
@@ -195,19 +203,15 @@ impl age::Recipient for SshEd25519Recipient {
             Scalar::from_bytes_mod_order(clamp_integer(*ephemeral.secret)) * *self.tweak,
         );
         let shared = Zeroizing::new((self.point * *scalar).to_montgomery());
-        let body = wrap(
+        stanza(
+            SSH_ED25519_TAG,
+            vec![self.tag.clone()],
             SSH_ED25519_LABEL,
             &shared,
-            &ephemeral.share,
+            &ephemeral,
             &self.public,
             file_key,
-        )?;
-        let stanza = Stanza {
-            tag: SSH_ED25519_TAG.to_owned(),
-            args: vec![self.tag.clone(), STANDARD_NO_PAD.encode(ephemeral.share)],
-            body,
-        };
-        Ok((vec![stanza], HashSet::new()))
+        )
     }
 }
 
