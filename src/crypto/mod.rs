@@ -4,7 +4,7 @@
 //!
 //! Callers hold plaintext in [`SecretBytes`]; nothing here logs or formats content.
 //!
-//! `X25519` and `ssh-ed25519` stanzas are computed by [`curve`] (the same stanzas as the age
+//! `X25519` and `ssh-ed25519` stanzas are computed by `crypto/curve.rs` (the same stanzas as the age
 //! crate's, with less arithmetic); ssh-rsa, plugins and admin identities go through age itself.
 
 mod curve;
@@ -304,7 +304,7 @@ impl Identities {
 /// The store's vault key: an X25519 identity every secret is also encrypted to (DESIGN §4).
 pub struct VaultKey {
     identity: age::x25519::Identity,
-    /// The same key, unwrapping stanzas through [`curve`].
+    /// The same key, unwrapping stanzas through `crypto/curve.rs`.
     unwrapper: curve::X25519Identity,
 }
 
