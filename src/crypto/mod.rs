@@ -4,8 +4,9 @@
 //!
 //! Callers hold plaintext in [`SecretBytes`]; nothing here logs or formats content.
 //!
-//! `X25519` and `ssh-ed25519` stanzas are computed by `crypto/curve.rs` (the same stanzas as the age
-//! crate's, with less arithmetic); ssh-rsa, plugins and admin identities go through age itself.
+//! `X25519` and `ssh-ed25519` stanzas are computed by `crypto/curve.rs` (the same stanzas as
+//! the age crate's, with less arithmetic); ssh-rsa, plugins and admin identities go through age
+//! itself.
 
 mod curve;
 
