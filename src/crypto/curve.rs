@@ -286,7 +286,7 @@ mod tests {
 
     use super::*;
 
-    /// The ladder, as the age crate computes X25519 (x25519-dalek is `MontgomeryPoint::mul_clamped`).
+    /// X25519 as the age crate computes it: x25519-dalek's ladder, `MontgomeryPoint::mul_clamped`.
     fn ladder(k: [u8; 32], u: [u8; 32]) -> [u8; 32] {
         MontgomeryPoint(u).mul_clamped(k).to_bytes()
     }
