@@ -7,8 +7,8 @@
 //! age-core's HKDF and ChaCha20-Poly1305) with cheaper operations curve25519-dalek offers,
 //! all constant-time in the secret scalars:
 //!
-//! - a recipient's point is decompressed once, when it is parsed, and a shared secret is one
-//!   Edwards multiplication (vectorised on AVX2) instead of a ladder;
+//! - a recipient's point is decompressed once, when it is first used, and a shared secret is
+//!   one Edwards multiplication (vectorised on AVX2) instead of a ladder;
 //! - the two X25519 functions of an `ssh-ed25519` stanza become one, by multiplying scalars;
 //! - the vault identity's public key is computed once.
 //!
@@ -23,7 +23,7 @@
 
 use std::collections::HashSet;
 use std::io;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use age::{DecryptError, EncryptError};
 use age_core::format::{FILE_KEY_BYTES, FileKey, Stanza};
@@ -61,6 +61,10 @@ fn cleared(point: EdwardsPoint) -> Option<EdwardsPoint> {
 
 const LOW_ORDER: &str = "the key is a low-order point of Curve25519, which no private key protects";
 
+fn low_order(reason: &'static str) -> EncryptError {
+    EncryptError::Io(io::Error::other(reason))
+}
+
 /// A fresh ephemeral X25519 key: its secret scalar and its public share.
 struct Ephemeral {
     secret: Zeroizing<[u8; 32]>,
@@ -94,7 +98,7 @@ fn stanza(
     file_key: &FileKey,
 ) -> Result<(Vec<Stanza>, HashSet<String>), EncryptError> {
     if bool::from(shared.ct_eq(&MontgomeryPoint([0; 32]))) {
-        return Err(EncryptError::Io(io::Error::other(LOW_ORDER)));
+        return Err(low_order(LOW_ORDER));
     }
     let key = Zeroizing::new(hkdf(
         &salt(&ephemeral.share, recipient),
@@ -121,27 +125,44 @@ fn salt(share: &[u8; 32], recipient: &MontgomeryPoint) -> [u8; 64] {
 #[derive(Clone)]
 pub(super) struct X25519Recipient {
     public: MontgomeryPoint,
-    /// `[8]P` for the point `P` with this `u`; `None` when `u` is on the twist.
-    point: Option<EdwardsPoint>,
+    /// `[8]P` for the point `P` with this `u`, or `None` when `u` is on the twist; computed on
+    /// first use, so that parsing every recipient of a fleet stays cheap.
+    point: OnceLock<Result<Option<EdwardsPoint>, &'static str>>,
 }
 
 impl X25519Recipient {
-    /// From the 32 bytes of the public key; errors on a low-order point.
-    pub(super) fn new(public: [u8; 32]) -> Result<Self, &'static str> {
-        let public = MontgomeryPoint(public);
-        let point = match public.to_edwards(0) {
-            Some(p) => Some(cleared(p).ok_or(LOW_ORDER)?),
-            None => None,
-        };
-        Ok(X25519Recipient { public, point })
+    /// From the 32 bytes of the public key.
+    pub(super) fn new(public: [u8; 32]) -> Self {
+        X25519Recipient {
+            public: MontgomeryPoint(public),
+            point: OnceLock::new(),
+        }
+    }
+
+    /// Get ready to wrap file keys; errors on a low-order point.
+    pub(super) fn prepare(&self) -> Result<(), &'static str> {
+        self.prepared().map(|_| ())
+    }
+
+    fn prepared(&self) -> Result<Option<&EdwardsPoint>, &'static str> {
+        self.point
+            .get_or_init(|| match self.public.to_edwards(0) {
+                Some(p) => cleared(p).map(Some).ok_or(LOW_ORDER),
+                None => Ok(None),
+            })
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(|e| *e)
     }
 
     /// `X25519(k, public)`.
-    fn shared_secret(&self, k: &[u8; 32]) -> Zeroizing<MontgomeryPoint> {
-        Zeroizing::new(match &self.point {
-            Some(point) => (point * *cofactor_free(k)).to_montgomery(),
-            None => self.public.mul_clamped(*k),
-        })
+    fn shared_secret(&self, k: &[u8; 32]) -> Result<Zeroizing<MontgomeryPoint>, EncryptError> {
+        Ok(Zeroizing::new(
+            match self.prepared().map_err(low_order)? {
+                Some(point) => (point * *cofactor_free(k)).to_montgomery(),
+                None => self.public.mul_clamped(*k),
+            },
+        ))
     }
 }
 
@@ -151,7 +172,7 @@ impl age::Recipient for X25519Recipient {
         file_key: &FileKey,
     ) -> Result<(Vec<Stanza>, HashSet<String>), EncryptError> {
         let ephemeral = Ephemeral::new()?;
-        let shared = self.shared_secret(&ephemeral.secret);
+        let shared = self.shared_secret(&ephemeral.secret)?;
         stanza(
             X25519_TAG,
             Vec::new(),
@@ -167,28 +188,56 @@ impl age::Recipient for X25519Recipient {
 /// An `ssh-ed25519 …` recipient.
 #[derive(Clone)]
 pub(super) struct SshEd25519Recipient {
-    /// The stanza's first argument: the first 4 bytes of SHA-256 of the ssh wire-format key.
+    /// The ssh wire-format public key.
+    wire: Vec<u8>,
+    /// Its Ed25519 point.
+    point: EdwardsPoint,
+    /// What wrapping needs, computed on first use.
+    prepared: OnceLock<Result<SshPrepared, &'static str>>,
+}
+
+#[derive(Clone)]
+struct SshPrepared {
+    /// The stanza's first argument: the first 4 bytes of SHA-256 of the wire-format key.
     tag: String,
-    /// The Ed25519 key converted to Montgomery form (the salt's second half).
+    /// The Ed25519 point converted to Montgomery form (the salt's second half).
     public: MontgomeryPoint,
     /// `[8]P` for the Ed25519 point `P`.
     point: EdwardsPoint,
-    /// `clamp(tweak) · 8⁻¹ mod ℓ`, where age's tweak is HKDF(salt = the ssh wire-format key).
+    /// `clamp(tweak) · 8⁻¹ mod ℓ`, where age's tweak is HKDF(salt = the wire-format key).
     tweak: Zeroizing<Scalar>,
 }
 
 impl SshEd25519Recipient {
     /// From the ssh wire-format public key and its decompressed point (as the age crate parses
-    /// them); errors on a low-order point.
-    pub(super) fn new(ssh_key: &[u8], point: EdwardsPoint) -> Result<Self, &'static str> {
+    /// them).
+    pub(super) fn new(wire: Vec<u8>, point: EdwardsPoint) -> Self {
+        SshEd25519Recipient {
+            wire,
+            point,
+            prepared: OnceLock::new(),
+        }
+    }
+
+    /// Get ready to wrap file keys; errors on a low-order point.
+    pub(super) fn prepare(&self) -> Result<(), &'static str> {
+        self.prepared().map(|_| ())
+    }
+
+    fn prepared(&self) -> Result<&SshPrepared, &'static str> {
         use sha2::Digest as _;
-        let tweak = Zeroizing::new(hkdf(ssh_key, SSH_ED25519_LABEL, &[]));
-        Ok(SshEd25519Recipient {
-            tag: STANDARD_NO_PAD.encode(&sha2::Sha256::digest(ssh_key)[..4]),
-            public: point.to_montgomery(),
-            point: cleared(point).ok_or(LOW_ORDER)?,
-            tweak: cofactor_free(&tweak),
-        })
+        self.prepared
+            .get_or_init(|| {
+                let tweak = Zeroizing::new(hkdf(&self.wire, SSH_ED25519_LABEL, &[]));
+                Ok(SshPrepared {
+                    tag: STANDARD_NO_PAD.encode(&sha2::Sha256::digest(&self.wire)[..4]),
+                    public: self.point.to_montgomery(),
+                    point: cleared(self.point).ok_or(LOW_ORDER)?,
+                    tweak: cofactor_free(&tweak),
+                })
+            })
+            .as_ref()
+            .map_err(|e| *e)
     }
 }
 
@@ -197,19 +246,20 @@ impl age::Recipient for SshEd25519Recipient {
         &self,
         file_key: &FileKey,
     ) -> Result<(Vec<Stanza>, HashSet<String>), EncryptError> {
+        let prepared = self.prepared().map_err(low_order)?;
         let ephemeral = Ephemeral::new()?;
         // X25519(tweak, X25519(e, P)) as one multiplication by clamp(e) · clamp(tweak).
         let scalar = Zeroizing::new(
-            Scalar::from_bytes_mod_order(clamp_integer(*ephemeral.secret)) * *self.tweak,
+            Scalar::from_bytes_mod_order(clamp_integer(*ephemeral.secret)) * *prepared.tweak,
         );
-        let shared = Zeroizing::new((self.point * *scalar).to_montgomery());
+        let shared = Zeroizing::new((prepared.point * *scalar).to_montgomery());
         stanza(
             SSH_ED25519_TAG,
-            vec![self.tag.clone()],
+            vec![prepared.tag.clone()],
             SSH_ED25519_LABEL,
             &shared,
             &ephemeral,
-            &self.public,
+            &prepared.public,
             file_key,
         )
     }
@@ -346,18 +396,21 @@ mod tests {
         let mut refused = 0;
         for u in special_points() {
             let low = ladder([0x42; 32], u) == [0; 32] && ladder([0x17; 32], u) == [0; 32];
-            match X25519Recipient::new(u) {
+            let r = X25519Recipient::new(u);
+            match r.prepare() {
                 Err(_) => {
                     assert!(low, "{} was refused", hex::encode(u));
                     refused += 1;
                 }
                 // A low-order point of the twist: refused when wrapping instead.
-                Ok(r) if low => {
-                    assert!(!on_curve(u));
-                    let fk = FileKey::new(Box::new([1; 16]));
-                    assert!(r.wrap_file_key(&fk).is_err());
-                }
-                Ok(r) => assert_eq!(r.shared_secret(&[9; 32]).to_bytes(), ladder([9; 32], u)),
+                Ok(_) if low => assert!(!on_curve(u)),
+                Ok(_) => assert_eq!(
+                    r.shared_secret(&[9; 32]).unwrap().to_bytes(),
+                    ladder([9; 32], u)
+                ),
+            }
+            if low {
+                assert!(r.wrap_file_key(&FileKey::new(Box::new([1; 16]))).is_err());
             }
         }
         assert_eq!(refused, 8, "the low-order points of the curve in the list");
@@ -373,8 +426,8 @@ mod tests {
             // An honest public key [p]B, and an arbitrary u (on the curve or its twist).
             let public = MontgomeryPoint::mul_base_clamped(p).to_bytes();
             for u in [public, q] {
-                if let Ok(r) = X25519Recipient::new(u) {
-                    prop_assert_eq!(r.shared_secret(&k).to_bytes(), ladder(k, u));
+                if let Ok(shared) = X25519Recipient::new(u).shared_secret(&k) {
+                    prop_assert_eq!(shared.to_bytes(), ladder(k, u));
                 }
                 let id = X25519Identity::new(Zeroizing::new(k));
                 prop_assert_eq!(id.shared_secret(&MontgomeryPoint(u)).to_bytes(), ladder(k, u));
@@ -388,7 +441,7 @@ mod tests {
             let ours = X25519Identity::new(super::super::secret_bytes(&theirs).unwrap());
             let public = super::super::bech32_bytes(&theirs.to_public().to_string()).unwrap();
             prop_assert_eq!(*public, ours.public.to_bytes());
-            let recipient = X25519Recipient::new(ours.public.to_bytes()).unwrap();
+            let recipient = X25519Recipient::new(ours.public.to_bytes());
             // Our stanza, their identity.
             let (stanzas, labels) = recipient.wrap_file_key(&file_key()).unwrap();
             prop_assert!(labels.is_empty());
@@ -408,7 +461,7 @@ mod tests {
             let age::ssh::Recipient::SshEd25519(wire, point) = &theirs else {
                 panic!("an ed25519 key");
             };
-            let ours = SshEd25519Recipient::new(wire, *point).unwrap();
+            let ours = SshEd25519Recipient::new(wire.clone(), *point);
             let (stanzas, _) = ours.wrap_file_key(&FileKey::new(Box::new(key))).unwrap();
             let (reference, _) = theirs.wrap_file_key(&FileKey::new(Box::new(key))).unwrap();
             prop_assert_eq!(&stanzas[0].tag, &reference[0].tag);
@@ -425,8 +478,7 @@ mod tests {
             X25519Identity::new(Zeroizing::new([4; 32]))
                 .public
                 .to_bytes(),
-        )
-        .unwrap();
+        );
         let (stanzas, _) = other
             .wrap_file_key(&FileKey::new(Box::new([5; 16])))
             .unwrap();

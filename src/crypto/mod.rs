@@ -56,7 +56,7 @@ pub struct Recipient {
 
 enum RecipientKind {
     X25519(curve::X25519Recipient),
-    SshEd25519(curve::SshEd25519Recipient),
+    SshEd25519(Box<curve::SshEd25519Recipient>),
     SshRsa(age::ssh::Recipient),
     Plugin(age::plugin::Recipient),
 }
@@ -71,13 +71,13 @@ impl Recipient {
         let inner = if text.starts_with("ssh-") {
             match age::ssh::Recipient::from_str(text).map_err(|e| bad(&format!("{e:?}")))? {
                 age::ssh::Recipient::SshEd25519(wire, point) => RecipientKind::SshEd25519(
-                    curve::SshEd25519Recipient::new(&wire, point).map_err(bad)?,
+                    Box::new(curve::SshEd25519Recipient::new(wire, point)),
                 ),
                 rsa @ age::ssh::Recipient::SshRsa(..) => RecipientKind::SshRsa(rsa),
             }
         } else if age::x25519::Recipient::from_str(text).is_ok() {
             let public = bech32_bytes(text).ok_or_else(|| bad("not bech32"))?;
-            RecipientKind::X25519(curve::X25519Recipient::new(*public).map_err(bad)?)
+            RecipientKind::X25519(curve::X25519Recipient::new(*public))
         } else if text.starts_with("age1") {
             match age::plugin::Recipient::from_str(text) {
                 Ok(r) => RecipientKind::Plugin(r),
@@ -160,10 +160,20 @@ pub fn encrypt(
 ) -> Result<Vec<u8>, CryptoError> {
     let mut plugin_recipients: Vec<age::plugin::Recipient> = Vec::new();
     let mut natives: Vec<&dyn age::Recipient> = Vec::new();
+    // A recipient no key protects is refused by name, before anything is encrypted.
+    let low_order = |r: &Recipient, reason: &str| CryptoError::BadRecipient {
+        reason: format!("{}: {reason}", r.text),
+    };
     for r in recipients {
         match &r.inner {
-            RecipientKind::X25519(x) => natives.push(x),
-            RecipientKind::SshEd25519(s) => natives.push(s),
+            RecipientKind::X25519(x) => {
+                x.prepare().map_err(|e| low_order(r, e))?;
+                natives.push(x);
+            }
+            RecipientKind::SshEd25519(s) => {
+                s.prepare().map_err(|e| low_order(r, e))?;
+                natives.push(s.as_ref());
+            }
             RecipientKind::SshRsa(s) => natives.push(s),
             RecipientKind::Plugin(p) => plugin_recipients.push(p.clone()),
         }
@@ -624,14 +634,23 @@ mod tests {
     }
 
     #[test]
-    fn low_order_keys_are_refused_though_age_accepts_them() {
+    fn low_order_keys_are_refused_by_name_where_age_would_panic() {
+        let (_, fine) = new_identity();
+        let fine = Recipient::parse(&fine).unwrap();
         for zero_or_one in [
             "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z",
             "age1qyqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqj7vrya",
         ] {
             assert!(age::x25519::Recipient::from_str(zero_or_one).is_ok());
-            let err = Recipient::parse(zero_or_one).err().expect("refused");
-            assert!(err.to_string().contains("low-order"), "{err}");
+            let low = Recipient::parse(zero_or_one).unwrap();
+            let err = encrypt(&SecretBytes::new(b"x".to_vec()), &[&fine, &low], false)
+                .expect_err("refused");
+            assert!(
+                matches!(err, CryptoError::BadRecipient { .. })
+                    && err.to_string().contains(zero_or_one)
+                    && err.to_string().contains("low-order"),
+                "{err}"
+            );
         }
     }
 
