@@ -7,11 +7,14 @@
 //!   and re-encrypt every file, one `age` process each);
 //! - `vars rekey --rotate-vault` (every file re-encrypted) vs. the same with `age` processes,
 //!   and how close that is to the bound set by the X25519 scalar multiplications, counted and
-//!   timed both as the age crate computes them and as vars does (the baseline runs in three
-//!   slices, each followed by a rotation, so the VM's speed drift cancels out);
+//!   timed both as the age crate computes them and as vars does;
 //! - an admin joining (`vault.age` re-wrap only);
 //! - `vars check` vs. reading every file once (`cat`);
 //! - peak memory of `vars rekey` (with GNU time, when installed).
+//!
+//! The baseline runs in three slices, each followed by a user join, an admin join and a
+//! rotation, and each event is reported as the median of its three runs, so that the VM's
+//! speed drift cancels out.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -66,81 +69,73 @@ fn main() {
         files.len()
     );
 
-    // A non-admin user joins: declared with a key, on 5 machines, and given one shared generator.
+    // This VM's speed drifts by tens of percent over a minute, so the baseline runs in three
+    // slices, and each is followed by the events measured against it: a non-admin user joins
+    // (declared with a key, on 5 machines, and given one shared generator), an admin joins (only
+    // vault.age is re-wrapped), and the vault is rotated. The baseline is the sum of the slices,
+    // each event the median of its three runs.
     let yaml_path = root.join("vars.yaml");
     let mut yaml = std::fs::read_to_string(&yaml_path).unwrap();
-    let (_, bob) = vars::crypto::new_identity();
-    yaml = yaml.replace(
-        "users:\n",
-        &format!("users:\n  bob:\n    recipients: [\"{bob}\"]\n    generators: [shared-0]\n"),
-    );
-    for m in 0..5 {
-        yaml = yaml.replace(
-            &format!("  m{m:03}:\n    users: []"),
-            &format!("  m{m:03}:\n    users: [bob]"),
-        );
-    }
-    std::fs::write(&yaml_path, &yaml).unwrap();
-    let (user_join, user_rss) = timed(
-        &vars,
-        root,
-        &[
-            "rekey",
-            "--add-user",
-            "bob",
-            "--yes",
-            "--identity",
-            admin.to_str().unwrap(),
-        ],
-    );
-
-    // An admin joins: only vault.age is re-wrapped.
-    let (_, carol) = vars::crypto::new_identity();
-    yaml = yaml
-        .replace(
-            "users:\n",
-            &format!("users:\n  carol:\n    recipients: [\"{carol}\"]\n"),
-        )
-        .replace("admins: [root]", "admins: [root, carol]");
-    std::fs::write(&yaml_path, &yaml).unwrap();
-    let (admin_join, _) = timed(
-        &vars,
-        root,
-        &[
-            "rekey",
-            "--add-user",
-            "carol",
-            "--yes",
-            "--identity",
-            admin.to_str().unwrap(),
-        ],
-    );
-
-    // Rotation against the baseline, interleaved: this VM's speed drifts by tens of percent
-    // over a minute, so the baseline runs in three slices, each followed by a rotation. The
-    // baseline is the sum of the slices, the rotation the median of the three.
+    let rekey = |args: &[&str]| {
+        let mut all = vec!["rekey", "--yes", "--identity", admin.to_str().unwrap()];
+        all.extend_from_slice(args);
+        timed(&vars, root, &all)
+    };
     let mut agenix = Duration::ZERO;
-    let mut rotations = Vec::new();
-    let mut rotate_rss = None;
+    let (mut user_joins, mut admin_joins, mut rotations) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut user_rss, mut rotate_rss) = (None, None);
     for slice in 0..ROUNDS {
         let files: Vec<&PathBuf> = secrets.iter().skip(slice).step_by(ROUNDS).collect();
         agenix += agenix_rekey(root, &admin, &files);
-        let (t, rss) = timed(
-            &vars,
-            root,
-            &[
-                "rekey",
-                "--rotate-vault",
-                "--yes",
-                "--identity",
-                admin.to_str().unwrap(),
-            ],
+
+        let user = format!("user{slice}");
+        let (_, key) = vars::crypto::new_identity();
+        yaml = yaml.replace(
+            "users:\n",
+            &format!(
+                "users:\n  {user}:\n    recipients: [\"{key}\"]\n    generators: [shared-{slice}]\n"
+            ),
         );
+        for m in 5 * slice..5 * slice + 5 {
+            yaml = yaml.replace(
+                &format!("  m{m:03}:\n    users: []"),
+                &format!("  m{m:03}:\n    users: [{user}]"),
+            );
+        }
+        std::fs::write(&yaml_path, &yaml).unwrap();
+        let (t, rss) = rekey(&["--add-user", &user]);
+        user_joins.push(t);
+        user_rss = user_rss.max(rss);
+
+        let admin_name = format!("admin{slice}");
+        let (_, key) = vars::crypto::new_identity();
+        yaml = yaml
+            .replace(
+                "users:\n",
+                &format!("users:\n  {admin_name}:\n    recipients: [\"{key}\"]\n"),
+            )
+            .replace("admins: [root", &format!("admins: [root, {admin_name}"));
+        std::fs::write(&yaml_path, &yaml).unwrap();
+        admin_joins.push(rekey(&["--add-user", &admin_name]).0);
+
+        let (t, rss) = rekey(&["--rotate-vault"]);
         rotations.push(t);
         rotate_rss = rotate_rss.max(rss);
     }
-    rotations.sort();
-    let rotate = rotations[ROUNDS / 2];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let runs = |v: &[Duration]| {
+        v.iter()
+            .map(|r| format!("{r:.2?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (user_runs, admin_runs, rotate_runs) =
+        (runs(&user_joins), runs(&admin_joins), runs(&rotations));
+    let (user_join, admin_join, rotate) =
+        (median(user_joins), median(admin_joins), median(rotations));
 
     // check vs reading every file once.
     let (check, check_rss) = timed(&vars, root, &["check"]);
@@ -199,20 +194,15 @@ fn main() {
     println!("| event | vars | baseline | factor | target |");
     println!("|---|---|---|---|---|");
     println!(
-        "| non-admin user joins: rekey --add-user vs agenix re-encrypt all (age per file) | {user_join:.3?} | {agenix:.2?} | {:.0}x faster | >= 100x |",
+        "| non-admin user joins: rekey --add-user vs agenix re-encrypt all (age per file; median of {ROUNDS}: {user_runs}) | {user_join:.3?} | {agenix:.2?} | {:.0}x faster | >= 100x |",
         ratio(agenix, user_join)
     );
     println!(
-        "| rekey --rotate-vault (all files) vs age per file (median of {ROUNDS}: {}) | {rotate:.3?} | {agenix:.2?} | {:.1}x faster | >= 15x |",
-        rotations
-            .iter()
-            .map(|r| format!("{r:.2?}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "| rekey --rotate-vault (all files) vs age per file (median of {ROUNDS}: {rotate_runs}) | {rotate:.3?} | {agenix:.2?} | {:.1}x faster | >= 15x |",
         ratio(agenix, rotate)
     );
     println!(
-        "| admin joins: rekey --add-user (vault.age re-wrap) | {admin_join:.3?} | {agenix:.2?} | {:.0}x faster | |",
+        "| admin joins: rekey --add-user (vault.age re-wrap; median of {ROUNDS}: {admin_runs}) | {admin_join:.3?} | {agenix:.2?} | {:.0}x faster | |",
         ratio(agenix, admin_join)
     );
     println!(
