@@ -470,7 +470,7 @@ impl Ctx<'_> {
                         raw
                     } else {
                         // During a rotation, try first the vault the file is recorded to be
-                        // encrypted to: each identity tried costs two scalar multiplications.
+                        // encrypted to: each identity tried costs a scalar multiplication.
                         let recorded = entry.recipients.as_deref().unwrap_or_default();
                         let plain = match self
                             .next_ids
