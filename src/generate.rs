@@ -342,6 +342,7 @@ impl Ctx<'_> {
             Scope::User(u) => env.push(("user".to_owned(), u.clone())),
             Scope::Shared => {}
         }
+        env.extend(generator.validation_env());
         let persisted: Vec<(String, SecretBytes)> = prompts
             .iter()
             .filter(|(name, _)| generator.prompts.get(name).is_some_and(|p| p.persist))

@@ -17,7 +17,8 @@
 //!    [`manifest`] are its bookkeeping files.
 //! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict.
 //!
-//! Plaintext only ever lives in [`secret::SecretBytes`].
+//! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
+//! through [`text::escape`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
@@ -43,6 +44,7 @@ pub mod secret;
 pub mod shipped;
 pub mod spec;
 pub mod store;
+pub mod text;
 pub mod vault;
 
 #[cfg(test)]

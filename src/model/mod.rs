@@ -82,6 +82,9 @@ pub struct Generator {
     pub origin: Origin,
     /// A local definition hides a shipped generator of the same name.
     pub shadows_shipped: bool,
+    /// `validation` as canonical JSON (`null` when absent). Scripts see it as `$validation`;
+    /// shipped generators read their parameters from it.
+    pub validation: serde_json::Value,
     /// `sha256:` of the canonical JSON of `validation` (or of `null`).
     pub validation_hash: String,
     /// `sha256:` of the definition (script, files, prompts, …): warnings only (DESIGN §5).
@@ -96,6 +99,40 @@ impl Generator {
             .filter(|f| !self.prompts.get(*f).is_some_and(|p| p.persist))
             .cloned()
             .collect()
+    }
+
+    /// The script's view of `validation` (issue 14: shipped generators take their parameters
+    /// from it): `validation` holds the canonical JSON, and each top-level entry of a mapping
+    /// whose value is a string, number or boolean is also `validation_<key>` (with `-` and `.`
+    /// in the key turned into `_`), so `${validation_length:-32}` works in bash. Keys that do
+    /// not make a valid variable name are left to `$validation`.
+    pub fn validation_env(&self) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        if self.validation.is_null() {
+            return env;
+        }
+        env.push(("validation".to_owned(), self.validation.to_string()));
+        if let serde_json::Value::Object(map) = &self.validation {
+            for (key, value) in map {
+                let value = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    _ => continue,
+                };
+                let name: String = key
+                    .chars()
+                    .map(|c| if matches!(c, '-' | '.') { '_' } else { c })
+                    .collect();
+                if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !name.is_empty()
+                    && !value.contains('\0')
+                {
+                    env.push((format!("validation_{name}"), value));
+                }
+            }
+        }
+        env
     }
 }
 

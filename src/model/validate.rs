@@ -293,6 +293,7 @@ impl Validator {
             origin,
             shadows_shipped,
             validation_hash: hash_json(&validation),
+            validation,
             definition_hash: hash_json(&definition),
         })
     }
