@@ -54,6 +54,7 @@ pub struct StagedFile {
     pub bytes: Vec<u8>,
 }
 
+pub mod layout;
 mod swap;
 
 use swap::{OLD, REMOVING, SPARE_PREFIX};
