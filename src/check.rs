@@ -1,18 +1,22 @@
 //! `vars check`: is every declared var present, current, encrypted to exactly the right
-//! recipients, and is every manifest current? Reads meta.json files and each `.age` header once;
-//! never decrypts and needs no identity.
+//! recipients, is every manifest current, and does the store hold nothing it should not (a
+//! link, a device, a stray file: DESIGN §3)? Reads each `meta.json` and each secret's header
+//! once; never decrypts and needs no identity.
 
 use std::collections::BTreeSet;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::crypto;
-use crate::dag::Dag;
+use crate::fs_util::Kind;
 use crate::manifest;
 use crate::meta;
 use crate::model::Config;
-use crate::plan::{self, Action, PlanError};
-use crate::store::Store;
+use crate::plan::{self, Action, PlanError, Reason};
+use crate::recipients::{self, Principal};
+use crate::seal;
+use crate::store::layout::{self, PrincipalKind};
+use crate::store::{Listing, Store};
 use crate::vault;
 
 /// One problem (or warning) found by `check`.
@@ -21,13 +25,44 @@ use crate::vault;
 pub struct Finding {
     /// `error` fails the check; `warning` does not.
     pub severity: Severity,
-    /// What kind: `missing`, `stale-validation`, `stale-dependency`, `stale-recipients`,
-    /// `damaged`, `manifest-outdated`, `definition-changed`, `vault-missing`.
-    pub kind: String,
-    /// The instance (`machines/m/gen`), manifest (`machines/m/manifest.json`) or `keys`.
+    /// What kind of problem.
+    pub kind: FindingKind,
+    /// The instance (`machines/m/gen`), manifest (`machines/m/manifest.json`), path in the
+    /// store, or `keys`.
     pub subject: String,
-    /// Human explanation, naming principals, never content.
+    /// Human explanation, naming principals and files, never content.
     pub message: String,
+}
+
+/// The kinds of [`Finding`], as `--json` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// An instance or file is not generated.
+    Missing,
+    /// `validation` changed since generation.
+    StaleValidation,
+    /// A dependency changed since generation.
+    StaleDependency,
+    /// A secret (or `vault.age`) is not encrypted to exactly its declared readers.
+    StaleRecipients,
+    /// A `meta.json`, key file or ciphertext is damaged or does not match `meta.json`.
+    Damaged,
+    /// Something is in the store that must not be: a symlink, device, fifo, or a file or
+    /// directory vars did not write (DESIGN §3).
+    Tampered,
+    /// A manifest is missing or out of date.
+    ManifestOutdated,
+    /// `keys/vault.pub` is missing.
+    VaultMissing,
+    /// A vault rotation was interrupted.
+    VaultRotationInterrupted,
+    /// Warning: the generator definition changed since generation.
+    DefinitionChanged,
+    /// Warning: an instance directory nothing declares any more.
+    Orphaned,
+    /// Warning: `keys/vault.json` is missing.
+    VaultUnrecorded,
 }
 
 /// Severity of a finding.
@@ -40,189 +75,272 @@ pub enum Severity {
     Warning,
 }
 
+fn error(kind: FindingKind, subject: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        severity: Severity::Error,
+        kind,
+        subject: subject.into(),
+        message: message.into(),
+    }
+}
+
+fn warning(kind: FindingKind, subject: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        severity: Severity::Warning,
+        ..error(kind, subject, message)
+    }
+}
+
 /// Check the whole store (or only what `machine` receives when given).
 pub fn check(
     config: &Config,
     store: &Store,
     machine: Option<&str>,
 ) -> Result<Vec<Finding>, PlanError> {
-    let dag = Dag::from_config(config);
     let mut findings = Vec::new();
-    let vault = vault::vault_recipient(store).ok().flatten();
-    if vault.is_none() {
-        findings.push(Finding {
-            severity: Severity::Error,
-            kind: "vault-missing".into(),
-            subject: "keys".into(),
-            message: "keys/vault.pub does not exist: run vars generate".into(),
-        });
-    }
-    if vault.is_some() {
-        if vault::next_recipient(store).ok().flatten().is_some() {
-            findings.push(Finding {
-                severity: Severity::Error,
-                kind: "vault-rotation-interrupted".into(),
-                subject: "keys".into(),
-                message: "a vault key rotation was interrupted: run vars rekey --yes to finish it"
-                    .into(),
-            });
+    let state = match vault::state(store) {
+        Ok(s) => s,
+        Err(e) => {
+            findings.push(error(FindingKind::Damaged, "keys", e.to_string()));
+            vault::VaultState::default()
         }
-        let declared = vault::declared_admins(config);
-        match vault::recorded_admins(store) {
-            Ok(Some(rec)) if rec.admins == declared => {}
-            Ok(Some(rec)) => {
-                let mut changes = Vec::new();
-                for a in declared.keys().filter(|a| rec.admins.get(*a) != declared.get(*a)) {
-                    changes.push(format!("admin {a} cannot read it yet"));
-                }
-                for a in rec.admins.keys().filter(|a| !declared.contains_key(*a)) {
-                    changes.push(format!("removed admin {a} still can"));
-                }
-                findings.push(Finding {
-                    severity: Severity::Error,
-                    kind: "stale-recipients".into(),
-                    subject: "keys/vault.age".into(),
-                    message: format!("{}: run vars rekey", changes.join("; ")),
-                });
-            }
-            Ok(None) => findings.push(Finding {
-                severity: Severity::Warning,
-                kind: "vault-unrecorded".into(),
-                subject: "keys".into(),
-                message: "keys/vault.json is missing, so the admins of vault.age are unknown: run vars rekey".into(),
-            }),
-            Err(e) => findings.push(Finding { severity: Severity::Error, kind: "damaged".into(), subject: "keys".into(), message: e.to_string() }),
-        }
+    };
+    match &state.recipient {
+        None => findings.push(error(
+            FindingKind::VaultMissing,
+            "keys",
+            "keys/vault.pub does not exist: run vars generate",
+        )),
+        Some(_) => vault_findings(config, store, &state, &mut findings),
     }
     let targets: BTreeSet<_> = config
         .instances
-        .values()
-        .filter(|i| match machine {
+        .keys()
+        .filter(|id| match machine {
             None => true,
-            Some(m) => crate::recipients::readers(config, &i.id)
-                .contains(&crate::recipients::Principal::Machine(m.to_owned())),
+            Some(m) => recipients::readers(config, id).contains(&Principal::Machine(m.to_owned())),
         })
-        .map(|i| i.id.clone())
+        .cloned()
         .collect();
-    let plan = match plan::plan(
+    let mut plan = match plan::plan(
         config,
         store,
-        &dag,
         &targets,
         &BTreeSet::new(),
-        vault.as_deref(),
+        state.recipient.as_deref(),
     ) {
         Ok(p) => p,
         Err(PlanError::VaultMissing { .. }) => return Ok(findings),
         Err(e) => return Err(e),
     };
+    let listing = store.instances()?;
     // Every ciphertext's header is read once, in parallel (the only per-file work).
     let tags = SshTags::new(config);
-    let mismatches: Vec<Vec<Finding>> = {
-        use rayon::prelude::*;
-        plan.instances
-            .par_iter()
-            .map(|p| match (&p.action, plan.metas.get(&p.id)) {
-                (Action::Generate { .. }, _) | (_, None) => Vec::new(),
-                (_, Some(meta)) => ciphertext_mismatches(store, p, meta, &tags),
-            })
-            .collect()
-    };
+    let mismatches: Vec<Vec<Finding>> = plan
+        .instances
+        .par_iter()
+        .map(|p| match (&p.action, plan.metas.get(&p.id)) {
+            (Action::Generate { .. }, _) | (_, None) => Vec::new(),
+            (_, Some(meta)) => ciphertext_mismatches(store, &p.id, meta, &tags),
+        })
+        .collect();
     for (p, mismatches) in plan.instances.iter().zip(mismatches) {
-        let subject = p.instance.clone();
+        let subject = p.id.to_string();
         match &p.action {
             Action::UpToDate => {}
             Action::Generate { reasons } => {
                 for r in reasons {
                     let kind = match r {
-                        plan::Reason::Missing | plan::Reason::MissingFile { .. } => "missing",
-                        plan::Reason::Damaged { .. } => "damaged",
-                        plan::Reason::ValidationChanged => "stale-validation",
-                        plan::Reason::DependencyChanged { .. }
-                        | plan::Reason::DependencyRegenerated { .. } => "stale-dependency",
-                        plan::Reason::Requested => continue,
+                        Reason::Missing | Reason::MissingFile { .. } => FindingKind::Missing,
+                        Reason::Damaged { .. } => FindingKind::Damaged,
+                        Reason::ValidationChanged => FindingKind::StaleValidation,
+                        Reason::DependencyChanged { .. } | Reason::DependencyRegenerated { .. } => {
+                            FindingKind::StaleDependency
+                        }
+                        Reason::Requested => continue,
                     };
-                    findings.push(Finding {
-                        severity: Severity::Error,
-                        kind: kind.into(),
-                        subject: subject.clone(),
-                        message: format!("{r}: run vars generate"),
-                    });
+                    findings.push(error(kind, &subject, format!("{r}: run vars generate")));
                 }
             }
             Action::Rekey { secrets } => {
                 for s in secrets {
                     let mut parts = Vec::new();
                     if !s.added.is_empty() {
-                        parts.push(format!("not readable yet by {}", s.added.join(", ")));
+                        parts.push(format!("not readable yet by {}", join(&s.added)));
                     }
                     if !s.removed.is_empty() {
-                        parts.push(format!("still readable by {}", s.removed.join(", ")));
+                        parts.push(format!("still readable by {}", join(&s.removed)));
                     }
-                    findings.push(Finding {
-                        severity: Severity::Error,
-                        kind: "stale-recipients".into(),
-                        subject: subject.clone(),
-                        message: format!(
+                    if parts.is_empty() {
+                        parts.push("its deploy setting changed".into());
+                    }
+                    findings.push(error(
+                        FindingKind::StaleRecipients,
+                        &subject,
+                        format!(
                             "{}: {}: run vars rekey (or vars generate)",
                             s.file,
                             parts.join("; ")
                         ),
-                    });
+                    ));
                 }
             }
         }
         if p.definition_changed {
-            findings.push(Finding {
-                severity: Severity::Warning,
-                kind: "definition-changed".into(),
-                subject: subject.clone(),
-                message: "the generator definition changed since generation; not regenerated (vars generate --regenerate to rotate)".into(),
-            });
+            findings.push(warning(
+                FindingKind::DefinitionChanged,
+                &subject,
+                "the generator definition changed since generation; not regenerated (vars generate --regenerate to rotate)",
+            ));
         }
         findings.extend(mismatches);
     }
-    // Instance directories nothing declares any more (a generator unassigned, a machine
-    // removed): their secrets are still readable by whoever they were encrypted to.
     if machine.is_none() {
-        let declared: BTreeSet<String> = config.instances.keys().map(ToString::to_string).collect();
-        for rel in stored_instances(store) {
-            if !declared.contains(&rel) {
-                findings.push(Finding {
-                    severity: Severity::Warning,
-                    kind: "orphaned".into(),
-                    subject: rel.clone(),
-                    message: format!("not declared in vars.yaml any more: delete it (git rm -r vars/{rel}) once nothing uses it"),
-                });
-            }
-        }
+        findings.extend(store_findings(config, store, &listing));
     }
-    for m in manifest::build_from(config, &plan.metas) {
-        if machine.is_some_and(|want| m.kind != "machine" || m.name != want) {
+    // The manifests need every instance's meta (a machine also receives shared instances
+    // outside `targets` only if they were planned; read the rest once).
+    let rest: Vec<_> = config
+        .instances
+        .keys()
+        .filter(|id| plan.get(id).is_none())
+        .cloned()
+        .collect();
+    plan.metas.extend(plan::read_metas(store, &rest)?);
+    for m in manifest::build(config, store, &plan.metas) {
+        if machine.is_some_and(|want| m.kind != PrincipalKind::Machine || m.name != want) {
             continue;
         }
-        let want = meta::to_json(&m);
-        let have = store.read_manifest(&m.kind, &m.name)?;
-        if have.as_deref() != Some(&want[..]) {
-            let path = store.manifest_path(&m.kind, &m.name);
-            let rel = path
-                .strip_prefix(&store.dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            findings.push(Finding {
-                severity: Severity::Error,
-                kind: "manifest-outdated".into(),
-                subject: rel,
-                message: if have.is_none() {
-                    "missing: run vars generate".into()
+        let have = store.read_manifest(m.kind, &m.name)?;
+        if have.as_deref() != Some(&meta::to_json(&m)[..]) {
+            findings.push(error(
+                FindingKind::ManifestOutdated,
+                store.manifest_rel(m.kind, &m.name),
+                if have.is_none() {
+                    "missing: run vars generate"
                 } else {
-                    "out of date: run vars generate".into()
+                    "out of date: run vars generate"
                 },
-            });
+            ));
         }
     }
     Ok(findings)
+}
+
+fn join(readers: &[plan::Reader]) -> String {
+    readers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An interrupted rotation, and admins `vault.age` is wrapped to that are not declared (or
+/// the reverse).
+fn vault_findings(
+    config: &Config,
+    store: &Store,
+    state: &vault::VaultState,
+    findings: &mut Vec<Finding>,
+) {
+    if state.next.is_some() {
+        findings.push(error(
+            FindingKind::VaultRotationInterrupted,
+            "keys",
+            "a vault key rotation was interrupted: run vars rekey --yes to finish it",
+        ));
+    }
+    let declared = vault::declared_admins(config);
+    match vault::recorded_admins(store) {
+        Ok(Some(rec)) if rec.admins == declared => {}
+        Ok(Some(rec)) => {
+            let mut changes = Vec::new();
+            for (a, now) in &declared {
+                match rec.admins.get(a) {
+                    None => changes.push(format!("admin {a} cannot read it yet")),
+                    Some(was) => {
+                        if now.iter().any(|r| !was.contains(r)) {
+                            changes.push(format!("a new key of admin {a} cannot read it yet"));
+                        }
+                        if was.iter().any(|r| !now.contains(r)) {
+                            changes.push(format!("a removed key of admin {a} still can"));
+                        }
+                    }
+                }
+            }
+            for a in rec.admins.keys().filter(|a| !declared.contains_key(*a)) {
+                changes.push(format!("removed admin {a} still can"));
+            }
+            findings.push(error(
+                FindingKind::StaleRecipients,
+                "keys/vault.age",
+                format!("{}: run vars rekey", changes.join("; ")),
+            ));
+        }
+        Ok(None) => findings.push(warning(
+            FindingKind::VaultUnrecorded,
+            "keys",
+            "keys/vault.json is missing, so the admins of vault.age are unknown: run vars rekey",
+        )),
+        Err(e) => findings.push(error(FindingKind::Damaged, "keys", e.to_string())),
+    }
+}
+
+/// What the store holds that nothing declares (orphaned instances) or that must not be there
+/// at all: links, special files, stray files and directories, undeclared files in an instance.
+fn store_findings(config: &Config, store: &Store, listing: &Listing) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for s in &listing.strays {
+        let rel = crate::text::escape(&s.rel).into_owned();
+        findings.push(error(
+            FindingKind::Tampered,
+            &rel,
+            format!(
+                "a {} vars did not write: remove it (git rm vars/{rel})",
+                s.kind.describe()
+            ),
+        ));
+    }
+    for stored in &listing.instances {
+        let id = &stored.id;
+        let rel = id.to_string();
+        let expected: Option<BTreeSet<String>> = config.instances.get(id).map(|_| {
+            let generator = config.generator(id);
+            std::iter::once(layout::META_FILE.to_owned())
+                .chain(
+                    generator
+                        .files
+                        .iter()
+                        .map(|(name, def)| store.stored_name(name, def.secret)),
+                )
+                .collect()
+        });
+        if expected.is_none() {
+            findings.push(warning(
+                FindingKind::Orphaned,
+                &rel,
+                format!("not declared in vars.yaml any more: delete it (git rm -r vars/{rel}) once nothing uses it"),
+            ));
+        }
+        for e in &stored.entries {
+            let name = e.name.to_string_lossy();
+            let declared = expected.as_ref().is_none_or(|x| x.contains(name.as_ref()));
+            if e.kind != Kind::File || !declared {
+                let what = if e.kind == Kind::File {
+                    "file no generator declares".to_owned()
+                } else {
+                    e.kind.describe().to_owned()
+                };
+                let name = crate::text::escape(&name).into_owned();
+                findings.push(error(
+                    FindingKind::Tampered,
+                    format!("{rel}/{name}"),
+                    format!("a {what} in the instance: remove it (git rm vars/{rel}/{name}); vars never reads it"),
+                ));
+            }
+        }
+    }
+    findings
 }
 
 /// The ssh key tags of the declared ssh recipients (what their stanzas are labelled with).
@@ -237,7 +355,7 @@ impl SshTags {
             .chain(config.users.values().flat_map(|u| &u.recipients));
         SshTags(
             texts
-                .filter_map(|r| Some((r.clone(), crypto::ssh_tag(r)?)))
+                .filter_map(|r| Some((r.clone(), crate::crypto::ssh_tag(r)?)))
                 .collect(),
         )
     }
@@ -247,7 +365,7 @@ impl SshTags {
         self.0
             .get(recipient)
             .cloned()
-            .or_else(|| crypto::ssh_tag(recipient))
+            .or_else(|| crate::crypto::ssh_tag(recipient))
     }
 }
 
@@ -255,17 +373,18 @@ impl SshTags {
 /// per recipient, and the ssh stanzas' key tags those of the recorded ssh recipients.
 fn ciphertext_mismatches(
     store: &Store,
-    p: &plan::InstancePlan,
+    id: &crate::model::InstanceId,
     meta: &meta::Meta,
     tags: &SshTags,
 ) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (name, f) in meta.files.iter().filter(|(_, f)| f.secret) {
-        let path = store.file_path(&p.id, name, true);
-        let detail = match std::fs::read(&path) {
-            Err(e) => Some(format!("cannot read {}: {e}", path.display())),
-            Ok(bytes) => match crypto::header_stanzas(&bytes) {
-                Err(e) => Some(format!("{name}.age: {e}")),
+        let stored = store.stored_name(name, true);
+        let detail = match store.read_file(id, name, true) {
+            Err(e) => Some(format!("cannot read {stored}: {e}")),
+            Ok(None) => None, // the planner reports the missing file
+            Ok(Some(bytes)) => match seal::stanzas(&bytes) {
+                Err(e) => Some(format!("{stored}: {e}")),
                 Ok(stanzas) => {
                     let recorded = f.recipients.as_deref().unwrap_or_default();
                     let mut want_tags: Vec<String> =
@@ -278,52 +397,18 @@ fn ciphertext_mismatches(
                     want_tags.sort();
                     have_tags.sort();
                     let real = stanzas.len();
-                    if real != recorded.len() || want_tags != have_tags {
-                        Some(format!(
-                            "{name}.age is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it",
+                    (real != recorded.len() || want_tags != have_tags).then(|| {
+                        format!(
+                            "{stored} is encrypted to {real} recipient(s) but meta.json lists {}: regenerate or rekey it",
                             recorded.len()
-                        ))
-                    } else {
-                        None
-                    }
+                        )
+                    })
                 }
             },
         };
         if let Some(message) = detail {
-            findings.push(Finding {
-                severity: Severity::Error,
-                kind: "damaged".into(),
-                subject: p.instance.clone(),
-                message,
-            });
+            findings.push(error(FindingKind::Damaged, id.to_string(), message));
         }
     }
     findings
-}
-
-/// `machines/<m>/<gen>`, `users/<u>/<gen>` and `shared/<gen>` directories present in the store.
-fn stored_instances(store: &Store) -> Vec<String> {
-    let dirs = |p: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(p)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| !n.starts_with('.'))
-            .collect()
-    };
-    let mut out: Vec<String> = dirs(&store.dir.join("shared"))
-        .into_iter()
-        .map(|g| format!("shared/{g}"))
-        .collect();
-    for group in ["machines", "users"] {
-        for owner in dirs(&store.dir.join(group)) {
-            for g in dirs(&store.dir.join(group).join(&owner)) {
-                out.push(format!("{group}/{owner}/{g}"));
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -1,10 +1,10 @@
-//! The dependency graph between generator instances: a deterministic topological order,
-//! cycles reported with their whole path, dependency closures, and the "waves" of instances
-//! that can run in parallel.
+//! The dependency graph between generator instances: a deterministic topological order
+//! (computed once, when the model is built), cycles reported with their whole path,
+//! dependency and dependent closures, and the "waves" of instances that can run in parallel.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Config, InstanceId};
+use crate::model::{Instance, InstanceId};
 
 /// Errors in the graph.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,20 +22,31 @@ pub enum DagError {
 pub struct Dag {
     /// instance → the instances it depends on.
     pub deps: BTreeMap<InstanceId, BTreeSet<InstanceId>>,
+    /// Every node in dependency order ([`Dag::topo_order`]), computed once.
+    order: Vec<InstanceId>,
 }
 
 impl Dag {
-    /// The graph of a validated config.
-    pub fn from_config(config: &Config) -> Self {
-        let deps = config
-            .instances
+    /// The graph of the model's instances; an error if they form a cycle.
+    pub fn from_instances(instances: &BTreeMap<InstanceId, Instance>) -> Result<Self, DagError> {
+        let deps = instances
             .values()
             .map(|i| (i.id.clone(), i.dependency_ids().cloned().collect()))
             .collect();
-        Dag { deps }
+        let mut dag = Dag {
+            deps,
+            order: Vec::new(),
+        };
+        dag.order = dag.topo_order()?;
+        Ok(dag)
     }
 
-    /// Every node in dependency order (dependencies first); ties broken by name, so the order
+    /// Every node in dependency order (dependencies first), ties broken by name.
+    pub fn order(&self) -> &[InstanceId] {
+        &self.order
+    }
+
+    /// Compute the dependency order (dependencies first); ties broken by name, so the order
     /// is the same on every run.
     pub fn topo_order(&self) -> Result<Vec<InstanceId>, DagError> {
         let mut indegree: BTreeMap<&InstanceId, usize> = self.deps.keys().map(|k| (k, 0)).collect();
@@ -75,7 +86,13 @@ impl Dag {
     /// can run in parallel. Only nodes in `subset` are returned; edges to nodes outside the subset
     /// are treated as already satisfied.
     pub fn waves(&self, subset: &BTreeSet<InstanceId>) -> Result<Vec<Vec<InstanceId>>, DagError> {
-        let order = self.topo_order()?;
+        let computed;
+        let order = if self.order.len() == self.deps.len() {
+            &self.order
+        } else {
+            computed = self.topo_order()?;
+            &computed
+        };
         let mut level: BTreeMap<&InstanceId, usize> = BTreeMap::new();
         let mut waves: Vec<Vec<InstanceId>> = Vec::new();
         for node in order.iter().filter(|n| subset.contains(*n)) {
@@ -111,20 +128,18 @@ impl Dag {
         seen
     }
 
-    /// Everything that depends on any of `roots`, transitively (roots excluded).
+    /// Everything that depends on any of `roots`, transitively (roots excluded): what a
+    /// regeneration of `roots` makes stale (DESIGN §5).
     pub fn dependents(&self, roots: &BTreeSet<InstanceId>) -> BTreeSet<InstanceId> {
         let mut out = BTreeSet::new();
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for (node, deps) in &self.deps {
-                if !out.contains(node)
-                    && !roots.contains(node)
-                    && deps.iter().any(|d| roots.contains(d) || out.contains(d))
-                {
-                    out.insert(node.clone());
-                    changed = true;
-                }
+        // In dependency order a node comes after all it depends on, so one pass suffices.
+        for node in &self.order {
+            if !roots.contains(node)
+                && self.deps[node]
+                    .iter()
+                    .any(|d| roots.contains(d) || out.contains(d))
+            {
+                out.insert(node.clone());
             }
         }
         out
@@ -210,6 +225,15 @@ mod tests {
             err.to_string(),
             "dependency cycle: machines/m/g00 -> machines/m/g01 -> machines/m/g02 -> machines/m/g00"
         );
+    }
+
+    #[test]
+    fn dependents_are_transitive() {
+        let mut d = dag(&[(1, 0), (2, 1), (3, 0), (4, 5)], 6);
+        d.order = d.topo_order().unwrap();
+        let roots = BTreeSet::from([id(0)]);
+        assert_eq!(d.dependents(&roots), BTreeSet::from([id(1), id(2), id(3)]));
+        assert!(d.dependents(&BTreeSet::from([id(2)])).is_empty());
     }
 
     #[test]

@@ -23,3 +23,11 @@ pub const NO_COLOR: &str = "NO_COLOR";
 /// A file holding the passphrase of a passphrase-protected age identity or ssh key (one
 /// trailing newline is ignored); without it vars asks on the terminal.
 pub const PASSPHRASE_FILE: &str = "VARS_PASSPHRASE_FILE";
+
+/// `XDG_STATE_HOME`, defaulting to `~/.local/state`: where vars remembers each store's vault
+/// recipient (DESIGN §4).
+pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
+
+/// Set to `1` to run generator scripts without a sandbox, as `--no-sandbox` does (needed
+/// together with `settings.sandbox: none`, which alone comes from the repository).
+pub const NO_SANDBOX: &str = "VARS_NO_SANDBOX";

@@ -40,6 +40,7 @@ pub mod prompt;
 pub mod recipients;
 pub mod rekey;
 pub mod sandbox;
+pub mod seal;
 pub mod secret;
 pub mod shipped;
 pub mod spec;

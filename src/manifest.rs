@@ -1,58 +1,45 @@
 //! Building `manifest.json` for every machine and user from the model and the stored
-//! `meta.json` files (DESIGN §3). `generate` writes them; `check` compares them.
+//! `meta.json` files (DESIGN §3). `generate` and `rekey` write them; `check` compares them.
+//!
+//! A manifest names only files that exist: an instance without a valid `meta.json` (never
+//! generated, or a first generation that failed) is left out, so the Nix module never points
+//! at a missing file (issue 8).
 
 use std::collections::BTreeMap;
 
 use crate::meta::{META_FORMAT, Manifest, ManifestFile, ManifestGenerator, Meta};
 use crate::model::{Config, InstanceId, Scope};
+use crate::store::layout::PrincipalKind;
 use crate::store::{Store, StoreError};
 
-/// The manifests every machine and user should have, given the store's current metas.
-pub fn build_all(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
-    use rayon::prelude::*;
-    let ids: Vec<&InstanceId> = config.instances.keys().collect();
-    // A damaged meta.json is reported by plan/check; here it just lacks hashes.
-    let metas: BTreeMap<InstanceId, Meta> = ids
-        .par_iter()
-        .filter_map(|id| Some(((*id).clone(), store.read_meta(id).ok().flatten()?)))
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect();
-    Ok(build_from(config, &metas))
-}
-
-/// The manifests, given the metas already read (a plan holds them).
-pub fn build_from(config: &Config, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Manifest> {
-    let entry = |id: &InstanceId| -> ManifestGenerator {
+/// The manifests every machine and user should have, given the instances' metas (a plan
+/// holds them; instances missing from `metas` are not in the store).
+pub fn build(config: &Config, store: &Store, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Manifest> {
+    let entry = |id: &InstanceId| -> Option<ManifestGenerator> {
+        let meta = metas.get(id)?;
         let generator = config.generator(id);
-        let meta = metas.get(id);
         let files = generator
             .files
             .iter()
-            .filter(|(_, f)| f.deploy)
+            .filter(|(name, f)| {
+                f.deploy && meta.files.get(*name).is_some_and(|m| m.secret == f.secret)
+            })
             .map(|(name, f)| {
-                let file = if f.secret {
-                    format!("{name}.age")
-                } else {
-                    name.clone()
-                };
                 (
                     name.clone(),
                     ManifestFile {
-                        group: f.group.clone(),
+                        group: f.group_in(&id.scope),
                         mode: format!("{:04o}", f.mode),
                         needed_for: f.needed_for,
-                        owner: f.owner.clone(),
-                        path: format!("{id}/{file}"),
+                        owner: f.owner_in(&id.scope),
+                        path: store.file_rel(id, name, f.secret),
                         secret: f.secret,
-                        sha256: meta
-                            .and_then(|m| m.files.get(name))
-                            .and_then(|m| m.sha256.clone()),
+                        sha256: meta.files.get(name).and_then(|m| m.sha256.clone()),
                     },
                 )
             })
             .collect();
-        ManifestGenerator { files }
+        Some(ManifestGenerator { files })
     };
     let mut out = Vec::new();
     for (m, machine) in &config.machines {
@@ -63,23 +50,25 @@ pub fn build_from(config: &Config, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Ma
                 Scope::Machine(owner) => owner == m,
                 Scope::Shared => inst.machines.contains(m),
                 Scope::User(u) => {
-                    if machine.users.contains(u) {
+                    if machine.users.contains(u)
+                        && let Some(e) = entry(id)
+                    {
                         users
                             .entry(u.clone())
                             .or_default()
-                            .insert(id.generator.clone(), entry(id));
+                            .insert(id.generator.clone(), e);
                     }
                     false
                 }
             };
-            if mine {
-                generators.insert(id.generator.clone(), entry(id));
+            if mine && let Some(e) = entry(id) {
+                generators.insert(id.generator.clone(), e);
             }
         }
         out.push(Manifest {
             format: META_FORMAT,
             generators,
-            kind: "machine".into(),
+            kind: PrincipalKind::Machine,
             name: m.clone(),
             users,
         });
@@ -92,14 +81,14 @@ pub fn build_from(config: &Config, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Ma
                 Scope::Shared => inst.users.contains(u),
                 Scope::Machine(_) => false,
             };
-            if mine {
-                generators.insert(id.generator.clone(), entry(id));
+            if mine && let Some(e) = entry(id) {
+                generators.insert(id.generator.clone(), e);
             }
         }
         out.push(Manifest {
             format: META_FORMAT,
             generators,
-            kind: "user".into(),
+            kind: PrincipalKind::User,
             name: u.clone(),
             users: BTreeMap::new(),
         });
@@ -107,24 +96,28 @@ pub fn build_from(config: &Config, metas: &BTreeMap<InstanceId, Meta>) -> Vec<Ma
     out
 }
 
-/// The manifests whose stored `manifest.json` differs from what [`build_all`] gives (missing
-/// or out of date). A run interrupted after its instances but before its manifests leaves
-/// only these behind, so `generate` and `rekey` treat them as work to do.
-pub fn outdated(config: &Config, store: &Store) -> Result<Vec<Manifest>, StoreError> {
-    outdated_among(store, build_all(config, store)?)
-}
-
-/// The manifests among `manifests` whose file differs.
-pub fn outdated_among(
-    store: &Store,
-    manifests: Vec<Manifest>,
-) -> Result<Vec<Manifest>, StoreError> {
+/// The manifests among `manifests` whose stored file differs (missing or out of date). A run
+/// interrupted after its instances but before its manifests leaves only these behind, so
+/// `generate` and `rekey` treat them as work to do.
+pub fn outdated(store: &Store, manifests: Vec<Manifest>) -> Result<Vec<Manifest>, StoreError> {
     let mut out = Vec::new();
     for m in manifests {
-        if store.read_manifest(&m.kind, &m.name)?.as_deref() != Some(&crate::meta::to_json(&m)[..])
-        {
+        if store.read_manifest(m.kind, &m.name)?.as_deref() != Some(&crate::meta::to_json(&m)[..]) {
             out.push(m);
         }
     }
     Ok(out)
+}
+
+/// Write the manifests that differ from what is stored; returns which were written.
+pub fn write_outdated(
+    store: &Store,
+    manifests: Vec<Manifest>,
+) -> Result<Vec<(PrincipalKind, String)>, StoreError> {
+    let mut written = Vec::new();
+    for m in outdated(store, manifests)? {
+        store.write_manifest(&m)?;
+        written.push((m.kind, m.name));
+    }
+    Ok(written)
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::NeededFor;
+use crate::store::layout::PrincipalKind;
 
 /// Version of `meta.json` and `manifest.json`.
 pub const META_FORMAT: u32 = 1;
@@ -63,7 +64,7 @@ pub struct Manifest {
     /// Generator → its files this principal receives (own scope and shared).
     pub generators: BTreeMap<String, ManifestGenerator>,
     /// `machine` or `user`.
-    pub kind: String,
+    pub kind: PrincipalKind,
     /// The machine or user name.
     pub name: String,
     /// Machine manifests only: user name → that user's instances deployed to this machine.
@@ -83,8 +84,8 @@ pub struct ManifestGenerator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ManifestFile {
-    /// Group for `vars install`.
-    pub group: String,
+    /// Group for `vars install`; `null` (user instances) means the owner's primary group.
+    pub group: Option<String>,
     /// Octal mode, e.g. `"0400"`.
     pub mode: String,
     /// Install phase.

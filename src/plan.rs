@@ -1,13 +1,22 @@
-//! What `generate` and `check` will do, as plain data: for each instance, whether it is up to
-//! date, must be (re)generated and why, or only has secrets to re-encrypt (DESIGN §5, §4).
-//! Computing a plan reads `meta.json` files and file names only; it never decrypts.
+//! The state of each instance, as plain data: up to date, to be (re)generated and why, or
+//! with secrets to re-encrypt (DESIGN §4, §5). `generate`, `rekey`, `check` and `list` all
+//! start here. Computing it reads each `meta.json` once and looks for the declared files; it
+//! never decrypts.
+//!
+//! Regeneration spreads (DESIGN §5, issue 10): whatever is (re)generated makes every instance
+//! that depends on it, transitively and on every machine and user, regenerate in the same run.
+//! [`plan`] therefore grows the set it plans by the dependents of what it finds to generate,
+//! until nothing new is reached, so a successful run never leaves a store `check` rejects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::dag::{Dag, DagError};
+use rayon::prelude::*;
+
+use crate::meta::Meta;
 use crate::model::{Config, InstanceId};
-use crate::recipients;
+pub use crate::recipients::Reader;
+use crate::recipients::{self, RecipientIndex};
 use crate::store::{Store, StoreError};
 
 /// Why an instance must be (re)generated.
@@ -16,7 +25,7 @@ use crate::store::{Store, StoreError};
 pub enum Reason {
     /// The instance has never been generated.
     Missing,
-    /// A declared file is not in the store.
+    /// A declared file is not in the store (or changed between secret and public).
     MissingFile {
         /// The file.
         file: String,
@@ -31,12 +40,12 @@ pub enum Reason {
     /// A dependency was regenerated since (or its set of instances changed).
     DependencyChanged {
         /// The dependency instance.
-        dependency: String,
+        dependency: InstanceId,
     },
     /// A dependency is regenerated in this same run.
     DependencyRegenerated {
         /// The dependency instance.
-        dependency: String,
+        dependency: InstanceId,
     },
     /// `--regenerate` named it.
     Requested,
@@ -53,7 +62,7 @@ impl fmt::Display for Reason {
                 write!(f, "dependency {dependency} changed")
             }
             Reason::DependencyRegenerated { dependency } => {
-                write!(f, "dependency {dependency} is regenerated")
+                write!(f, "dependency {dependency} regenerated")
             }
             Reason::Requested => f.write_str("--regenerate"),
         }
@@ -66,13 +75,10 @@ impl fmt::Display for Reason {
 pub struct StaleSecret {
     /// The file name.
     pub file: String,
-    /// Principals that will be able to read it after re-encryption.
-    pub added: Vec<String>,
-    /// Principals that will lose access.
-    pub removed: Vec<String>,
-    /// The declared recipients (sorted).
-    #[serde(skip)]
-    pub recipients: Vec<String>,
+    /// Who will be able to read it after re-encryption.
+    pub added: Vec<Reader>,
+    /// Who will lose access.
+    pub removed: Vec<Reader>,
 }
 
 /// What happens to one instance.
@@ -93,14 +99,18 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// Whether the instance is (re)generated for a reason other than being damaged.
+    pub fn is_damaged(&self) -> bool {
+        matches!(self, Action::Generate { reasons } if reasons.iter().any(|r| matches!(r, Reason::Damaged { .. })))
+    }
+}
+
 /// One instance's entry in a plan.
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct InstancePlan {
-    /// `machines/m/gen`, `users/u/gen` or `shared/gen`.
-    pub instance: String,
-    /// The instance id.
-    #[serde(skip)]
+    /// The instance.
     pub id: InstanceId,
     /// What to do.
     #[serde(flatten)]
@@ -113,19 +123,19 @@ pub struct InstancePlan {
 #[derive(Debug, Clone, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Plan {
-    /// Whether the vault key must be created first.
-    pub create_vault: bool,
-    /// Instances in dependency order.
+    /// Instances in dependency order: the targets, what they depend on, and whatever depends
+    /// on something that is regenerated.
     pub instances: Vec<InstancePlan>,
-    /// The meta.json files read while planning (valid ones), for callers that need them too.
+    /// The `meta.json` of every planned instance that has a valid one, read once: apply,
+    /// manifests and `check` use these instead of reading them again.
     #[serde(skip)]
-    pub metas: BTreeMap<InstanceId, crate::meta::Meta>,
+    pub metas: BTreeMap<InstanceId, Meta>,
 }
 
 impl Plan {
     /// Whether anything needs doing.
     pub fn is_empty(&self) -> bool {
-        !self.create_vault && self.instances.iter().all(|i| i.action == Action::UpToDate)
+        self.instances.iter().all(|i| i.action == Action::UpToDate)
     }
 
     /// Instances to generate.
@@ -134,14 +144,23 @@ impl Plan {
             .iter()
             .filter(|i| matches!(i.action, Action::Generate { .. }))
     }
+
+    /// Instances with secrets to re-encrypt only.
+    pub fn to_rekey(&self) -> impl Iterator<Item = &InstancePlan> {
+        self.instances
+            .iter()
+            .filter(|i| matches!(i.action, Action::Rekey { .. }))
+    }
+
+    /// The entry of one instance.
+    pub fn get(&self, id: &InstanceId) -> Option<&InstancePlan> {
+        self.instances.iter().find(|p| &p.id == id)
+    }
 }
 
 /// Errors computing a plan.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// The instances form a cycle.
-    #[error(transparent)]
-    Dag(#[from] DagError),
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -153,82 +172,110 @@ pub enum PlanError {
     },
 }
 
-/// Plan the instances in `targets` and everything they depend on.
-/// `regenerate` are instances to regenerate regardless. `vault` is the vault recipient, or
-/// `None` when no vault exists yet (nothing has been generated).
+/// What reading an instance found.
+enum Read {
+    /// A valid `meta.json`, and the declared files that are not in the store.
+    Present(Meta, Vec<String>),
+    Missing,
+    Damaged(String),
+}
+
+/// Plan `targets`, everything they depend on, and (transitively) everything that depends on
+/// what is regenerated. `regenerate` are instances to regenerate regardless. `vault` is the
+/// vault recipient, or `None` when no vault exists yet (nothing has been generated); stale
+/// recipients are computed against it.
 pub fn plan(
     config: &Config,
     store: &Store,
-    dag: &Dag,
     targets: &BTreeSet<InstanceId>,
     regenerate: &BTreeSet<InstanceId>,
     vault: Option<&str>,
 ) -> Result<Plan, PlanError> {
-    let closure = dag.closure(targets.iter().cloned());
-    let order = dag.topo_order()?;
-    // Read every meta.json, and look for the declared files, up front and in parallel: on a
-    // large fleet this is most of the work.
-    type Read = (Result<Option<crate::meta::Meta>, StoreError>, Vec<String>);
-    let mut metas: BTreeMap<InstanceId, Read> = {
-        use rayon::prelude::*;
-        let ids: Vec<&InstanceId> = closure.iter().collect();
-        ids.par_iter()
-            .map(|id| {
-                let meta = store.read_meta(id);
-                let absent = match meta {
-                    Ok(Some(_)) => config
-                        .generator(id)
-                        .files
-                        .iter()
-                        .filter(|(name, def)| !store.file_path(id, name, def.secret).is_file())
-                        .map(|(name, _)| name.clone())
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                ((*id).clone(), (meta, absent))
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect()
-    };
-    let mut regenerating: BTreeSet<InstanceId> = BTreeSet::new();
-    let mut read = BTreeMap::new();
-    let mut generations: BTreeMap<InstanceId, Option<String>> = BTreeMap::new();
-    let mut out = Vec::new();
-    let mut any_present = false;
-    let index = vault.map(|v| recipients::RecipientIndex::new(config, v));
-    for id in order.into_iter().filter(|i| closure.contains(i)) {
-        let generator = config.generator(&id);
-        let mut reasons = Vec::new();
-        let (meta, absent) = metas
-            .remove(&id)
-            .expect("every instance of the closure was read");
-        let meta = match meta {
-            Ok(Some(m)) => {
-                read.insert(id.clone(), m);
-                read.get(&id)
-            }
-            Ok(None) => None,
-            Err(StoreError::BadMeta { reason, .. }) => {
-                reasons.push(Reason::Damaged {
-                    detail: format!("meta.json: {reason}"),
+    let dag = &config.dag;
+    let index = vault.map(|v| RecipientIndex::new(config, v));
+    let mut reads: BTreeMap<InstanceId, Read> = BTreeMap::new();
+    let mut set = dag.closure(targets.iter().cloned());
+    loop {
+        // Read what is new, in parallel: on a large fleet this is most of the work.
+        let unread: Vec<&InstanceId> = set.iter().filter(|id| !reads.contains_key(*id)).collect();
+        let fresh: Vec<(InstanceId, Result<Read, StoreError>)> = unread
+            .par_iter()
+            .map(|id| ((*id).clone(), read(config, store, id)))
+            .collect();
+        for (id, r) in fresh {
+            reads.insert(id, r?);
+        }
+        let planned = evaluate(config, &set, &reads, regenerate, vault.zip(index.as_ref()));
+        let generating: BTreeSet<InstanceId> = planned
+            .iter()
+            .filter(|p| matches!(p.action, Action::Generate { .. }))
+            .map(|p| p.id.clone())
+            .collect();
+        let reached = dag.dependents(&generating);
+        if reached.is_subset(&set) {
+            if vault.is_none() && reads.values().any(|r| !matches!(r, Read::Missing)) {
+                return Err(PlanError::VaultMissing {
+                    path: store.vault_pub_path(),
                 });
-                None
             }
-            Err(e) => return Err(e.into()),
-        };
-        any_present |= meta.is_some();
-        generations.insert(id.clone(), meta.as_ref().map(|m| m.generation.clone()));
+            let metas = reads
+                .into_iter()
+                .filter_map(|(id, r)| match r {
+                    Read::Present(m, _) => Some((id, m)),
+                    _ => None,
+                })
+                .collect();
+            return Ok(Plan {
+                instances: planned,
+                metas,
+            });
+        }
+        set = dag.closure(set.into_iter().chain(reached));
+    }
+}
+
+fn read(config: &Config, store: &Store, id: &InstanceId) -> Result<Read, StoreError> {
+    match store.read_meta(id) {
+        Ok(Some(meta)) => {
+            let mut absent = Vec::new();
+            for (name, def) in &config.generator(id).files {
+                let rel = store.file_rel(id, name, def.secret);
+                if store.kind(&rel)? != Some(crate::fs_util::Kind::File) {
+                    absent.push(name.clone());
+                }
+            }
+            Ok(Read::Present(meta, absent))
+        }
+        Ok(None) => Ok(Read::Missing),
+        Err(StoreError::BadMeta { reason, .. }) => Ok(Read::Damaged(reason)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Each instance of `set`, in dependency order, given what was read.
+fn evaluate(
+    config: &Config,
+    set: &BTreeSet<InstanceId>,
+    reads: &BTreeMap<InstanceId, Read>,
+    regenerate: &BTreeSet<InstanceId>,
+    vault: Option<(&str, &RecipientIndex<'_>)>,
+) -> Vec<InstancePlan> {
+    let mut regenerating: BTreeSet<&InstanceId> = BTreeSet::new();
+    let mut out = Vec::new();
+    for id in config.dag.order().iter().filter(|i| set.contains(*i)) {
+        let generator = config.generator(id);
+        let mut reasons = Vec::new();
         let mut definition_changed = false;
         let mut stale = Vec::new();
-        match &meta {
-            None if reasons.is_empty() => reasons.push(Reason::Missing),
-            None => {}
-            Some(meta) => {
+        match &reads[id] {
+            Read::Missing => reasons.push(Reason::Missing),
+            Read::Damaged(detail) => reasons.push(Reason::Damaged {
+                detail: format!("meta.json: {detail}"),
+            }),
+            Read::Present(meta, absent) => {
                 for (name, def) in &generator.files {
                     let recorded = meta.files.get(name);
-                    let present = !absent.contains(name);
-                    if !present || recorded.is_none_or(|r| r.secret != def.secret) {
+                    if absent.contains(name) || recorded.is_none_or(|r| r.secret != def.secret) {
                         reasons.push(Reason::MissingFile { file: name.clone() });
                     }
                 }
@@ -236,62 +283,38 @@ pub fn plan(
                     reasons.push(Reason::ValidationChanged);
                 }
                 definition_changed = meta.definition_hash != generator.definition_hash;
-                let instance = &config.instances[&id];
+                let instance = &config.instances[id];
                 let current: BTreeSet<String> =
                     instance.dependency_ids().map(ToString::to_string).collect();
-                let recorded: BTreeSet<String> = meta.dependencies.keys().cloned().collect();
-                for dep in current.symmetric_difference(&recorded) {
-                    reasons.push(Reason::DependencyChanged {
-                        dependency: dep.clone(),
-                    });
+                for dep in meta.dependencies.keys().filter(|d| !current.contains(*d)) {
+                    // A dependency dropped from the definition: name it as it was recorded.
+                    if let Some(dep) = crate::store::layout::parse_instance_rel(dep) {
+                        reasons.push(Reason::DependencyChanged { dependency: dep });
+                    }
                 }
                 for dep in instance.dependency_ids() {
+                    let recorded = meta.dependencies.get(&dep.to_string());
                     if regenerating.contains(dep) {
                         reasons.push(Reason::DependencyRegenerated {
-                            dependency: dep.to_string(),
+                            dependency: dep.clone(),
                         });
-                    } else if let Some(rec) = meta.dependencies.get(&dep.to_string())
-                        && generations.get(dep).cloned().flatten().as_ref() != Some(rec)
-                    {
+                    } else if recorded.is_none() || recorded != generation(reads.get(dep)) {
                         reasons.push(Reason::DependencyChanged {
-                            dependency: dep.to_string(),
+                            dependency: dep.clone(),
                         });
                     }
                 }
-                if let Some((vault, index)) = vault.zip(index.as_ref()) {
-                    for (name, def) in generator.files.iter().filter(|(_, d)| d.secret) {
-                        let want = recipients::recipients_for(config, &id, def, vault);
-                        let have = meta
-                            .files
-                            .get(name)
-                            .and_then(|f| f.recipients.clone())
-                            .unwrap_or_default();
-                        if want != have {
-                            let want_set: BTreeSet<String> = want.iter().cloned().collect();
-                            let have_set: BTreeSet<String> = have.into_iter().collect();
-                            stale.push(StaleSecret {
-                                file: name.clone(),
-                                added: index.describe(
-                                    &want_set.difference(&have_set).cloned().collect(),
-                                    Some(&recipients::principals_for(config, &id, def)),
-                                ),
-                                removed: index.describe(
-                                    &have_set.difference(&want_set).cloned().collect(),
-                                    None,
-                                ),
-                                recipients: want,
-                            });
-                        }
-                    }
+                if let Some((vault, index)) = vault {
+                    stale = stale_secrets(config, id, meta, vault, index);
                 }
             }
         }
-        if regenerate.contains(&id) {
+        if regenerate.contains(id) {
             reasons.push(Reason::Requested);
         }
         reasons.dedup();
         let action = if !reasons.is_empty() {
-            regenerating.insert(id.clone());
+            regenerating.insert(id);
             Action::Generate { reasons }
         } else if !stale.is_empty() {
             Action::Rekey { secrets: stale }
@@ -299,20 +322,74 @@ pub fn plan(
             Action::UpToDate
         };
         out.push(InstancePlan {
-            instance: id.to_string(),
-            id,
+            id: id.clone(),
             action,
             definition_changed,
         });
     }
-    if vault.is_none() && any_present {
-        return Err(PlanError::VaultMissing {
-            path: store.vault_pub_path(),
-        });
+    out
+}
+
+/// The recorded generation id of a dependency that was read and is valid.
+fn generation(read: Option<&Read>) -> Option<&String> {
+    match read {
+        Some(Read::Present(m, _)) => Some(&m.generation),
+        _ => None,
     }
-    Ok(Plan {
-        create_vault: vault.is_none(),
-        instances: out,
-        metas: read,
-    })
+}
+
+/// The secrets of an instance whose recorded recipients, or `deploy` flag, differ from the
+/// declared ones.
+fn stale_secrets(
+    config: &Config,
+    id: &InstanceId,
+    meta: &Meta,
+    vault: &str,
+    index: &RecipientIndex<'_>,
+) -> Vec<StaleSecret> {
+    let mut stale = Vec::new();
+    for (name, def) in config.generator(id).files.iter().filter(|(_, d)| d.secret) {
+        let want = recipients::recipients_for(config, id, def, vault);
+        let recorded = meta.files.get(name);
+        let have = recorded
+            .and_then(|f| f.recipients.clone())
+            .unwrap_or_default();
+        let deploy_changed = recorded.is_some_and(|f| f.deploy != def.deploy);
+        if want != have || deploy_changed {
+            let want_set: BTreeSet<String> = want.into_iter().collect();
+            let have_set: BTreeSet<String> = have.into_iter().collect();
+            stale.push(StaleSecret {
+                file: name.clone(),
+                added: index.describe(
+                    &want_set.difference(&have_set).cloned().collect(),
+                    Some(&recipients::principals_for(config, id, def)),
+                ),
+                removed: index.describe(&have_set.difference(&want_set).cloned().collect(), None),
+            });
+        }
+    }
+    stale
+}
+
+/// The valid `meta.json` of each of `ids`, read in parallel (a missing or damaged one is left
+/// out: the planner reports those).
+pub fn read_metas(
+    store: &Store,
+    ids: &[InstanceId],
+) -> Result<BTreeMap<InstanceId, Meta>, StoreError> {
+    let read: Vec<(InstanceId, Result<Option<Meta>, StoreError>)> = ids
+        .par_iter()
+        .map(|id| (id.clone(), store.read_meta(id)))
+        .collect();
+    let mut out = BTreeMap::new();
+    for (id, r) in read {
+        match r {
+            Ok(Some(m)) => {
+                out.insert(id, m);
+            }
+            Ok(None) | Err(StoreError::BadMeta { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }

@@ -5,7 +5,31 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
+use crate::crypto::Recipient;
 use crate::model::{Config, FileDef, InstanceId, Scope};
+
+/// Every recipient of the fleet, parsed once when the model is built (issue 9: derive once,
+/// pass down); encryption borrows from here.
+#[derive(Default)]
+pub struct ParsedRecipients(HashMap<String, Recipient>);
+
+impl ParsedRecipients {
+    /// Keep a parsed recipient (keyed by its text as declared).
+    pub fn insert(&mut self, r: Recipient) {
+        self.0.entry(r.text().to_owned()).or_insert(r);
+    }
+
+    /// The parsed form of a declared recipient.
+    pub fn get(&self, text: &str) -> Option<&Recipient> {
+        self.0.get(text)
+    }
+}
+
+impl fmt::Debug for ParsedRecipients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ParsedRecipients({} recipients)", self.0.len())
+    }
+}
 
 /// Someone who can decrypt a secret.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,6 +138,41 @@ pub fn recipients_for(
     set.into_iter().collect()
 }
 
+/// Someone who gains or loses access to a secret, as a plan or `check` names them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(tag = "kind", content = "name", rename_all = "kebab-case")]
+pub enum Reader {
+    /// The vault key (and so every admin).
+    Vault,
+    /// A machine's host key.
+    Machine(String),
+    /// A user's key.
+    User(String),
+    /// A recipient no declared principal has: its first characters.
+    Unknown(String),
+}
+
+impl fmt::Display for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reader::Vault => f.write_str("vault"),
+            Reader::Machine(m) => write!(f, "machine {m}"),
+            Reader::User(u) => write!(f, "user {u}"),
+            Reader::Unknown(r) => write!(f, "unknown recipient {r}…"),
+        }
+    }
+}
+
+impl From<&Principal> for Reader {
+    fn from(p: &Principal) -> Self {
+        match p {
+            Principal::Vault => Reader::Vault,
+            Principal::Machine(m) => Reader::Machine(m.clone()),
+            Principal::User(u) => Reader::User(u.clone()),
+        }
+    }
+}
+
 /// Names the principals behind recipient strings (for plans and `check` reports). Built once
 /// per run: naming the recipients of thousands of secrets must not scan every principal each
 /// time.
@@ -144,7 +203,7 @@ impl<'a> RecipientIndex<'a> {
         &self,
         recipients: &BTreeSet<String>,
         among: Option<&BTreeSet<Principal>>,
-    ) -> Vec<String> {
+    ) -> Vec<Reader> {
         let mut named: BTreeSet<&Principal> = BTreeSet::new();
         let mut unknown = Vec::new();
         for r in recipients {
@@ -155,15 +214,10 @@ impl<'a> RecipientIndex<'a> {
                 owned = true;
             }
             if !owned {
-                let short: String = r.chars().take(24).collect();
-                unknown.push(format!("unknown recipient {short}…"));
+                unknown.push(Reader::Unknown(r.chars().take(24).collect()));
             }
         }
-        named
-            .iter()
-            .map(ToString::to_string)
-            .chain(unknown)
-            .collect()
+        named.into_iter().map(Reader::from).chain(unknown).collect()
     }
 }
 
@@ -188,7 +242,11 @@ mod tests {
         let index = RecipientIndex::new(&config, "age1vault");
         let air13 = config.machines["air13"].recipients[0].clone();
         let seth_ssh = config.users["seth"].recipients[1].clone();
-        let names = index.describe(&set(&["age1nobody", &seth_ssh, &air13, "age1vault"]), None);
+        let names: Vec<String> = index
+            .describe(&set(&["age1nobody", &seth_ssh, &air13, "age1vault"]), None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             names,
             [
@@ -206,13 +264,20 @@ mod tests {
         let config = darwin2();
         // A key two principals share: the vault recipient is maya's too.
         let index = RecipientIndex::new(&config, MAYA);
-        assert_eq!(index.describe(&set(&[MAYA]), None), ["vault", "user maya"]);
+        let names = |among| -> Vec<String> {
+            index
+                .describe(&set(&[MAYA]), among)
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        assert_eq!(names(None), ["vault", "user maya"]);
         let maya = BTreeSet::from([Principal::User("maya".into())]);
-        assert_eq!(index.describe(&set(&[MAYA]), Some(&maya)), ["user maya"]);
+        assert_eq!(names(Some(&maya)), ["user maya"]);
         // Owned, but by nobody among the readers: reported as unknown.
         let seth = BTreeSet::from([Principal::User("seth".into())]);
         assert_eq!(
-            index.describe(&set(&[MAYA]), Some(&seth)),
+            names(Some(&seth)),
             ["unknown recipient age1h67d2pfa275fpg5c940m…"]
         );
     }

@@ -8,16 +8,22 @@
 //! then every secret is re-encrypted instance by instance, then `keys/` is swapped to the new
 //! key alone. At every moment each secret decrypts with `vault.age` or `next.age`, and a
 //! re-run finishes the job.
+//!
+//! [`Resealer`] re-encrypts one instance and carries its other declared files as they are;
+//! `generate` uses it too for the stale secrets of instances it does not regenerate.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use crate::crypto::{Identities, VaultKey};
-use crate::dag::Dag;
-use crate::generate::{self, Ctx, GenerateError};
 use crate::manifest;
-use crate::model::{Config, InstanceId};
+use crate::meta::{Manifest, Meta};
+use crate::model::{Config, InstanceId, Scope};
 use crate::plan::{self, Action, PlanError, StaleSecret};
-use crate::store::{Store, StoreError};
+use crate::recipients;
+use crate::seal::{Opener, SealError, Sealer};
+use crate::store::layout::PrincipalKind;
+use crate::store::{StagedFile, Store, StoreError};
 use crate::vault::{self, VaultError};
 
 /// Errors planning or applying a rekey.
@@ -38,9 +44,14 @@ pub enum RekeyError {
     /// Opening the vault (keyring cache or identities).
     #[error(transparent)]
     Open(#[from] vault::OpenError),
-    /// Re-encryption failed.
-    #[error(transparent)]
-    Generate(#[from] GenerateError),
+    /// Re-encrypting a secret of `instance` failed.
+    #[error("{instance}: {source}")]
+    Seal {
+        /// The instance.
+        instance: InstanceId,
+        /// The cause.
+        source: SealError,
+    },
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -67,7 +78,7 @@ pub enum VaultAction {
     Keep,
     /// Re-encrypt `vault.age` to the admins declared now (admins or their keys added).
     Rewrap {
-        /// Admins who gain access.
+        /// Admins who gain access (`alice`, `alice (new key)`).
         added: Vec<String>,
     },
     /// New vault key; every secret re-encrypted.
@@ -84,28 +95,28 @@ pub struct RekeyPlan {
     /// The vault key.
     pub vault: VaultAction,
     /// Instances with stale secrets, in dependency order.
-    pub instances: Vec<(String, Vec<StaleSecret>)>,
+    pub instances: Vec<(InstanceId, Vec<StaleSecret>)>,
     /// Declared instances that were never generated (`vars generate` creates them).
-    pub missing: Vec<String>,
+    pub missing: Vec<InstanceId>,
     /// For each `--remove-user`: the secrets that user could read (to regenerate).
     pub readable_by_removed: BTreeMap<String, Vec<String>>,
     /// Notes that scope the report to the flags given.
     pub notes: Vec<String>,
-    /// Directories of removed users (`users/<u>`), deleted from the store.
-    pub remove_dirs: Vec<String>,
-    /// Manifests to rewrite (`machines/m/manifest.json`): out of date because vars.yaml
-    /// changed, or because an earlier rekey was interrupted before writing them.
-    pub manifests: Vec<String>,
+    /// Removed users whose `users/<u>/` directory is deleted from the store.
+    pub remove_users: Vec<String>,
+    /// Manifests to rewrite: out of date because vars.yaml changed, or because an earlier
+    /// rekey was interrupted before writing them.
+    pub manifests: Vec<(PrincipalKind, String)>,
     /// The vault key being rotated in (its recipient is what `instances` were planned for).
     #[serde(skip)]
     next: Option<PlannedNext>,
     /// The meta.json files read while planning, reused when staging.
     #[serde(skip)]
-    metas: BTreeMap<InstanceId, crate::meta::Meta>,
+    metas: BTreeMap<InstanceId, Meta>,
     /// The content of `manifests`. Re-encryption changes nothing a manifest records, so they
     /// are built from the metas read while planning.
     #[serde(skip)]
-    outdated_manifests: Vec<crate::meta::Manifest>,
+    outdated_manifests: Vec<Manifest>,
 }
 
 impl std::fmt::Debug for PlannedNext {
@@ -129,7 +140,7 @@ impl RekeyPlan {
     pub fn is_empty(&self) -> bool {
         self.vault == VaultAction::Keep
             && self.instances.is_empty()
-            && self.remove_dirs.is_empty()
+            && self.remove_users.is_empty()
             && self.manifests.is_empty()
     }
 
@@ -163,9 +174,13 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             ));
         }
     }
-    let current = vault::vault_recipient(store)?.ok_or_else(|| PlanError::VaultMissing {
-        path: store.vault_pub_path(),
-    })?;
+    let state = vault::state(store)?;
+    let current = state
+        .recipient
+        .clone()
+        .ok_or_else(|| PlanError::VaultMissing {
+            path: store.vault_pub_path(),
+        })?;
     let recorded = vault::recorded_admins(store)?;
     let declared = vault::declared_admins(config);
 
@@ -191,14 +206,13 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     if intent.rotate_vault {
         rotate_reasons.push("--rotate-vault".into());
     }
-    let resumed = vault::next_recipient(store)?;
-    if resumed.is_some() {
+    if state.next.is_some() {
         rotate_reasons.push("an earlier rotation was interrupted".into());
     }
     let next = if rotate_reasons.is_empty() {
         None
     } else {
-        Some(match resumed {
+        Some(match state.next {
             Some(r) => PlannedNext::Resumed(r),
             None => PlannedNext::Fresh(VaultKey::generate()),
         })
@@ -209,16 +223,15 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         Some(PlannedNext::Resumed(r)) => r.clone(),
         None => current.clone(),
     };
-    let dag = Dag::from_config(config);
     let all: BTreeSet<InstanceId> = config.instances.keys().cloned().collect();
-    let mut full = plan::plan(config, store, &dag, &all, &BTreeSet::new(), Some(&target))?;
+    let mut full = plan::plan(config, store, &all, &BTreeSet::new(), Some(&target))?;
     let metas = std::mem::take(&mut full.metas);
     let mut instances = Vec::new();
     let mut missing = Vec::new();
     for p in full.instances {
         match p.action {
-            Action::Rekey { secrets } => instances.push((p.instance, secrets)),
-            Action::Generate { .. } => missing.push(p.instance),
+            Action::Rekey { secrets } => instances.push((p.id, secrets)),
+            Action::Generate { .. } => missing.push(p.id),
             Action::UpToDate => {}
         }
     }
@@ -241,11 +254,7 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
                 "{u} is an admin: they read everything through the vault key"
             ));
         }
-        let theirs: Vec<&String> = missing
-            .iter()
-            .filter(|i| i.starts_with(&format!("users/{u}/")))
-            .collect();
-        if !theirs.is_empty() {
+        if missing.iter().any(|i| i.scope == Scope::User(u.to_owned())) {
             notes.push(format!(
                 "{u}'s own instances are not generated yet: run vars generate --user {u}"
             ));
@@ -257,37 +266,37 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         ));
     }
     let mut readable_by_removed = BTreeMap::new();
-    let mut remove_dirs = Vec::new();
+    let mut remove_users = Vec::new();
     for u in &intent.remove_users {
         let mut list = Vec::new();
         if recorded.as_ref().is_some_and(|r| r.admins.contains_key(u)) {
             list.push("every secret (through the vault key, which is rotated now)".to_owned());
         }
-        list.extend(readable_by(config, store, &format!("user:{u}"))?);
+        let theirs = store.instances_of(&Scope::User(u.clone()))?;
+        list.extend(readable_by(
+            config,
+            store,
+            &metas,
+            &theirs,
+            &format!("user:{u}"),
+        )?);
         readable_by_removed.insert(u.clone(), list);
-        if store.dir.join("users").join(u).is_dir() {
-            remove_dirs.push(format!("users/{u}"));
+        if !theirs.is_empty() {
+            remove_users.push(u.clone());
         }
     }
-    let outdated_manifests = manifest::outdated_among(store, manifest::build_from(config, &metas))?;
+    let outdated_manifests = manifest::outdated(store, manifest::build(config, store, &metas))?;
     let manifests = outdated_manifests
         .iter()
-        .map(|m| {
-            let path = store.manifest_path(&m.kind, &m.name);
-            path.strip_prefix(&store.dir)
-                .unwrap_or(&path)
-                .display()
-                .to_string()
-        })
+        .map(|m| (m.kind, m.name.clone()))
         .collect();
-    // Rotation re-encrypts everything anyway; a rewrap alone touches no instance.
     Ok(RekeyPlan {
         vault,
         instances,
         missing,
         readable_by_removed,
         notes,
-        remove_dirs,
+        remove_users,
         manifests,
         next,
         metas,
@@ -295,29 +304,28 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     })
 }
 
-/// The secrets whose meta.json names `label` among their readers.
-fn readable_by(config: &Config, store: &Store, label: &str) -> Result<Vec<String>, RekeyError> {
+/// The secrets whose meta.json names `label` among their readers: of the declared instances
+/// (already read) and of `extra` ones no longer declared (a removed user's own).
+fn readable_by(
+    config: &Config,
+    store: &Store,
+    metas: &BTreeMap<InstanceId, Meta>,
+    extra: &[InstanceId],
+    label: &str,
+) -> Result<Vec<String>, RekeyError> {
     let mut out = Vec::new();
-    let mut dirs: Vec<InstanceId> = config.instances.keys().cloned().collect();
-    // A removed user's own instances are no longer declared; find them on disk.
-    if let Some(user) = label.strip_prefix("user:")
-        && let Ok(rd) = std::fs::read_dir(store.dir.join("users").join(user))
+    let mut read_now = BTreeMap::new();
+    for id in extra
+        .iter()
+        .filter(|id| !config.instances.contains_key(*id))
     {
-        for e in rd.flatten() {
-            if e.path().is_dir() {
-                dirs.push(InstanceId {
-                    scope: crate::model::Scope::User(user.to_owned()),
-                    generator: e.file_name().to_string_lossy().into_owned(),
-                });
-            }
+        if let Ok(Some(m)) = store.read_meta(id) {
+            read_now.insert(id.clone(), m);
         }
     }
-    dirs.sort();
-    dirs.dedup();
-    for id in dirs {
-        let Ok(Some(m)) = store.read_meta(&id) else {
-            continue;
-        };
+    let mut all: Vec<(&InstanceId, &Meta)> = metas.iter().chain(read_now.iter()).collect();
+    all.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, m) in all {
         for (file, f) in &m.files {
             if f.readers
                 .as_ref()
@@ -336,28 +344,25 @@ pub struct RekeyReport {
     /// Instances re-encrypted.
     pub instances: usize,
     /// The vault was re-wrapped or rotated.
-    pub vault: Option<String>,
+    pub vault: Option<&'static str>,
 }
 
 /// Apply a plan. The vault is opened from the keyring cache (`vars unlock`) or with the admin's
-/// identities from `identity_files` and the default places. The caller holds
-/// the store lock.
+/// identities from `identity_files` and the default places. The caller holds the store lock.
 pub fn apply(
     config: &Config,
     store: &Store,
     plan: &RekeyPlan,
-    identity_files: &[std::path::PathBuf],
+    identity_files: &[PathBuf],
     jobs: usize,
 ) -> Result<RekeyReport, RekeyError> {
     let mut report = RekeyReport::default();
     let old = vault::open(store, identity_files)?;
-    let mut vault_ids = Identities::default();
-    vault_ids.add_vault(&old);
     let next = match &plan.next {
         None => None,
         Some(PlannedNext::Resumed(_)) => Some(vault::unwrap_next(
             store,
-            &crate::identity::load(identity_files).map_err(vault::OpenError::from)?,
+            &load_identities(identity_files)?,
         )?),
         Some(PlannedNext::Fresh(key)) => {
             // A fresh key: store it beside the old one before any secret is encrypted to it.
@@ -365,48 +370,52 @@ pub fn apply(
             Some(VaultKey::from_secret(&key.to_secret()).map_err(VaultError::from)?)
         }
     };
-    let next_ids = next.as_ref().map(|n| {
-        let mut ids = Identities::default();
-        ids.add_vault(n);
-        ids
-    });
     let target = next.as_ref().unwrap_or(&old).recipient();
-    let wanted: BTreeSet<&str> = plan.instances.iter().map(|(i, _)| i.as_str()).collect();
-    let instances: Vec<InstanceId> = config
-        .instances
-        .keys()
-        .filter(|id| wanted.contains(id.to_string().as_str()))
-        .cloned()
-        .collect();
-    let parsed = generate::parse_recipients(config, &target)?;
-    let ctx = Ctx {
+    let sealer = Sealer::new(config, &target).map_err(|source| RekeyError::Seal {
+        instance: InstanceId {
+            scope: Scope::Shared,
+            generator: "keys".into(),
+        },
+        source,
+    })?;
+    let old_opener = Opener::vault(&old);
+    let next_opener = next.as_ref().map(Opener::vault);
+    let resealer = Resealer {
         config,
         store,
-        vault_ids: &vault_ids,
-        next_ids: next_ids.as_ref(),
-        vault: &target,
-        parsed: &parsed,
-        armor: config.armor,
+        sealer: &sealer,
+        vault: &old_opener,
+        next: next_opener.as_ref(),
     };
+    let instances: Vec<&InstanceId> = plan.instances.iter().map(|(id, _)| id).collect();
     // Every instance is swapped in atomically (DESIGN §3), in a few rounds with batched syncs:
     // thousands of per-file fsyncs would dominate a rekey of a large fleet.
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(jobs.max(1))
         .build()
         .expect("a thread pool can be built");
-    pool.install(|| store.swap_many(&instances, |id| ctx.stage_rekey(id, plan.metas.get(id))))?;
+    pool.install(|| {
+        store.swap_many(&instances, |id| {
+            let meta = plan.metas.get(*id).ok_or_else(|| StoreError::BadMeta {
+                path: store.instance_dir(id).join("meta.json"),
+                reason: "it disappeared while vars was running".into(),
+            })?;
+            let (rel, files, _) = resealer.restage(id, meta)?;
+            Ok::<_, RekeyError>((rel, files))
+        })
+    })?;
     report.instances = instances.len();
-    for dir in &plan.remove_dirs {
-        store.remove_dir(&store.dir.join(dir))?;
+    for u in &plan.remove_users {
+        store.remove_dir(&Path::new(crate::store::layout::USERS_DIR).join(u))?;
     }
     match (&plan.vault, &next) {
         (_, Some(n)) => {
             vault::write_keys(config, store, n, None)?;
-            report.vault = Some("rotated".into());
+            report.vault = Some("rotated");
         }
         (VaultAction::Rewrap { .. }, None) => {
             vault::write_keys(config, store, &old, None)?;
-            report.vault = Some("re-wrapped".into());
+            report.vault = Some("re-wrapped");
         }
         _ => {}
     }
@@ -414,4 +423,90 @@ pub fn apply(
         store.write_manifest(m)?;
     }
     Ok(report)
+}
+
+fn load_identities(identity_files: &[PathBuf]) -> Result<Identities, RekeyError> {
+    crate::identity::load(identity_files).map_err(|e| RekeyError::Open(e.into()))
+}
+
+/// Re-encrypts the stale secrets of an instance and carries its other declared files as they
+/// are. Only files both declared and recorded are carried: nothing else in the directory (a
+/// planted link, a stray file) survives a rekey (issue 8).
+pub(crate) struct Resealer<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) store: &'a Store,
+    /// Encrypts to the vault secrets end up with (the new one during a rotation).
+    pub(crate) sealer: &'a Sealer<'a>,
+    /// Decrypts what is encrypted to the current vault.
+    pub(crate) vault: &'a Opener,
+    /// During a rotation: decrypts what is already encrypted to the vault being rotated in.
+    pub(crate) next: Option<&'a Opener>,
+}
+
+impl Resealer<'_> {
+    /// The new content of `id`'s directory (its path relative to the store, the files, and
+    /// the new `meta.json` it contains), given its current `meta`.
+    pub(crate) fn restage(
+        &self,
+        id: &InstanceId,
+        meta: &Meta,
+    ) -> Result<(PathBuf, Vec<StagedFile>, Meta), RekeyError> {
+        let generator = self.config.generator(id);
+        let mut meta = meta.clone();
+        meta.files.retain(|name, f| {
+            generator
+                .files
+                .get(name)
+                .is_some_and(|def| def.secret == f.secret)
+        });
+        let seal_err = |source| RekeyError::Seal {
+            instance: id.clone(),
+            source,
+        };
+        let mut staged = Vec::with_capacity(meta.files.len() + 1);
+        for (name, entry) in meta.files.iter_mut() {
+            let def = &generator.files[name];
+            let raw =
+                self.store
+                    .read_file(id, name, def.secret)?
+                    .ok_or_else(|| StoreError::BadMeta {
+                        path: self.store.file_path(id, name, def.secret),
+                        reason: "a file meta.json lists is missing".into(),
+                    })?;
+            let bytes = if !def.secret {
+                raw
+            } else {
+                let want = recipients::recipients_for(self.config, id, def, self.sealer.vault());
+                entry.deploy = def.deploy;
+                if entry.recipients.as_ref() == Some(&want) {
+                    raw
+                } else {
+                    // During a rotation, try first the vault the file is recorded to be
+                    // encrypted to: each identity tried costs a scalar multiplication.
+                    let recorded = entry.recipients.as_deref().unwrap_or_default();
+                    let opener = match self
+                        .next
+                        .filter(|_| recorded.iter().any(|r| r == self.sealer.vault()))
+                    {
+                        Some(next) => next,
+                        None => self.vault,
+                    };
+                    let plain = opener.open(&raw).map_err(seal_err)?;
+                    let ct = self.sealer.seal(&plain, &want).map_err(seal_err)?;
+                    entry.recipients = Some(want);
+                    entry.readers = Some(recipients::reader_labels(self.config, id, def));
+                    ct
+                }
+            };
+            staged.push(StagedFile {
+                name: self.store.stored_name(name, def.secret),
+                bytes,
+            });
+        }
+        staged.push(StagedFile {
+            name: crate::store::layout::META_FILE.into(),
+            bytes: crate::meta::to_json(&meta),
+        });
+        Ok((id.rel_path(), staged, meta))
+    }
 }

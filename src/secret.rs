@@ -3,7 +3,7 @@
 //! copy it somewhere unintended. Only the sandbox (writing `$in`/`$prompts`), the crypto module
 //! (encrypting) and `vars get`/`vars install` call [`SecretBytes::expose`].
 
-use secrecy::{ExposeSecret, SecretBox};
+use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 
 /// Plaintext secret bytes, zeroized when dropped.
 pub struct SecretBytes(SecretBox<Vec<u8>>);
@@ -27,6 +27,22 @@ impl SecretBytes {
     /// Whether the value is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes the buffer holds without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.0.expose_secret().capacity()
+    }
+
+    /// Append `bytes`, which must fit in the capacity: growing would leave an unzeroed copy
+    /// of the old buffer in freed memory.
+    pub fn extend_within_capacity(&mut self, bytes: &[u8]) {
+        let v = self.0.expose_secret_mut();
+        assert!(
+            v.len() + bytes.len() <= v.capacity(),
+            "SecretBytes must not reallocate"
+        );
+        v.extend_from_slice(bytes);
     }
 
     /// A second zeroizing copy, made explicitly (there is deliberately no `Clone`).

@@ -2,17 +2,21 @@
 //! Its public half is `keys/vault.pub`; its private half exists on disk only as
 //! `keys/vault.age`, encrypted to every admin. Created by the first `generate`, unwrapped once
 //! per run with an admin's identities.
+//!
+//! `keys/vault.pub` is opaque to a reviewer, so it is never trusted on its own: whenever the
+//! vault is unwrapped its recipient must equal `vault.pub`, and a command that encrypts without
+//! unwrapping (a user generating their own secrets) compares `vault.pub` with the recipient
+//! this machine last saw for this store, kept outside the repository ([`check_pin`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::crypto::{self, CryptoError, Identities, Recipient, VaultKey};
-use crate::fs_util;
-use crate::meta;
+use crate::crypto::{CryptoError, Identities, Recipient, VaultKey};
 use crate::model::Config;
 use crate::recipients::{Principal, principal_recipients};
 use crate::secret::SecretBytes;
-use crate::store::{StagedFile, Store, StoreError};
+use crate::store::{KeyFile, StagedFile, Store, StoreError};
+use crate::{env, fs_util, meta};
 
 /// Errors creating, reading or unwrapping the vault.
 #[derive(Debug, thiserror::Error)]
@@ -25,31 +29,84 @@ pub enum VaultError {
         /// The identities tried.
         tried: Vec<String>,
     },
+    /// `keys/vault.pub` (or `next.pub`) is not the public half of the key in `vault.age`.
+    #[error("{} does not match the vault key in {}: the store was tampered with (vault.pub is {found}, the key in vault.age is {unwrapped})", public.display(), private.display())]
+    Mismatch {
+        /// The public file.
+        public: PathBuf,
+        /// The encrypted key file.
+        private: PathBuf,
+        /// What the public file says.
+        found: String,
+        /// The recipient of the unwrapped key.
+        unwrapped: String,
+    },
+    /// `keys/vault.pub` changed since this machine last used the store, and nothing proved the
+    /// new one (DESIGN §4).
+    #[error("{} changed since this machine last used this store: it was {recorded}, it is now {found}", path.display())]
+    Changed {
+        /// vault.pub.
+        path: PathBuf,
+        /// The recipient recorded outside the repository.
+        recorded: String,
+        /// The recipient in the store now.
+        found: String,
+    },
     /// The vault files are unreadable or malformed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// Writing the vault failed.
+    /// Reading or writing the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
+/// What the store says about its vault, read once per command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VaultState {
+    /// `keys/vault.pub`, when the store has a vault.
+    pub recipient: Option<String>,
+    /// `keys/next.pub`, while a rotation is under way.
+    pub next: Option<String>,
+}
+
+/// Read `keys/vault.pub` and `keys/next.pub`.
+pub fn state(store: &Store) -> Result<VaultState, VaultError> {
+    Ok(VaultState {
+        recipient: read_pub(store, KeyFile::VaultPub)?,
+        next: read_pub(store, KeyFile::NextPub)?,
+    })
+}
+
 /// The vault recipient if the store has one.
 pub fn vault_recipient(store: &Store) -> Result<Option<String>, VaultError> {
-    let path = store.vault_pub_path();
-    if !path.exists() {
+    read_pub(store, KeyFile::VaultPub)
+}
+
+/// A vault key being rotated in: `keys/next.pub` exists while a rotation is under way.
+pub fn next_recipient(store: &Store) -> Result<Option<String>, VaultError> {
+    read_pub(store, KeyFile::NextPub)
+}
+
+fn read_pub(store: &Store, key: KeyFile) -> Result<Option<String>, VaultError> {
+    let Some(bytes) = store.read_key(key)? else {
         return Ok(None);
-    }
-    let text = fs_util::read_to_string(&path).map_err(CryptoError::from)?;
-    let r = Recipient::parse(text.trim()).map_err(|_| CryptoError::BadRecipient {
+    };
+    let path = store.key_path(key);
+    let bad = || CryptoError::BadRecipient {
         reason: format!("{} does not hold an age recipient", path.display()),
-    })?;
+    };
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let r = Recipient::parse(text.trim()).map_err(|_| bad())?;
+    if !r.text().starts_with("age1") || r.text().contains(' ') {
+        return Err(bad().into());
+    }
     Ok(Some(r.text().to_owned()))
 }
 
 /// Create the vault key: `keys/vault.pub` and `keys/vault.age` encrypted to every admin.
 pub fn create_vault(config: &Config, store: &Store) -> Result<VaultKey, VaultError> {
     let vault = VaultKey::generate();
-    write_vault(config, store, &vault)?;
+    write_keys(config, store, &vault, None)?;
     Ok(vault)
 }
 
@@ -83,43 +140,22 @@ pub fn declared_admins(config: &Config) -> BTreeMap<String, Vec<String>> {
 
 /// The admins `vault.age` was last wrapped to; `None` if the store has no `vault.json`.
 pub fn recorded_admins(store: &Store) -> Result<Option<VaultRecord>, VaultError> {
-    let path = store.dir.join("keys/vault.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            StoreError::BadMeta {
-                path,
-                reason: e.to_string(),
-            }
-            .into()
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StoreError::Io(fs_util::IoError {
-            action: "read",
-            path,
-            source,
-        })
-        .into()),
-    }
-}
-
-/// A vault key being rotated in: `keys/next.pub` exists while a rotation is under way.
-pub fn next_recipient(store: &Store) -> Result<Option<String>, VaultError> {
-    let path = store.dir.join("keys/next.pub");
-    if !path.exists() {
+    let Some(bytes) = store.read_key(KeyFile::VaultJson)? else {
         return Ok(None);
-    }
-    let text = fs_util::read_to_string(&path).map_err(CryptoError::from)?;
-    Ok(Some(text.trim().to_owned()))
+    };
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        StoreError::BadMeta {
+            path: store.key_path(KeyFile::VaultJson),
+            reason: e.to_string(),
+        }
+        .into()
+    })
 }
 
-/// (Re)write `keys/` for `vault`, encrypted to the admins declared now. With `next`, the
+/// Write `keys/` for `vault`, encrypted to the admins declared now. With `next`, the
 /// directory also holds the vault key being rotated in (`next.age`, `next.pub`), so an
 /// interrupted rotation can always be finished: every secret decrypts with one of the two.
-pub fn write_vault(config: &Config, store: &Store, vault: &VaultKey) -> Result<(), VaultError> {
-    write_keys(config, store, vault, None)
-}
-
-/// Write `keys/` with the current vault and, during a rotation, the next one.
+/// The recipient written is recorded as this machine's known vault of the store.
 pub fn write_keys(
     config: &Config,
     store: &Store,
@@ -127,62 +163,163 @@ pub fn write_keys(
     next: Option<&VaultKey>,
 ) -> Result<(), VaultError> {
     let admins = declared_admins(config);
-    let recipients: Vec<Recipient> = admins
+    let recipients: Vec<&Recipient> = admins
         .values()
         .flatten()
-        .map(|r| Recipient::parse(r))
+        .map(|r| {
+            config
+                .recipients
+                .get(r)
+                .ok_or_else(|| CryptoError::BadRecipient {
+                    reason: "an admin recipient was not parsed with the declarations".into(),
+                })
+        })
         .collect::<Result<_, _>>()?;
-    let refs: Vec<&Recipient> = recipients.iter().collect();
     let record = VaultRecord {
         admins,
         format: meta::META_FORMAT,
     };
+    let wrap = |key: &VaultKey| crate::crypto::encrypt(&key.to_secret(), &recipients, true);
     let mut files = vec![
         StagedFile {
-            name: "vault.age".into(),
-            bytes: crypto::encrypt(&vault.to_secret(), &refs, true)?,
+            name: KeyFile::VaultAge.name().into(),
+            bytes: wrap(vault)?,
         },
         StagedFile {
-            name: "vault.json".into(),
+            name: KeyFile::VaultJson.name().into(),
             bytes: meta::to_json(&record),
         },
         StagedFile {
-            name: "vault.pub".into(),
+            name: KeyFile::VaultPub.name().into(),
             bytes: format!("{}\n", vault.recipient()).into_bytes(),
         },
     ];
     if let Some(next) = next {
         files.push(StagedFile {
-            name: "next.age".into(),
-            bytes: crypto::encrypt(&next.to_secret(), &refs, true)?,
+            name: KeyFile::NextAge.name().into(),
+            bytes: wrap(next)?,
         });
         files.push(StagedFile {
-            name: "next.pub".into(),
+            name: KeyFile::NextPub.name().into(),
             bytes: format!("{}\n", next.recipient()).into_bytes(),
         });
     }
-    store.swap_dir(&store.dir.join("keys"), &files)?;
+    store.swap_dir(Path::new(crate::store::layout::KEYS_DIR), &files)?;
+    pin(store, &vault.recipient());
     Ok(())
 }
 
-/// Decrypt `keys/next.age` (an interrupted rotation's new vault key).
+/// Decrypt `keys/next.age` (an interrupted rotation's new vault key), checked against
+/// `keys/next.pub`.
 pub fn unwrap_next(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
-    unwrap_at(&store.dir.join("keys/next.age"), ids)
+    unwrap_at(store, KeyFile::NextAge, KeyFile::NextPub, ids)
 }
 
-/// Decrypt `keys/vault.age` with the caller's identities.
+/// Decrypt `keys/vault.age` with the caller's identities, checked against `keys/vault.pub`
+/// (a mismatch means the store was tampered with), and remember its recipient as this
+/// machine's known vault of the store.
 pub fn unwrap_vault(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
-    unwrap_at(&store.vault_age_path(), ids)
+    let key = unwrap_at(store, KeyFile::VaultAge, KeyFile::VaultPub, ids)?;
+    pin(store, &key.recipient());
+    Ok(key)
 }
 
-fn unwrap_at(path: &std::path::Path, ids: &Identities) -> Result<VaultKey, VaultError> {
-    let path = path.to_path_buf();
-    let ct = fs_util::read(&path).map_err(CryptoError::from)?;
+fn unwrap_at(
+    store: &Store,
+    private: KeyFile,
+    public: KeyFile,
+    ids: &Identities,
+) -> Result<VaultKey, VaultError> {
+    let path = store.key_path(private);
+    let ct = store
+        .read_key(private)?
+        .ok_or_else(|| StoreError::BadMeta {
+            path: path.clone(),
+            reason: "it is missing".into(),
+        })?;
     let secret: SecretBytes = ids.decrypt(&ct).map_err(|_| VaultError::NotAnAdmin {
         path: path.clone(),
         tried: ids.sources.clone(),
     })?;
-    Ok(VaultKey::from_secret(&secret)?)
+    let key = VaultKey::from_secret(&secret)?;
+    let found = read_pub(store, public)?.unwrap_or_default();
+    if found != key.recipient() {
+        return Err(VaultError::Mismatch {
+            public: store.key_path(public),
+            private: path,
+            found,
+            unwrapped: key.recipient(),
+        });
+    }
+    Ok(key)
+}
+
+/// Where this machine remembers the vault recipient of each store it used:
+/// `$XDG_STATE_HOME/vars/known-vaults.json` (default `~/.local/state/vars/…`).
+fn pins_path() -> Option<PathBuf> {
+    let state = std::env::var_os(env::XDG_STATE_HOME)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os(env::HOME)
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(state.join("vars/known-vaults.json"))
+}
+
+/// The key a store is remembered by: its canonical path.
+fn pin_key(store: &Store) -> String {
+    std::fs::canonicalize(&store.dir)
+        .unwrap_or_else(|_| store.dir.clone())
+        .display()
+        .to_string()
+}
+
+fn read_pins(path: &Path) -> BTreeMap<String, String> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Remember `recipient` as the vault of `store` on this machine. Best effort: a machine
+/// without a writable state directory just cannot pin.
+fn pin(store: &Store, recipient: &str) {
+    let Some(path) = pins_path() else {
+        return;
+    };
+    let mut pins = read_pins(&path);
+    if pins.get(&pin_key(store)).map(String::as_str) == Some(recipient) {
+        return;
+    }
+    pins.insert(pin_key(store), recipient.to_owned());
+    let _ = fs_util::write_atomic(&path, &meta::to_json(&pins), 0o600);
+}
+
+/// Confirm, when encrypting without unwrapping the vault, that `recipient` (read from
+/// `keys/vault.pub`) is the vault this machine last saw for `store` (DESIGN §4). The first use
+/// of a store on a machine records it. `trusted` is a recipient the person confirmed on the
+/// command line (`--trust-vault`), accepted and recorded when it is the one in the store.
+pub fn check_pin(store: &Store, recipient: &str, trusted: Option<&str>) -> Result<(), VaultError> {
+    let Some(path) = pins_path() else {
+        return Ok(());
+    };
+    let pins = read_pins(&path);
+    match pins.get(&pin_key(store)) {
+        Some(known) if known != recipient && trusted != Some(recipient) => {
+            Err(VaultError::Changed {
+                path: store.vault_pub_path(),
+                recorded: known.clone(),
+                found: recipient.to_owned(),
+            })
+        }
+        Some(known) if known == recipient => Ok(()),
+        _ => {
+            pin(store, recipient);
+            Ok(())
+        }
+    }
 }
 
 /// Errors opening the vault for a command ([`open`], [`unlock`], [`lock`]).
@@ -241,6 +378,11 @@ fn cached_for(recipient: &str) -> Result<Option<VaultKey>, crate::keyring::Keyri
 pub fn open(store: &Store, identity_files: &[PathBuf]) -> Result<VaultKey, OpenError> {
     if let Some(v) = cached(store)? {
         return Ok(v);
+    }
+    if vault_recipient(store)?.is_none() {
+        return Err(OpenError::NoVault {
+            path: store.vault_pub_path(),
+        });
     }
     let ids = crate::identity::load(identity_files)?;
     Ok(unwrap_vault(store, &ids)?)

@@ -21,7 +21,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     {
         return Err(CliError::new(format!("unknown machine {m:?}")));
     }
-    let store = vars::store::Store::new(&config.store_dir);
+    let store = config.store();
     let findings = vars::check::check(&config, &store, args.machine.as_deref())?;
     let errors = findings
         .iter()

@@ -65,6 +65,9 @@ impl From<vars::model::ConfigError> for CliError {
             vars::model::ConfigError::NotFound { .. } => CliError::new(e.to_string())
                 .hint("run vars in your fleet repository, pass -C DIR or --config FILE, or create one with vars init"),
             vars::model::ConfigError::Invalid(d) => CliError::new(format!("invalid declarations:\n{d}")),
+            vars::model::ConfigError::Cycle(c) => {
+                CliError::new(c.to_string()).hint("remove one of the dependencies on the cycle")
+            }
             other => CliError::new(other.to_string()),
         }
     }
@@ -76,7 +79,6 @@ impl From<vars::plan::PlanError> for CliError {
             vars::plan::PlanError::VaultMissing { .. } => {
                 Some("restore keys/ from version control (git checkout -- vars/keys)")
             }
-            vars::plan::PlanError::Dag(_) => Some("remove one of the dependencies on the cycle"),
             vars::plan::PlanError::Store(_) => None,
         };
         let err = CliError::new(e.to_string());
@@ -156,6 +158,10 @@ impl From<vars::vault::VaultError> for CliError {
                 "use the identity of a user listed under admins: in vars.yaml (--identity FILE)",
             ),
             vars::vault::VaultError::Store(s) => s.into(),
+            vars::vault::VaultError::Changed { ref found, .. } => err
+                .hint("someone changed keys/vault.pub: if it was not an admin rotating the vault key, the repository was tampered with and secrets encrypted now would be readable by whoever holds that key")
+                .hint(format!("ask an admin whether {found} is the new vault recipient; if so, confirm it with --trust-vault {found} (or let an admin run any vars command, which checks it against vault.age)")),
+            vars::vault::VaultError::Mismatch { .. } => err.hint("restore vars/keys/ from version control and find out who changed it"),
             _ => err.hint("restore vars/keys/ from version control"),
         }
     }
@@ -165,15 +171,39 @@ impl From<vars::generate::GenerateError> for CliError {
     fn from(e: vars::generate::GenerateError) -> Self {
         use vars::generate::GenerateError as G;
         match e {
+            G::Selection(s) => s.into(),
+            G::Plan(p) => p.into(),
+            G::Rekey(r) => super::rekey::rekey_error(r),
+            G::Damaged { .. } => CliError::new(e.to_string()).hint("restore them from version control, or replace them with new values: vars generate --regenerate <GEN> --machine/--user …"),
+            G::RotationInterrupted => CliError::new(e.to_string()).hint("finish it first: vars rekey --yes"),
             G::Identity(i) => i.into(),
             G::Vault(v) => v.into(),
             G::Open(o) => o.into(),
             G::Store(s) => s.into(),
             G::Prompt(p @ vars::prompt::PromptError::Missing { .. }) => {
-                CliError::new(p.to_string()).hint("pass each with --prompt GEN.NAME=VALUE or --prompt-file GEN.NAME=PATH, or run on a terminal")
+                CliError::new(p.to_string()).hint("pass each with --prompt-file GEN.NAME=PATH (- for standard input), VARS_PROMPT_<KEY>=VALUE in the environment, or --prompt GEN.NAME=VALUE (visible in the process list); or run on a terminal")
             }
+            G::StoredPrompts { .. } => CliError::new(e.to_string()).hint("pass the identity of an admin (--identity FILE, or vars unlock), or give new values with --prompt-file GEN.NAME=PATH"),
             G::Sandbox(s @ (vars::sandbox::SandboxError::BubblewrapNotFound | vars::sandbox::SandboxError::BubblewrapUnusable { .. } | vars::sandbox::SandboxError::RuntimeDirNotTmpfs { .. })) => CliError::new(s.to_string()),
             other => CliError::new(other.to_string()).hint("nothing of the failed instance was written; fix the generator and run vars generate again"),
+        }
+    }
+}
+
+impl From<vars::generate::SelectionError> for CliError {
+    fn from(e: vars::generate::SelectionError) -> Self {
+        use vars::generate::SelectionError as S;
+        let err = CliError::new(e.to_string());
+        match &e {
+            S::UnknownMachine { known, .. } => {
+                err.hint(format!("declared machines: {}", known.join(", ")))
+            }
+            S::UnknownUser { known, .. } => {
+                err.hint(format!("declared users: {}", known.join(", ")))
+            }
+            S::UnknownGenerator { .. } => {
+                err.hint("assign it to a machine, user or tag in vars.yaml")
+            }
         }
     }
 }

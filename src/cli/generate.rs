@@ -1,9 +1,8 @@
-//! `vars generate`: plan, print the plan, then generate what is missing or stale.
+//! `vars generate`: build the request, let the library plan it, print the plan, apply it.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use vars::model::{Config, InstanceId, Scope};
+use vars::generate::{Request, Selection};
 
 use super::{CliError, Global, ui};
 
@@ -18,143 +17,57 @@ pub struct Args {
     /// Generate everything (the default when nothing is selected)
     #[arg(long)]
     pub all: bool,
-    /// Only these generators
+    /// Only these generators or instances (GEN, machines/M/GEN, users/U/GEN, shared/GEN)
     #[arg(value_name = "GEN")]
     pub generators: Vec<String>,
-    /// Regenerate the selected instances even if they are current
+    /// Regenerate the selected instances even if they are current (with --machine or --user:
+    /// their own instances; a shared instance only when named)
     #[arg(long)]
     pub regenerate: bool,
     /// Print the plan and stop
     #[arg(long)]
     pub dry_run: bool,
-    /// A prompt value: GEN.NAME=VALUE or INSTANCE.NAME=VALUE (e.g. users/alice/user-password.password=…)
+    /// A prompt value: GEN.NAME=VALUE or INSTANCE.NAME=VALUE; visible to every user of this
+    /// machine in the process list: prefer --prompt-file or VARS_PROMPT_<KEY>
     #[arg(long = "prompt", value_name = "GEN.NAME=VALUE")]
     pub prompts: Vec<String>,
-    /// A prompt value read from a file: GEN.NAME=PATH
+    /// A prompt value read from a file (- for standard input): GEN.NAME=PATH
     #[arg(long = "prompt-file", value_name = "GEN.NAME=PATH")]
     pub prompt_files: Vec<String>,
     /// Instances run in parallel (default: number of cores)
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
-    /// Run generator scripts without a sandbox
-    #[arg(long)]
+    /// Run generator scripts without a sandbox (also needed for settings.sandbox: none)
+    #[arg(long, env = "VARS_NO_SANDBOX")]
     pub no_sandbox: bool,
     /// Identity that unwraps the vault (age identity file or ssh private key; repeatable)
     #[arg(long = "identity", short = 'i', value_name = "FILE")]
     pub identities: Vec<PathBuf>,
-}
-
-/// The instances selected by `--machine`, `--user` and generator names.
-pub fn select(
-    config: &Config,
-    machines: &[String],
-    users: &[String],
-    generators: &[String],
-) -> Result<BTreeSet<InstanceId>, CliError> {
-    for m in machines {
-        if !config.machines.contains_key(m) {
-            return Err(
-                CliError::new(format!("unknown machine {m:?}")).hint(format!(
-                    "declared machines: {}",
-                    config
-                        .machines
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            );
-        }
-    }
-    for u in users {
-        if !config.users.contains_key(u) {
-            return Err(CliError::new(format!("unknown user {u:?}")).hint(format!(
-                "declared users: {}",
-                config.users.keys().cloned().collect::<Vec<_>>().join(", ")
-            )));
-        }
-    }
-    for g in generators {
-        if !config.instances.keys().any(|i| &i.generator == g) {
-            return Err(
-                CliError::new(format!("no instance of generator {g:?} is declared"))
-                    .hint("assign it to a machine, user or tag in vars.yaml"),
-            );
-        }
-    }
-    let everything = machines.is_empty() && users.is_empty();
-    let selected = config
-        .instances
-        .values()
-        .filter(|inst| {
-            let in_scope = everything
-                || match &inst.id.scope {
-                    Scope::Machine(m) => machines.contains(m),
-                    Scope::User(u) => {
-                        users.contains(u)
-                            || machines
-                                .iter()
-                                .any(|m| config.machines[m].users.contains(u))
-                    }
-                    Scope::Shared => {
-                        inst.machines.iter().any(|m| machines.contains(m))
-                            || inst.users.iter().any(|u| users.contains(u))
-                    }
-                };
-            in_scope && (generators.is_empty() || generators.contains(&inst.id.generator))
-        })
-        .map(|i| i.id.clone())
-        .collect();
-    Ok(selected)
+    /// Accept this vault recipient although keys/vault.pub changed since this machine last
+    /// used the store (ask an admin for the new one)
+    #[arg(long, value_name = "AGE1…")]
+    pub trust_vault: Option<String>,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
-    let targets = select(&config, &args.machines, &args.users, &args.generators)?;
-    let regenerate = if args.regenerate {
-        targets.clone()
-    } else {
-        BTreeSet::new()
+    let store = config.store();
+    let request = Request {
+        selection: Selection {
+            machines: args.machines,
+            users: args.users,
+            items: args.generators,
+        },
+        regenerate: args.regenerate,
     };
-    let dag = vars::dag::Dag::from_config(&config);
-    dag.topo_order().map_err(|e| {
-        CliError::new(e.to_string()).hint("remove one of the dependencies on the cycle")
-    })?;
-    let prompts = vars::prompt::PromptValues::from_args(&args.prompts, &args.prompt_files)
+    let mut prompts = ui::prompt_values(&args.prompts, &args.prompt_files)?;
+    prompts
+        .validate(&config)
         .map_err(|e| CliError::usage(e.to_string()))?;
 
     let _lock = ui::lock_store(&store, args.dry_run)?;
-    let vault = vars::vault::vault_recipient(&store)?;
-    if vars::vault::next_recipient(&store)?.is_some() {
-        return Err(CliError::new("a vault key rotation was interrupted")
-            .hint("finish it first: vars rekey --yes"));
-    }
-    let plan = vars::plan::plan(
-        &config,
-        &store,
-        &dag,
-        &targets,
-        &regenerate,
-        vault.as_deref(),
-    )?;
-    let damaged: Vec<String> = plan
-        .instances
-        .iter()
-        .filter(|p| !regenerate.contains(&p.id))
-        .filter(|p| matches!(&p.action, vars::plan::Action::Generate { reasons } if reasons.iter().any(|r| matches!(r, vars::plan::Reason::Damaged { .. }))))
-        .map(|p| p.instance.clone())
-        .collect();
-    if !damaged.is_empty() {
-        // A hand-modified store is not silently "repaired" by rotating the secret.
-        return Err(CliError::new(format!("damaged instance(s): {}", damaged.join(", ")))
-            .hint("restore them from version control, or replace them with new values: vars generate --regenerate <GEN> --machine/--user …"));
-    }
-    // Manifests left outdated by an interrupted run (or a vars.yaml change that touches no
-    // instance, such as a file's mode) are work too; without this the hint of `vars check`
-    // ("run vars generate") would lead nowhere.
-    let outdated_manifests = vars::manifest::outdated(&config, &store)?.len();
-    if plan.is_empty() && outdated_manifests == 0 {
+    let plan = vars::generate::plan(&config, &store, &request, &prompts)?;
+    if plan.is_empty() {
         ui::status("Nothing to do: every selected var is current.");
         return Ok(());
     }
@@ -163,43 +76,33 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     } else {
         "Plan:"
     });
-    ui::print_plan(&plan);
+    ui::print_generate_plan(&config, &plan);
     if args.dry_run {
         return Ok(());
     }
-    let sandbox_setting = if args.no_sandbox || config.sandbox == vars::spec::SandboxChoice::None {
-        vars::sandbox::SandboxSetting::None
-    } else {
-        vars::sandbox::SandboxSetting::Auto
-    };
-    let sandbox =
-        vars::sandbox::detect(sandbox_setting).map_err(|e| CliError::new(e.to_string()))?;
-    if matches!(sandbox, vars::sandbox::SandboxKind::Unsandboxed)
-        && plan.to_generate().next().is_some()
-    {
-        ui::status(
-            "warning: running generator scripts WITHOUT a sandbox (--no-sandbox / settings.sandbox: none)",
-        );
-    }
-    let bar = ui::progress(plan.to_generate().count() as u64, "generating");
+    let sandbox = ui::sandbox(
+        &config,
+        args.no_sandbox,
+        plan.plan.to_generate().next().is_some(),
+    )?;
+    let bar = ui::progress(plan.plan.to_generate().count() as u64, "generating");
     let on_done: Option<vars::generate::OnDone> = bar.clone().map(|b| {
-        Box::new(move |instance: &str| {
-            b.set_message(instance.to_owned());
+        Box::new(move |instance: &vars::model::InstanceId| {
+            b.set_message(instance.to_string());
             b.inc(1);
         }) as vars::generate::OnDone
     });
+    let asker = ui::TerminalAsker::new();
     let opts = vars::generate::Options {
-        jobs: args.jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        jobs: ui::jobs(args.jobs),
         sandbox,
-        prompts,
+        prompts: &prompts,
+        asker: asker.as_ref().map(|a| a as &dyn vars::prompt::Asker),
         identity_files: args.identities,
+        trust_vault: args.trust_vault,
         on_done,
     };
-    let result = vars::generate::apply(&config, &store, &dag, &plan, &opts);
+    let result = vars::generate::apply(&config, &store, plan, &opts);
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -207,8 +110,13 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     if report.created_vault {
         ui::status("created the vault key");
     }
+    let removed = if report.removed.is_empty() {
+        String::new()
+    } else {
+        format!(", {} moved instance(s) removed", report.removed.len())
+    };
     ui::status(format!(
-        "Done: {} generated, {} re-encrypted, {} manifest(s) updated.",
+        "Done: {} generated, {} re-encrypted, {} manifest(s) updated{removed}.",
         report.generated.len(),
         report.rekeyed.len(),
         report.manifests.len()

@@ -1,5 +1,5 @@
 //! `vars get PATH`: print one value. Public files are printed as stored; secrets are decrypted
-//! with your identity directly, or through the vault if you are an admin.
+//! with the unlocked vault, your identity directly, or through the vault if you are an admin.
 
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
+    let store = config.store();
     let (instance, file) = args
         .path
         .rsplit_once('/')
@@ -35,32 +35,23 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             id.generator
         ))
     })?;
-    let path = store.file_path(id, file, def.secret);
-    let raw = std::fs::read(&path).map_err(|e| {
-        CliError::new(format!("cannot read {}: {e}", path.display()))
-            .hint(format!("generate it: vars generate {}", id.generator))
+    let raw = store.read_file(id, file, def.secret)?.ok_or_else(|| {
+        CliError::new(format!(
+            "{} does not exist",
+            store.file_path(id, file, def.secret).display()
+        ))
+        .hint(format!("generate it: vars generate {}", id.generator))
     })?;
     if !def.secret {
         return ui::data(&raw);
     }
-    // A vault unlocked with `vars unlock` needs no identity; otherwise try your own key
-    // (you may be a recipient), then the vault through it (you may be an admin).
-    let through_vault = |vault: vars::crypto::VaultKey| {
-        let mut vault_ids = vars::crypto::Identities::default();
-        vault_ids.add_vault(&vault);
-        vault_ids
-            .decrypt(&raw)
-            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))
-    };
-    let plain = match vars::vault::cached(&store).ok().flatten() {
-        Some(vault) => through_vault(vault)?,
-        None => {
-            let ids = vars::identity::load(&args.identities)?;
-            match ids.decrypt(&raw) {
-                Ok(p) => p,
-                Err(_) => through_vault(vars::vault::unwrap_vault(&store, &ids)?)?,
-            }
-        }
-    };
+    let mut reader = vars::seal::Reader::new(&store, &args.identities);
+    let plain = reader.open(&raw).map_err(|e| match e {
+        vars::seal::SealError::Vault(o) => CliError::from(*o),
+        other => CliError::new(format!(
+            "{}: {other}",
+            store.file_path(id, file, true).display()
+        )),
+    })?;
     ui::data(plain.expose())
 }

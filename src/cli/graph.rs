@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
-    let dag = vars::dag::Dag::from_config(&config);
+    let dag = &config.dag;
     let mut out = String::new();
     match args.format {
         Format::Dot => {

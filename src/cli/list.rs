@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use vars::plan::Action;
 
-use super::{CliError, Global, generate::select, ui};
+use super::{CliError, Global, ui};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,14 +21,17 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
-    let targets = select(&config, &args.machines, &args.users, &[])?;
-    let dag = vars::dag::Dag::from_config(&config);
+    let store = config.store();
+    let selection = vars::generate::Selection {
+        machines: args.machines,
+        users: args.users,
+        items: Vec::new(),
+    };
+    let targets = selection.resolve(&config)?.targets;
     let vault = vars::vault::vault_recipient(&store)?;
     let plan = vars::plan::plan(
         &config,
         &store,
-        &dag,
         &targets,
         &BTreeSet::new(),
         vault.as_deref(),
@@ -54,7 +57,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
                 .to_string(),
         };
         rows.push(serde_json::json!({
-            "instance": p.instance,
+            "instance": p.id.to_string(),
             "generator": generator.name,
             "description": generator.description,
             "status": status,

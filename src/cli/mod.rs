@@ -121,12 +121,12 @@ impl Global {
         })
     }
 
-    /// Find and load the declarations.
+    /// Find and load the declarations: the file named with `--config`, else the `vars.yaml`
+    /// found by walking up (read without following links: the repository is untrusted).
     pub fn load(&self) -> Result<vars::model::Config, CliError> {
-        let file = match &self.config {
-            Some(f) => self.cwd()?.join(f),
-            None => vars::model::find_config(&self.cwd()?)?,
-        };
-        Ok(vars::model::load(&file)?)
+        Ok(match &self.config {
+            Some(f) => vars::model::load(&self.cwd()?.join(f))?,
+            None => vars::model::discover(&self.cwd()?)?,
+        })
     }
 }

@@ -3,6 +3,7 @@
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
 
+use vars::plan::Reader;
 use vars::rekey::{Intent, VaultAction};
 
 use super::{CliError, Global, ui};
@@ -37,7 +38,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
+    let store = config.store();
     let _lock = ui::lock_store(&store, args.dry_run)?;
     let intent = Intent {
         add_users: args.add_users,
@@ -76,11 +77,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             return Err(CliError::new("aborted; nothing changed"));
         }
     }
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = ui::jobs(args.jobs);
     let report =
         vars::rekey::apply(&config, &store, &plan, &args.identities, jobs).map_err(rekey_error)?;
     ui::status(format!(
@@ -121,47 +118,27 @@ fn print(plan: &vars::rekey::RekeyPlan) {
         for s in secrets {
             // Under a rotation every secret gains the new vault and loses the old one; show
             // only the changes that concern people and machines.
-            let concerns = |a: &&String| {
-                !rotating || !(a.starts_with("unknown recipient") || a.as_str() == "vault")
-            };
-            let added: Vec<&String> = s.added.iter().filter(concerns).collect();
-            let removed: Vec<&String> = s.removed.iter().filter(concerns).collect();
+            let concerns =
+                |r: &&Reader| !rotating || !matches!(r, Reader::Vault | Reader::Unknown(_));
+            let added: Vec<Reader> = s.added.iter().filter(concerns).cloned().collect();
+            let removed: Vec<Reader> = s.removed.iter().filter(concerns).cloned().collect();
             if rotating && added.is_empty() && removed.is_empty() {
                 continue;
-            }
-            let mut parts = Vec::new();
-            if !added.is_empty() {
-                parts.push(format!(
-                    "+ {}",
-                    added
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            if !removed.is_empty() {
-                parts.push(format!(
-                    "- {}",
-                    removed
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
             }
             ui::status(format!(
                 "  re-encrypt {instance}/{} ({})",
                 s.file,
-                parts.join("; ")
+                ui::changes(&added, &removed)
             ));
         }
     }
-    for dir in &plan.remove_dirs {
-        ui::status(format!("  remove {dir}/ (the user is no longer declared)"));
+    for user in &plan.remove_users {
+        ui::status(format!(
+            "  remove users/{user}/ (the user is no longer declared)"
+        ));
     }
-    for m in &plan.manifests {
-        ui::status(format!("  rewrite {m}"));
+    for (kind, name) in &plan.manifests {
+        ui::status(format!("  rewrite {}/{name}/manifest.json", kind.dir()));
     }
     for note in &plan.notes {
         ui::status(format!("  note: {note}"));
@@ -170,7 +147,11 @@ fn print(plan: &vars::rekey::RekeyPlan) {
         ui::status(format!(
             "  note: {} instance(s) are not generated yet (vars generate creates them): {}",
             plan.missing.len(),
-            plan.missing.join(", ")
+            plan.missing
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     for (user, secrets) in &plan.readable_by_removed {
@@ -187,14 +168,14 @@ fn print(plan: &vars::rekey::RekeyPlan) {
     }
 }
 
-fn rekey_error(e: vars::rekey::RekeyError) -> CliError {
+pub(super) fn rekey_error(e: vars::rekey::RekeyError) -> CliError {
     use vars::rekey::RekeyError as R;
     match e {
         R::Intent { message } => CliError::new(message),
         R::Plan(p) => p.into(),
         R::Vault(v) => v.into(),
         R::Open(o) => o.into(),
-        R::Generate(g) => g.into(),
+        e @ R::Seal { .. } => CliError::new(e.to_string()),
         R::Store(s) => s.into(),
     }
 }

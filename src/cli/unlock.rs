@@ -49,7 +49,7 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 pub fn run_unlock(global: &Global, args: UnlockArgs) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
+    let store = config.store();
     let from = vars::vault::unlock(&store, &args.identities, args.ttl)?;
     let how = match from {
         vars::vault::Unlocked::Identities => "unlocked",
@@ -66,7 +66,7 @@ pub fn run_unlock(global: &Global, args: UnlockArgs) -> Result<(), CliError> {
 
 pub fn run_lock(global: &Global, _args: LockArgs) -> Result<(), CliError> {
     let config = global.load()?;
-    let store = vars::store::Store::new(&config.store_dir);
+    let store = config.store();
     if vars::vault::lock(&store)? {
         ui::status(format!("vault of {} locked", store.dir.display()));
     } else {

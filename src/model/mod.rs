@@ -12,9 +12,13 @@ use std::time::Duration;
 
 use sha2::Digest as _;
 
+use crate::dag::{Dag, DagError};
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::fs_util::{Dir, Kind};
+use crate::recipients::ParsedRecipients;
 use crate::spec::{self, Backend, NeededFor, PromptKind, SandboxChoice};
-use crate::{fs_util, shipped};
+use crate::store::Store;
+use crate::{fs_util, shipped, text};
 
 mod resolve;
 mod validate;
@@ -40,6 +44,9 @@ pub enum ConfigError {
     /// The declarations are invalid.
     #[error("{0}")]
     Invalid(Diagnostics),
+    /// The instances' dependencies form a cycle.
+    #[error(transparent)]
+    Cycle(#[from] DagError),
 }
 
 /// Where a generator definition came from.
@@ -143,14 +150,36 @@ pub struct FileDef {
     pub secret: bool,
     /// Sent to hosts/users when true; vault only when false.
     pub deploy: bool,
-    /// Owner for `vars install`.
-    pub owner: String,
-    /// Group for `vars install`.
-    pub group: String,
+    /// Owner for `vars install`, if declared; else `root`, or in a user instance the user
+    /// ([`FileDef::owner_in`]).
+    pub owner: Option<String>,
+    /// Group for `vars install`, if declared; else `root`, or in a user instance the owner's
+    /// primary group ([`FileDef::group_in`]).
+    pub group: Option<String>,
     /// Mode for `vars install`.
     pub mode: u32,
     /// Install phase.
     pub needed_for: NeededFor,
+}
+
+impl FileDef {
+    /// The owner `vars install` gives the file in an instance of `scope` (DESIGN §2).
+    pub fn owner_in(&self, scope: &Scope) -> String {
+        match (&self.owner, scope) {
+            (Some(o), _) => o.clone(),
+            (None, Scope::User(u)) => u.clone(),
+            (None, _) => "root".to_owned(),
+        }
+    }
+
+    /// The group, `None` meaning the owner's primary group (resolved at install time).
+    pub fn group_in(&self, scope: &Scope) -> Option<String> {
+        match (&self.group, scope) {
+            (Some(g), _) => Some(g.clone()),
+            (None, Scope::User(_)) => None,
+            (None, _) => Some("root".to_owned()),
+        }
+    }
 }
 
 /// A declared prompt.
@@ -231,6 +260,12 @@ impl InstanceId {
     }
 }
 
+impl serde::Serialize for InstanceId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Display for InstanceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.scope {
@@ -285,9 +320,9 @@ impl Instance {
 pub struct Config {
     /// The directory holding vars.yaml.
     pub root: PathBuf,
-    /// vars.yaml itself.
-    pub config_file: PathBuf,
-    /// The store directory (absolute or relative to the working directory, as root is).
+    /// `settings.store`: the store directory relative to `root` (plain names only).
+    pub store_rel: PathBuf,
+    /// `root` joined with `store_rel`, for messages.
     pub store_dir: PathBuf,
     /// `settings.backend`.
     pub backend: Backend,
@@ -305,6 +340,10 @@ pub struct Config {
     pub generators: BTreeMap<String, Generator>,
     /// Every instance, by id.
     pub instances: BTreeMap<InstanceId, Instance>,
+    /// The dependency graph between instances and its one topological order.
+    pub dag: Dag,
+    /// Every recipient of every machine and user, parsed once.
+    pub recipients: ParsedRecipients,
 }
 
 impl Config {
@@ -314,15 +353,32 @@ impl Config {
             .get(&id.generator)
             .expect("instances are only created for known generators")
     }
+
+    /// The store these declarations name, opened beneath `root` without following links.
+    pub fn store(&self) -> Store {
+        Store::beneath(&self.root, &self.store_rel, self.backend)
+    }
 }
 
-/// Find `vars.yaml` in `start` or its parents.
+/// Find `vars.yaml` in `start` or its parents. A `vars.yaml` that is a symbolic link is not
+/// taken: the repository is untrusted (DESIGN §3), and a link could make an error message
+/// print lines of any file. Name it with `--config` to use it anyway.
 pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
     let mut dir = Some(start);
     while let Some(d) = dir {
         let candidate = d.join(CONFIG_FILE);
-        if candidate.is_file() {
-            return Ok(candidate);
+        match std::fs::symlink_metadata(&candidate) {
+            Ok(m) if m.is_file() => return Ok(candidate),
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(ConfigError::Io(fs_util::IoError {
+                    action: "read",
+                    path: candidate,
+                    source: std::io::Error::other(
+                        "it is a symbolic link, which vars does not follow in a repository (name it with --config FILE to use it)",
+                    ),
+                }));
+            }
+            _ => {}
         }
         dir = d.parent();
     }
@@ -331,52 +387,112 @@ pub fn find_config(start: &Path) -> Result<PathBuf, ConfigError> {
     })
 }
 
-/// Read and validate `config_file`, the `generators/*.yaml` beside it, and the shipped
-/// generators.
+/// Find `vars.yaml` from `start` upwards ([`find_config`]) and load it without following links.
+pub fn discover(start: &Path) -> Result<Config, ConfigError> {
+    let file = find_config(start)?;
+    load_from(&file, false)
+}
+
+/// Read and validate `config_file` (a file the person named: a link to it is followed), the
+/// `generators/*.yaml` beside it (never through a link) and the shipped generators.
 pub fn load(config_file: &Path) -> Result<Config, ConfigError> {
+    load_from(config_file, true)
+}
+
+/// Largest declaration file read.
+const MAX_DECLARATIONS: u64 = 8 * 1024 * 1024;
+
+fn load_from(config_file: &Path, named: bool) -> Result<Config, ConfigError> {
     let root = config_file.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let text = fs_util::read_to_string(config_file)?;
+    let root_dir = Dir::open(if root.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        &root
+    })?;
+    let text = if named {
+        fs_util::read_to_string(config_file)?
+    } else {
+        let name = config_file.file_name().unwrap_or_default();
+        let bytes = root_dir
+            .read_capped(Path::new(name), MAX_DECLARATIONS)?
+            .ok_or_else(|| ConfigError::NotFound {
+                start: root.clone(),
+            })?;
+        String::from_utf8(bytes).map_err(|_| {
+            ConfigError::Io(fs_util::IoError {
+                action: "read",
+                path: config_file.to_path_buf(),
+                source: std::io::Error::other("it is not UTF-8 text"),
+            })
+        })?
+    };
     let mut v = Validator::default();
     let vars: Option<spec::VarsFile> = v.parse(config_file, &text);
 
     let mut defs: BTreeMap<String, (spec::GeneratorSpec, Origin, PathBuf, String, u64, u64)> =
         BTreeMap::new();
     let gen_dir = root.join("generators");
-    if gen_dir.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(&gen_dir)
-            .map_err(|source| fs_util::IoError {
-                action: "list",
-                path: gen_dir.clone(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
-        entries.sort();
-        for path in entries {
-            let text = fs_util::read_to_string(&path)?;
-            let stem = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or_default()
-                .to_owned();
-            if let Err(msg) = check_name(&stem) {
-                v.push(
-                    Diagnostic::at(
-                        &path,
-                        "",
-                        0,
-                        0,
-                        format!("generator file name {stem:?} {msg}"),
-                    )
-                    .hint("rename the file to <generator-name>.yaml"),
-                );
-                continue;
-            }
-            if let Some(g) = v.parse::<spec::GeneratorSpec>(&path, &text) {
-                defs.insert(stem, (g, Origin::Local(path.clone()), path, text, 0, 0));
+    let link_refused = |path: &Path, kind: Kind| {
+        Diagnostic::at(
+            path,
+            "",
+            0,
+            0,
+            format!(
+                "is a {}, not a regular file: vars does not follow links in a repository",
+                kind.describe()
+            ),
+        )
+        .hint("replace it with the file itself, or remove it")
+    };
+    match root_dir.kind("generators")? {
+        None => {}
+        Some(Kind::Dir) => {
+            let dir = root_dir
+                .open_dir("generators")?
+                .expect("it was there a moment ago");
+            for entry in dir.entries()? {
+                let Some(name) = entry.name_str().map(str::to_owned) else {
+                    continue;
+                };
+                let path = gen_dir.join(&name);
+                let Some(stem) = name
+                    .strip_suffix(".yaml")
+                    .or_else(|| name.strip_suffix(".yml"))
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                if entry.kind != Kind::File {
+                    v.push(link_refused(&path, entry.kind));
+                    continue;
+                }
+                let bytes = dir
+                    .read_capped(Path::new(&name), MAX_DECLARATIONS)?
+                    .unwrap_or_default();
+                let Ok(text) = String::from_utf8(bytes) else {
+                    v.push(Diagnostic::at(&path, "", 0, 0, "is not UTF-8 text"));
+                    continue;
+                };
+                if let Err(msg) = check_name(&stem) {
+                    v.push(
+                        Diagnostic::at(
+                            &path,
+                            "",
+                            0,
+                            0,
+                            format!("generator file name {:?} {msg}", text::escape(&stem)),
+                        )
+                        .hint("rename the file to <generator-name>.yaml"),
+                    );
+                    continue;
+                }
+                if let Some(g) = v.parse::<spec::GeneratorSpec>(&path, &text) {
+                    defs.insert(stem, (g, Origin::Local(path.clone()), path, text, 0, 0));
+                }
             }
         }
+        Some(kind) => v.push(link_refused(&gen_dir, kind)),
     }
     let Some(mut vars) = vars else {
         return Err(ConfigError::Invalid(Diagnostics(v.diags)));
@@ -408,21 +524,24 @@ pub fn load(config_file: &Path) -> Result<Config, ConfigError> {
         );
     }
     let mut generators = BTreeMap::new();
+    let mut sources = BTreeMap::new();
     let mut broken = BTreeSet::new();
     for (name, (g, origin, path, src, line, col)) in defs {
         let shadows = shipped::find(&name).is_some();
         match v.generator(&name, g, origin, shadows, &path, &src, line, col) {
             Some(gdef) => {
-                generators.insert(name, gdef);
+                generators.insert(name.clone(), gdef);
             }
             None => {
-                broken.insert(name);
+                broken.insert(name.clone());
             }
         }
+        sources.insert(name, src);
     }
     // Shipped generators are parsed lazily: only the ones referenced and not defined locally.
     let mut resolver = Resolver::new(&mut v, config_file, &text, vars, generators, root.clone());
     resolver.broken = broken;
+    resolver.sources = sources;
     resolver.finish()
 }
 
@@ -448,8 +567,8 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
 /// Check a file name: a valid name that is not `meta.json` and does not end in `.age`.
 pub fn check_file_name(name: &str) -> Result<(), &'static str> {
     check_name(name)?;
-    if name.ends_with(".age") {
-        return Err("must not end in \".age\" (vars adds it to encrypted files)");
+    if crate::store::layout::parse_secret_name(name).is_some() {
+        return Err("must not end in \".age\" or \".sops\" (vars adds them to encrypted files)");
     }
     if name == "meta.json" || name == "manifest.json" {
         return Err("is reserved for vars' own bookkeeping");
@@ -471,12 +590,14 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         } else {
             let n: u64 = num.parse().ok()?;
             num.clear();
-            total += n * match c {
+            let unit = match c {
                 's' => 1,
                 'm' => 60,
                 'h' => 3600,
                 _ => return None,
             };
+            // Checked: `5124095576030432h` must be "not a duration", not a panic or a wrap.
+            total = total.checked_add(n.checked_mul(unit)?)?;
         }
     }
     (num.is_empty() && total > 0).then(|| Duration::from_secs(total))
@@ -513,5 +634,12 @@ mod tests {
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
         assert_eq!(parse_duration("soon"), None);
         assert_eq!(parse_duration("5x"), None);
+        // Overflow is "not a duration" (it panicked in debug builds and wrapped in release).
+        assert_eq!(parse_duration("5124095576030432h"), None);
+        assert_eq!(parse_duration("18446744073709551615s1s"), None);
+        assert_eq!(
+            parse_duration("18446744073709551615s"),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }

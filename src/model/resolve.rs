@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use crate::crypto::Recipient;
+use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::recipients::ParsedRecipients;
 use crate::shipped;
 use crate::spec::{self, Backend, Loc, Name, SandboxChoice};
 
@@ -25,7 +27,12 @@ pub(super) struct Resolver<'a> {
     generators: BTreeMap<String, Generator>,
     /// Defined, but with errors already reported: referring to them adds no noise.
     pub(super) broken: BTreeSet<String>,
+    /// The text each local or inline definition was read from (for positioned errors; never
+    /// read again from disk, where it could have become a link).
+    pub(super) sources: BTreeMap<String, String>,
     instances: BTreeMap<InstanceId, Instance>,
+    /// Recipients as parsed while validating them, kept for the model.
+    parsed: ParsedRecipients,
 }
 
 impl<'a> Resolver<'a> {
@@ -45,7 +52,9 @@ impl<'a> Resolver<'a> {
             vars,
             generators,
             broken: BTreeSet::new(),
+            sources: BTreeMap::new(),
             instances: BTreeMap::new(),
+            parsed: ParsedRecipients::default(),
         }
     }
 
@@ -94,7 +103,10 @@ impl<'a> Resolver<'a> {
         let mut out = Vec::new();
         for r in list {
             match Recipient::parse(&r.value) {
-                Ok(p) => out.push(p.text().to_owned()),
+                Ok(p) => {
+                    out.push(p.text().to_owned());
+                    self.parsed.insert(p);
+                }
                 Err(e) => self.diag(r.line, r.column, format!("recipient of {who} is malformed: {e}"), "use the output of age-keygen -y, or an ssh public key line (ssh-keyscan HOST / cat ~/.ssh/id_ed25519.pub)"),
             }
         }
@@ -134,16 +146,26 @@ impl<'a> Resolver<'a> {
                 "use backend: age (the default)",
             );
         }
-        let store_rel = vars
+        let store_text = vars
             .settings
             .store
             .as_ref()
             .map(|s| s.value.clone())
             .unwrap_or_else(|| "vars".into());
+        // Plain names only (a leading `./` is fine): the store is opened beneath the
+        // repository, component by component, never through a link (DESIGN §3).
+        let store_rel: PathBuf = Path::new(&store_text)
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .collect();
+        let plain = Path::new(&store_text).components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
         if let Some(s) = &vars.settings.store
-            && (s.value.is_empty()
-                || Path::new(&s.value).is_absolute()
-                || s.value.split('/').any(|c| c == ".."))
+            && (store_rel.as_os_str().is_empty() || !plain)
         {
             self.diag(
                 s.line,
@@ -406,10 +428,11 @@ impl<'a> Resolver<'a> {
             ))));
         }
         let settings = vars.settings;
+        let dag = Dag::from_instances(&self.instances)?;
         Ok(Config {
-            store_dir: self.root.join(store_rel),
+            store_dir: self.root.join(&store_rel),
+            store_rel,
             root: self.root,
-            config_file: self.file.to_path_buf(),
             backend: settings.backend.map(|b| b.value).unwrap_or(Backend::Age),
             armor: settings.armor.unwrap_or(false),
             sandbox: settings.sandbox.unwrap_or(SandboxChoice::Auto),
@@ -418,6 +441,8 @@ impl<'a> Resolver<'a> {
             machines,
             generators: self.generators,
             instances: self.instances,
+            dag,
+            recipients: self.parsed,
         })
     }
 
@@ -470,7 +495,7 @@ impl<'a> Resolver<'a> {
     fn def_src(&self, g: &Generator) -> String {
         match &g.origin {
             Origin::Inline => self.src.to_owned(),
-            Origin::Local(p) => std::fs::read_to_string(p).unwrap_or_default(),
+            Origin::Local(_) => self.sources.get(&g.name).cloned().unwrap_or_default(),
             Origin::Shipped => shipped::find(&g.name).unwrap_or_default().to_owned(),
         }
     }

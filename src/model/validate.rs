@@ -148,8 +148,8 @@ impl Validator {
                 FileDef {
                     secret: f.secret.unwrap_or(true),
                     deploy: f.deploy.unwrap_or(true),
-                    owner: f.owner.clone().unwrap_or_else(|| "root".into()),
-                    group: f.group.clone().unwrap_or_else(|| "root".into()),
+                    owner: f.owner.clone(),
+                    group: f.group.clone(),
                     mode,
                     needed_for: f.needed_for.unwrap_or(NeededFor::Services),
                 },
@@ -182,8 +182,8 @@ impl Validator {
                     FileDef {
                         secret: true,
                         deploy: true,
-                        owner: "root".into(),
-                        group: "root".into(),
+                        owner: None,
+                        group: None,
                         mode: 0o400,
                         needed_for: NeededFor::Services,
                     },
@@ -269,7 +269,10 @@ impl Validator {
         let definition = serde_json::json!({
             "script": g.script.value,
             "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({
-                "secret": f.secret, "deploy": f.deploy, "owner": f.owner, "group": f.group,
+                "secret": f.secret, "deploy": f.deploy,
+                // Hashed as before owners became optional, so existing stores keep their hashes.
+                "owner": f.owner.as_deref().unwrap_or("root"),
+                "group": f.group.as_deref().unwrap_or("root"),
                 "mode": f.mode, "needed-for": f.needed_for,
             }))).collect::<serde_json::Map<_, _>>(),
             "prompts": prompts.keys().collect::<Vec<_>>(),

@@ -54,7 +54,10 @@ pub fn manifest_rel(kind: PrincipalKind, name: &str) -> String {
 }
 
 /// Whose manifest: a machine's or a user's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum PrincipalKind {
     /// `machines/<m>/manifest.json`.
     Machine,

@@ -2,15 +2,29 @@
 //! them back, the atomic swap of a whole instance directory, crash-leftover recovery, and the
 //! lock that keeps two `vars` processes from writing at once.
 //!
+//! The store is untrusted input (anyone who gets a commit in controls every byte of it), so
+//! all of its I/O goes through one [`Dir`] handle, opened beneath the repository root without
+//! following links, and nothing below it follows a link either ([`crate::fs_util::Dir`]). Names
+//! come from [`layout`]; [`Store::instances`] is the one walk of the tree that `check`,
+//! `rekey` and recovery share.
+//!
 //! How instance directories are replaced atomically, and how [`Store::recover`] repairs what
 //! a crash interrupted, is described in `src/store/swap.rs`.
 
-use std::fs::{self, File};
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::fs_util::{self, IoContext as _, IoError};
+use crate::fs_util::{self, Create, Dir, Entry, IoContext as _, IoError, Kind};
 use crate::meta::{self, Manifest, Meta};
-use crate::model::InstanceId;
+use crate::model::{InstanceId, Scope};
+use crate::spec::Backend;
+
+pub mod layout;
+mod swap;
+
+use layout::PrincipalKind;
+use swap::{OLD, REMOVING, SPARE_PREFIX};
 
 /// Errors reading or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +38,7 @@ pub enum StoreError {
         /// The lock file.
         path: PathBuf,
     },
-    /// A `meta.json` or `manifest.json` is not valid.
+    /// A `meta.json`, `manifest.json` or key file is not valid, or is not a regular file.
     #[error("{} is damaged: {reason}", path.display())]
     BadMeta {
         /// The file.
@@ -34,11 +48,67 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    fn bad(path: PathBuf, reason: impl Into<String>) -> Self {
+        StoreError::BadMeta {
+            path,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A file of `keys/` (DESIGN §4 and `docs/design-notes.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFile {
+    /// `keys/vault.pub`: the vault recipient.
+    VaultPub,
+    /// `keys/vault.age`: the vault identity, encrypted to the admins.
+    VaultAge,
+    /// `keys/vault.json`: which admins `vault.age` is wrapped to.
+    VaultJson,
+    /// `keys/next.pub`: the vault recipient being rotated in.
+    NextPub,
+    /// `keys/next.age`: the vault identity being rotated in.
+    NextAge,
+}
+
+impl KeyFile {
+    /// The file name inside `keys/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyFile::VaultPub => "vault.pub",
+            KeyFile::VaultAge => "vault.age",
+            KeyFile::VaultJson => "vault.json",
+            KeyFile::NextPub => "next.pub",
+            KeyFile::NextAge => "next.age",
+        }
+    }
+
+    /// `keys/<name>`, relative to the store.
+    pub fn rel(self) -> String {
+        format!("{}/{}", layout::KEYS_DIR, self.name())
+    }
+}
+
+/// Where the store is and how it is reached.
+#[derive(Debug)]
+enum Place {
+    /// `rel` beneath the repository root: no component of `rel` may be a link (DESIGN §3).
+    Beneath { repo: PathBuf, rel: PathBuf },
+    /// A path the person named (`--store DIR`, tests): links in it are followed, none below.
+    Path,
+}
+
 /// The store directory.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Store {
-    /// Its path.
+    /// Its path, for messages (all I/O goes through the handle).
     pub dir: PathBuf,
+    place: Place,
+    /// Which secret files this store writes (`<file>.age` or `<file>.sops`).
+    backend: Backend,
+    /// The open store directory, once it exists.
+    root: OnceLock<Dir>,
 }
 
 /// Held while writing; released on drop.
@@ -54,207 +124,476 @@ pub struct StagedFile {
     pub bytes: Vec<u8>,
 }
 
-pub mod layout;
-mod swap;
+/// An instance directory found in the store, with its entries.
+#[derive(Debug, Clone)]
+pub struct StoredInstance {
+    /// Which instance the directory is.
+    pub id: InstanceId,
+    /// What is in it, sorted by name (nothing followed).
+    pub entries: Vec<Entry>,
+}
 
-use swap::{OLD, REMOVING, SPARE_PREFIX};
+/// Something in the store that is neither an instance, a manifest, the key directory nor
+/// vars' own bookkeeping: `check` reports each (a symlink, a stray file, an invalid name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stray {
+    /// Its path relative to the store (lossy if not UTF-8).
+    pub rel: String,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// The store's tree: [`Store::instances`].
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// Instance directories, in path order.
+    pub instances: Vec<StoredInstance>,
+    /// Everything else that should not be there.
+    pub strays: Vec<Stray>,
+}
 
 /// What vars writes to `vars/.gitignore`: the lock and swap leftovers are never committed.
 const GITIGNORE: &str = "# written by vars: never commit the lock or half-written instances\n.lock\n.vars-swap-*\n.*.old\n.*.removing\n.vars-tmp-*\n";
+const GITIGNORE_FILE: &str = ".gitignore";
+const LOCK_FILE: &str = ".lock";
+
+/// Largest `meta.json`, manifest or key file read: they are small; a huge one is an attack.
+const MAX_BOOKKEEPING: u64 = 16 * 1024 * 1024;
 
 impl Store {
-    /// The store at `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Store { dir: dir.into() }
+    /// The store `rel` beneath the repository `repo` (the directory of vars.yaml). `rel` must
+    /// be relative and plain (the model checks it); none of its components may be a link.
+    pub fn beneath(repo: &Path, rel: &Path, backend: Backend) -> Self {
+        Store {
+            dir: repo.join(rel),
+            place: Place::Beneath {
+                repo: repo.to_path_buf(),
+                rel: rel.to_path_buf(),
+            },
+            backend,
+            root: OnceLock::new(),
+        }
     }
 
-    /// An instance's directory.
+    /// The store at `dir`, a path the person named (`--store DIR`); age backend.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store {
+            dir: dir.into(),
+            place: Place::Path,
+            backend: Backend::Age,
+            root: OnceLock::new(),
+        }
+    }
+
+    /// The backend whose file names this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The open store directory; `None` while the store does not exist.
+    pub(crate) fn root(&self) -> Result<Option<&Dir>, StoreError> {
+        if let Some(d) = self.root.get() {
+            return Ok(Some(d));
+        }
+        let opened = match &self.place {
+            Place::Beneath { repo, rel } => Dir::open(repo)?.open_dir(rel)?,
+            Place::Path => match Dir::open(&self.dir) {
+                Ok(d) => Some(d),
+                Err(e) if e.source.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        Ok(opened.map(|d| self.root.get_or_init(|| d)))
+    }
+
+    /// The open store directory, created (with its parents) when missing.
+    pub(crate) fn ensure_root(&self) -> Result<&Dir, StoreError> {
+        if let Some(d) = self.root()? {
+            return Ok(d);
+        }
+        let created = match &self.place {
+            Place::Beneath { repo, rel } => Dir::open(repo)?.create_dir_all(rel)?,
+            Place::Path => {
+                fs_util::create_dir_all(&self.dir)?;
+                Dir::open(&self.dir)?
+            }
+        };
+        Ok(self.root.get_or_init(|| created))
+    }
+
+    /// An instance's directory (for messages; I/O goes through the store handle).
     pub fn instance_dir(&self, id: &InstanceId) -> PathBuf {
         self.dir.join(id.rel_path())
     }
 
-    /// `keys/vault.pub`.
+    /// Where a key file is (for messages).
+    pub fn key_path(&self, key: KeyFile) -> PathBuf {
+        self.dir.join(key.rel())
+    }
+
+    /// `keys/vault.pub` (for messages).
     pub fn vault_pub_path(&self) -> PathBuf {
-        self.dir.join("keys/vault.pub")
+        self.key_path(KeyFile::VaultPub)
     }
 
-    /// `keys/vault.age`.
+    /// `keys/vault.age` (for messages).
     pub fn vault_age_path(&self) -> PathBuf {
-        self.dir.join("keys/vault.age")
+        self.key_path(KeyFile::VaultAge)
     }
 
-    /// `machines/<m>/manifest.json` or `users/<u>/manifest.json`.
-    pub fn manifest_path(&self, kind: &str, name: &str) -> PathBuf {
-        let group = if kind == "machine" {
-            "machines"
-        } else {
-            "users"
+    /// A manifest's path relative to the store.
+    pub fn manifest_rel(&self, kind: PrincipalKind, name: &str) -> String {
+        layout::manifest_rel(kind, name)
+    }
+
+    /// A manifest's path (for messages).
+    pub fn manifest_path(&self, kind: PrincipalKind, name: &str) -> PathBuf {
+        self.dir.join(self.manifest_rel(kind, name))
+    }
+
+    /// The name a declared file is stored under in its instance directory.
+    pub fn stored_name(&self, file: &str, secret: bool) -> String {
+        layout::stored_name(file, secret, self.backend)
+    }
+
+    /// A stored file's path relative to the store: `<instance>/<file>.age` for secrets,
+    /// `<instance>/<file>` for public files.
+    pub fn file_rel(&self, id: &InstanceId, file: &str, secret: bool) -> String {
+        format!("{id}/{}", self.stored_name(file, secret))
+    }
+
+    /// A stored file's path (for messages).
+    pub fn file_path(&self, id: &InstanceId, file: &str, secret: bool) -> PathBuf {
+        self.dir.join(self.file_rel(id, file, secret))
+    }
+
+    /// Read a file below the store without following links; `None` when it (or the store)
+    /// does not exist. A link or a special file is an error.
+    pub fn read_rel(&self, rel: &str, cap: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(root) = self.root()? else {
+            return Ok(None);
         };
-        self.dir.join(group).join(name).join("manifest.json")
+        Ok(root.read_capped(rel, cap)?)
     }
 
-    /// Take the store's write lock, failing at once if another process has it.
+    /// A stored file of an instance (ciphertext or public bytes); `None` when missing.
+    pub fn read_file(
+        &self,
+        id: &InstanceId,
+        file: &str,
+        secret: bool,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_rel(
+            &self.file_rel(id, file, secret),
+            crate::sandbox::MAX_OUTPUT_BYTES * 2,
+        )
+    }
+
+    /// What a path below the store is (not following it); `None` when missing.
+    pub fn kind(&self, rel: &str) -> Result<Option<Kind>, StoreError> {
+        match self.root()? {
+            None => Ok(None),
+            Some(root) => Ok(root.kind(rel)?),
+        }
+    }
+
+    /// A small bookkeeping file; a link or special file there is damage, not an I/O error,
+    /// so the planner and `check` can report it like any other tampering.
+    fn read_bookkeeping(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.read_rel(rel, MAX_BOOKKEEPING) {
+            Err(StoreError::Io(e)) if fs_util::is_link_refused(&e) => Err(StoreError::bad(
+                self.dir.join(rel),
+                "it, or a directory on its way, is a symbolic link (vars never follows links in the store)",
+            )),
+            Err(StoreError::Io(e)) if e.source.kind() == std::io::ErrorKind::Other => {
+                Err(StoreError::bad(self.dir.join(rel), e.source.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    /// Read a key file; `None` when missing.
+    pub fn read_key(&self, key: KeyFile) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bookkeeping(&key.rel())
+    }
+
+    /// Take the store's write lock, failing at once if another process has it. Creates the
+    /// store (and its `.gitignore`) when missing.
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
-        fs_util::create_dir_all(&self.dir)?;
-        let gitignore = self.dir.join(".gitignore");
+        let root = self.ensure_root()?;
         // Written when missing, and rewritten when an older vars wrote other patterns.
-        let current = fs::read(&gitignore).ok();
+        let current = match root.read_capped(GITIGNORE_FILE, MAX_BOOKKEEPING) {
+            Ok(c) => c,
+            Err(e) if fs_util::is_link_refused(&e) => {
+                return Err(StoreError::bad(
+                    root.display(GITIGNORE_FILE),
+                    "is a symbolic link (vars never follows links in the store)",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let ours = current
             .as_deref()
             .is_none_or(|c| c.starts_with(b"# written by vars"));
         if ours && current.as_deref() != Some(GITIGNORE.as_bytes()) {
-            fs_util::write_atomic(&gitignore, GITIGNORE.as_bytes(), 0o644)?;
+            root.write_atomic(GITIGNORE_FILE, GITIGNORE.as_bytes(), 0o644)?;
         }
-        let path = self.dir.join(".lock");
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at("open", &path)?;
+        let path = root.display(LOCK_FILE);
+        let file = root.create_file(LOCK_FILE, 0o644, Create::Reuse)?;
         match file.try_lock() {
             Ok(()) => Ok(StoreLock { _file: file }),
-            Err(fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
-            Err(fs::TryLockError::Error(e)) => Err(StoreError::Io(IoError {
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io(IoError {
                 action: "lock",
                 path,
-                source: e,
+                source,
             })),
         }
     }
 
-    /// Read an instance's `meta.json`; `None` when the instance does not exist.
+    /// Read an instance's `meta.json`; `None` when the instance does not exist. A
+    /// `meta.json` that is not valid, or names a file outside its instance, is
+    /// [`StoreError::BadMeta`].
     pub fn read_meta(&self, id: &InstanceId) -> Result<Option<Meta>, StoreError> {
-        let path = self.instance_dir(id).join("meta.json");
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(IoError {
-                    action: "read",
-                    path,
-                    source: e,
-                }
-                .into());
-            }
+        let rel = format!("{id}/{}", layout::META_FILE);
+        let Some(bytes) = self.read_bookkeeping(&rel)? else {
+            return Ok(None);
         };
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| StoreError::BadMeta {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let path = self.dir.join(&rel);
+        let meta: Meta = serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::bad(path.clone(), e.to_string()))?;
         if meta.format != meta::META_FORMAT {
-            return Err(StoreError::BadMeta {
+            return Err(StoreError::bad(
                 path,
-                reason: format!(
+                format!(
                     "format {} is not supported (expected {})",
                     meta.format,
                     meta::META_FORMAT
                 ),
-            });
+            ));
+        }
+        // File names are joined to the instance directory: each must be a plain name of it.
+        if let Some(bad) = meta
+            .files
+            .keys()
+            .find(|f| crate::model::check_file_name(f).is_err())
+        {
+            return Err(StoreError::bad(
+                path,
+                format!(
+                    "it names the file {:?}, which is not a file name of an instance",
+                    crate::text::escape(bad)
+                ),
+            ));
         }
         Ok(Some(meta))
     }
 
     /// Read a manifest; `None` when missing.
-    pub fn read_manifest(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let path = self.manifest_path(kind, name);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(IoError {
-                action: "read",
-                path,
-                source: e,
-            }
-            .into()),
-        }
+    pub fn read_manifest(
+        &self,
+        kind: PrincipalKind,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read_bookkeeping(&self.manifest_rel(kind, name))
     }
 
     /// Write a manifest atomically.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
-        let path = self.manifest_path(&manifest.kind, &manifest.name);
-        fs_util::write_atomic(&path, &meta::to_json(manifest), 0o644)?;
+        let rel = self.manifest_rel(manifest.kind, &manifest.name);
+        self.ensure_root()?
+            .write_atomic(&rel, &meta::to_json(manifest), 0o644)?;
         Ok(())
     }
 
-    /// The stored file of an instance: `<file>.age` for secrets, `<file>` for public files.
-    pub fn file_path(&self, id: &InstanceId, file: &str, secret: bool) -> PathBuf {
-        let dir = self.instance_dir(id);
-        if secret {
-            dir.join(format!("{file}.age"))
-        } else {
-            dir.join(file)
+    /// Walk the store once: every instance directory with its entries, and everything that
+    /// does not belong (links, stray files, directories with invalid names). Links are
+    /// reported, never followed.
+    pub fn instances(&self) -> Result<Listing, StoreError> {
+        let mut listing = Listing::default();
+        let Some(root) = self.root()? else {
+            return Ok(listing);
+        };
+        let stray = |listing: &mut Listing, rel: String, kind: Kind| {
+            listing.strays.push(Stray { rel, kind });
+        };
+        for top in root.entries()? {
+            let name = top.name.to_string_lossy().into_owned();
+            let group = match (name.as_str(), top.kind) {
+                (layout::MACHINES_DIR | layout::USERS_DIR | layout::SHARED_DIR, Kind::Dir) => {
+                    name.clone()
+                }
+                (layout::KEYS_DIR, Kind::Dir) => {
+                    let keys = root.open_dir(layout::KEYS_DIR)?.expect("listed");
+                    for e in keys.entries()? {
+                        let n = e.name.to_string_lossy();
+                        let known = [
+                            KeyFile::VaultPub,
+                            KeyFile::VaultAge,
+                            KeyFile::VaultJson,
+                            KeyFile::NextPub,
+                            KeyFile::NextAge,
+                        ]
+                        .iter()
+                        .any(|k| k.name() == n);
+                        if !known || e.kind != Kind::File {
+                            stray(&mut listing, format!("{}/{n}", layout::KEYS_DIR), e.kind);
+                        }
+                    }
+                    continue;
+                }
+                (GITIGNORE_FILE | LOCK_FILE, Kind::File) => continue,
+                (n, _) if is_leftover(n) => continue,
+                _ => {
+                    stray(&mut listing, name, top.kind);
+                    continue;
+                }
+            };
+            let dir = root.open_dir(&group)?.expect("listed");
+            for owner in dir.entries()? {
+                let oname = owner.name.to_string_lossy().into_owned();
+                let rel = format!("{group}/{oname}");
+                if is_leftover(&oname) {
+                    continue;
+                }
+                if owner.kind != Kind::Dir || crate::model::check_name(&oname).is_err() {
+                    stray(&mut listing, rel, owner.kind);
+                    continue;
+                }
+                if group == layout::SHARED_DIR {
+                    self.push_instance(&mut listing, &dir, &oname, rel)?;
+                    continue;
+                }
+                let odir = dir.open_dir(&oname)?.expect("listed");
+                for inst in odir.entries()? {
+                    let iname = inst.name.to_string_lossy().into_owned();
+                    let irel = format!("{rel}/{iname}");
+                    match inst.kind {
+                        Kind::File if iname == layout::MANIFEST_FILE => {}
+                        _ if is_leftover(&iname) => {}
+                        Kind::Dir if crate::model::check_name(&iname).is_ok() => {
+                            self.push_instance(&mut listing, &odir, &iname, irel)?;
+                        }
+                        kind => stray(&mut listing, irel, kind),
+                    }
+                }
+            }
         }
+        Ok(listing)
+    }
+
+    fn push_instance(
+        &self,
+        listing: &mut Listing,
+        parent: &Dir,
+        name: &str,
+        rel: String,
+    ) -> Result<(), StoreError> {
+        let id = layout::parse_instance_rel(&rel).expect("names were checked");
+        let entries = parent.open_dir(name)?.expect("listed").entries()?;
+        listing.instances.push(StoredInstance { id, entries });
+        Ok(())
+    }
+
+    /// The instance directories of one scope's owner found in the store (e.g. a removed
+    /// user's), without listing the whole store.
+    pub fn instances_of(&self, scope: &Scope) -> Result<Vec<InstanceId>, StoreError> {
+        let Some(root) = self.root()? else {
+            return Ok(Vec::new());
+        };
+        let rel = match scope {
+            Scope::Shared => layout::SHARED_DIR.to_owned(),
+            Scope::Machine(m) => format!("{}/{m}", layout::MACHINES_DIR),
+            Scope::User(u) => format!("{}/{u}", layout::USERS_DIR),
+        };
+        let Some(dir) = root.open_dir(&rel)? else {
+            return Ok(Vec::new());
+        };
+        Ok(dir
+            .entries()?
+            .into_iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .filter_map(|e| layout::parse_instance_rel(&format!("{rel}/{}", e.name_str()?)))
+            .collect())
     }
 
     /// Finish or roll back swaps a crash interrupted, anywhere in the store. Returns the
     /// directories it repaired.
     pub fn recover(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut repaired = Vec::new();
-        if !self.dir.is_dir() {
+        let Some(root) = self.root()? else {
             return Ok(repaired);
-        }
-        let mut parents = vec![self.dir.clone(), self.dir.join("shared")];
-        for group in ["machines", "users"] {
-            parents.push(self.dir.join(group));
-            if let Ok(rd) = fs::read_dir(self.dir.join(group)) {
+        };
+        // Parents that can hold swap leftovers: the root (spares, keys), the groups, and each
+        // machine's and user's directory. Only real directories are looked into.
+        let mut parents = vec![String::new(), layout::SHARED_DIR.to_owned()];
+        for group in [layout::MACHINES_DIR, layout::USERS_DIR] {
+            parents.push(group.to_owned());
+            if let Some(dir) = root.open_dir(group)? {
                 parents.extend(
-                    rd.filter_map(|e| e.ok())
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir()),
+                    dir.entries()?
+                        .into_iter()
+                        .filter(|e| e.kind == Kind::Dir)
+                        .filter_map(|e| Some(format!("{group}/{}", e.name_str()?))),
                 );
             }
         }
         for parent in parents {
-            let Ok(rd) = fs::read_dir(&parent) else {
-                continue;
+            let dir = if parent.is_empty() {
+                Some(root.duplicate().at("open directory", &self.dir)?)
+            } else {
+                root.open_dir(&parent)?
             };
-            let mut names: Vec<String> = rd
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect();
-            names.sort();
-            for entry in names {
-                let path = parent.join(&entry);
-                if entry.starts_with(fs_util::TMP_PREFIX) {
-                    // A manifest (or other file) write that was killed before its rename.
-                    fs::remove_file(&path).at("remove", &path)?;
-                    repaired.push(path);
-                    continue;
-                }
-                if entry.starts_with(SPARE_PREFIX) {
-                    // Spares never hold live content: staged and not swapped in, or old.
-                    fs_util::remove_dir_all_if_exists(&path)?;
-                    repaired.push(path);
-                    continue;
-                }
-                let Some(rest) = entry.strip_prefix('.') else {
+            let Some(dir) = dir else { continue };
+            let rel = |name: &str| -> PathBuf { Path::new(&parent).join(name) };
+            for entry in dir.entries()? {
+                let Some(name) = entry.name_str() else {
                     continue;
                 };
-                let Some((name, kind)) = rest.rsplit_once('.') else {
+                if name.starts_with(fs_util::TMP_PREFIX) || name.starts_with(SPARE_PREFIX) {
+                    // A file write killed before its rename, or a spare (never live content:
+                    // staged and not swapped in, or old).
+                    dir.remove_all(name)?;
+                    repaired.push(self.dir.join(rel(name)));
+                    continue;
+                }
+                let Some((target, kind)) = name
+                    .strip_prefix('.')
+                    .and_then(|rest| rest.rsplit_once('.'))
+                else {
                     continue;
                 };
-                let dir = parent.join(name);
                 match kind {
-                    REMOVING => fs_util::remove_dir_all_if_exists(&path)?,
+                    REMOVING => dir.remove_all(name)?,
                     // A swap without exchange, interrupted after moving the old content aside:
                     // put it back unless the new content made it to `D`.
-                    OLD if dir.exists() => fs_util::remove_dir_all_if_exists(&path)?,
+                    OLD if dir.kind(target)?.is_some() => dir.remove_all(name)?,
                     OLD => {
-                        fs::rename(&path, &dir).at("restore", &dir)?;
-                        fs_util::sync_dir(&parent)?;
+                        dir.rename(name, &dir, target, false)?;
+                        dir.sync()?;
                     }
                     _ => continue,
                 }
-                repaired.push(dir);
+                repaired.push(self.dir.join(rel(target)));
             }
         }
         Ok(repaired)
     }
 }
 
+/// Names of vars' own transient files: spares, temporary files, `.D.old`, `.D.removing`.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with(SPARE_PREFIX)
+        || name.starts_with(fs_util::TMP_PREFIX)
+        || (name.starts_with('.')
+            && (name.ends_with(&format!(".{OLD}")) || name.ends_with(&format!(".{REMOVING}"))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::symlink;
 
     #[test]
     fn gitignore_is_ours_to_update_but_not_the_users() {
@@ -275,5 +614,89 @@ mod tests {
         let store = Store::new(t.path());
         let _l = store.lock().unwrap();
         assert!(matches!(store.lock(), Err(StoreError::Locked { .. })));
+    }
+
+    #[test]
+    fn a_linked_store_or_lock_is_refused() {
+        let repo = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        symlink(elsewhere.path(), repo.path().join("vars")).unwrap();
+        let store = Store::beneath(repo.path(), Path::new("vars"), Backend::Age);
+        assert!(store.lock().is_err());
+        assert!(store.read_meta(&id("machines/m/g")).is_err());
+        assert_eq!(fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+
+        fs::remove_file(repo.path().join("vars")).unwrap();
+        fs::create_dir(repo.path().join("vars")).unwrap();
+        symlink("/nonexistent-vars-lock", repo.path().join("vars/.lock")).unwrap();
+        let store = Store::beneath(repo.path(), Path::new("vars"), Backend::Age);
+        assert!(store.lock().is_err());
+        assert!(!Path::new("/nonexistent-vars-lock").exists());
+    }
+
+    fn id(rel: &str) -> InstanceId {
+        layout::parse_instance_rel(rel).unwrap()
+    }
+
+    #[test]
+    fn linked_bookkeeping_is_damage_not_a_read_outside() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        fs::write(outside.path().join("meta.json"), b"{}").unwrap();
+        fs::create_dir_all(t.path().join("machines/m/g")).unwrap();
+        symlink(
+            outside.path().join("meta.json"),
+            t.path().join("machines/m/g/meta.json"),
+        )
+        .unwrap();
+        symlink(outside.path(), t.path().join("machines/m2")).unwrap();
+        let store = Store::new(t.path());
+        for i in ["machines/m/g", "machines/m2/g"] {
+            match store.read_meta(&id(i)) {
+                Err(StoreError::BadMeta { reason, .. }) => {
+                    assert!(reason.contains("symbolic link"), "{reason}")
+                }
+                other => panic!("{i}: {other:?}"),
+            }
+        }
+        let listing = store.instances().unwrap();
+        assert_eq!(
+            listing.strays,
+            [Stray {
+                rel: "machines/m2".into(),
+                kind: Kind::Symlink
+            }]
+        );
+        assert_eq!(listing.instances.len(), 1);
+        assert_eq!(listing.instances[0].entries[0].kind, Kind::Symlink);
+    }
+
+    #[test]
+    fn meta_json_may_name_only_files_of_its_instance() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir_all(t.path().join("shared/g")).unwrap();
+        let meta = r#"{"definition-hash":"d","dependencies":{},"files":{"../../../etc/passwd":{"deploy":true,"secret":false}},"format":1,"generation":"x","generator":"g","scope":"shared","validation-hash":"v"}"#;
+        fs::write(t.path().join("shared/g/meta.json"), meta).unwrap();
+        let err = Store::new(t.path()).read_meta(&id("shared/g")).unwrap_err();
+        assert!(err.to_string().contains("not a file name"), "{err}");
+    }
+
+    #[test]
+    fn listing_finds_instances_and_strays() {
+        let t = tempfile::tempdir().unwrap();
+        for d in ["machines/m/g", "users/u/h", "shared/s", "keys"] {
+            fs::create_dir_all(t.path().join(d)).unwrap();
+        }
+        fs::write(t.path().join("machines/m/manifest.json"), "{}").unwrap();
+        fs::write(t.path().join("machines/m/notes.txt"), "x").unwrap();
+        fs::write(t.path().join("keys/vault.pub"), "x").unwrap();
+        fs::write(t.path().join("keys/extra"), "x").unwrap();
+        fs::write(t.path().join("README"), "x").unwrap();
+        fs::write(t.path().join(".gitignore"), "x").unwrap();
+        let listing = Store::new(t.path()).instances().unwrap();
+        let ids: Vec<String> = listing.instances.iter().map(|i| i.id.to_string()).collect();
+        assert_eq!(ids, ["machines/m/g", "shared/s", "users/u/h"]);
+        let strays: Vec<&str> = listing.strays.iter().map(|s| s.rel.as_str()).collect();
+        assert_eq!(strays, ["README", "keys/extra", "machines/m/notes.txt"]);
     }
 }

@@ -24,9 +24,7 @@
 //! renames); a `.D.removing` (an interrupted [`Store::remove_dir`]) is deleted. So after a
 //! crash at any moment, `D` is entirely old or entirely new.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -34,7 +32,7 @@ use std::sync::{Condvar, Mutex};
 use rayon::prelude::*;
 
 use super::{StagedFile, Store, StoreError};
-use crate::fs_util::{self, IoContext as _, IoError};
+use crate::fs_util::{Create, Dir, IoContext as _, IoError, Kind};
 
 /// Name prefix of the spare directories at the store root.
 pub(crate) const SPARE_PREFIX: &str = ".vars-swap-";
@@ -85,9 +83,9 @@ impl Pace {
 /// recovery deletes what a dead one left.
 static NEXT_SPARE: AtomicUsize = AtomicUsize::new(0);
 
-/// A staging directory and whether it is known to be empty.
+/// A staging directory (its path relative to the store) and whether it is known to be empty.
 struct Spare {
-    path: PathBuf,
+    rel: PathBuf,
     fresh: bool,
 }
 
@@ -95,7 +93,7 @@ struct Spare {
 /// given back after their commit. One lock and one condition variable for all of it: waking
 /// another thread is a system call, so it happens once per commit, not once per directory.
 struct Spares<'a> {
-    root: &'a Path,
+    root: &'a Dir,
     /// At most this many spares exist at once.
     limit: usize,
     /// The committer takes this many staged spares at a time.
@@ -122,7 +120,7 @@ struct Pool {
 }
 
 impl<'a> Spares<'a> {
-    fn new(root: &'a Path, pace: Pace, items: usize) -> Self {
+    fn new(root: &'a Dir, pace: Pace, items: usize) -> Self {
         Spares {
             root,
             limit: pace.spares(),
@@ -156,19 +154,17 @@ impl<'a> Spares<'a> {
         }
         drop(pool);
         let n = NEXT_SPARE.fetch_add(1, Ordering::Relaxed);
-        let path = self.root.join(format!("{SPARE_PREFIX}{n}"));
-        let created = fs::create_dir(&path).or_else(|e| {
-            if e.kind() != io::ErrorKind::AlreadyExists {
-                return Err(e);
-            }
-            fs::remove_dir_all(&path)?;
-            fs::create_dir(&path)
-        });
+        let rel = PathBuf::from(format!("{SPARE_PREFIX}{n}"));
+        // A leftover of this name (from a dead process) is deleted, never reused.
+        let created = self
+            .root
+            .remove_all(&rel)
+            .and_then(|()| self.root.create_dir_all(&rel));
         if let Err(e) = created {
             self.gone(1);
-            return Err(e).at("create directory", &path);
+            return Err(e);
         }
-        Ok(Some(Spare { path, fresh: true }))
+        Ok(Some(Spare { rel, fresh: true }))
     }
 
     /// Spares whose content may be overwritten or deleted come back. Those beyond what the
@@ -188,7 +184,7 @@ impl<'a> Spares<'a> {
         }
         surplus
             .par_iter()
-            .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
+            .try_for_each(|s| self.root.remove_all(&s.rel))
     }
 
     /// `n` spares became instance directories (or were lost to an error).
@@ -253,7 +249,7 @@ impl<'a> Spares<'a> {
         let staged = pool.staged.iter().map(|(_, spare)| spare);
         let all: Vec<&Spare> = pool.free.iter().chain(staged).collect();
         all.par_iter()
-            .try_for_each(|s| fs_util::remove_dir_all_if_exists(&s.path))
+            .try_for_each(|s| self.root.remove_all(&s.rel))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -262,12 +258,14 @@ impl<'a> Spares<'a> {
 }
 
 impl Store {
-    /// Replace the directory `dir` with exactly `files`, atomically (see the module docs).
+    /// Replace the directory `dir` (relative to the store) with exactly `files`, atomically
+    /// (see the module docs).
     pub fn swap_dir(&self, dir: &Path, files: &[StagedFile]) -> Result<(), StoreError> {
-        let spares = Spares::new(&self.dir, Pace::for_items(1), 1);
+        let root = self.ensure_root()?;
+        let spares = Spares::new(root, Pace::for_items(1), 1);
         let result = (|| -> Result<(), StoreError> {
             let spare = spares.take()?.expect("the pool is open");
-            fill(&spare, files, true)?;
+            fill(root, &spare, files, true)?;
             let mut commits = Commits::new(self, &spares, true);
             commits.commit(vec![(dir.to_path_buf(), spare)])?;
             commits.finish()
@@ -278,7 +276,7 @@ impl Store {
     }
 
     /// Replace many directories, each atomically: `stage` says which directory an item is
-    /// (each item a different one) and what it must contain. Items are staged in parallel on
+    /// (relative to the store; each item a different one) and what it must contain. Items are staged in parallel on
     /// the current rayon pool and handed to a committing thread, which swaps them in by
     /// batches, so staging never waits for the disk. Stops at the first error; what was staged
     /// before it is swapped in.
@@ -304,7 +302,8 @@ impl Store {
         T: Sync,
         E: From<StoreError> + Send,
     {
-        let spares = Spares::new(&self.dir, pace, items.len());
+        let root = self.ensure_root().map_err(E::from)?;
+        let spares = Spares::new(root, pace, items.len());
         let result = std::thread::scope(|scope| -> Result<(), E> {
             let spares = &spares;
             let committer = scope.spawn(move || -> Result<(), StoreError> {
@@ -328,7 +327,7 @@ impl Store {
                         .take()
                         .map_err(|e| Some(StoreError::from(e).into()))?
                         .ok_or(None)?;
-                    if let Err(e) = fill(&spare, &files, pace.sync_each) {
+                    if let Err(e) = fill(root, &spare, &files, pace.sync_each) {
                         // Staging stops at this error; a spare not deleted is recovery's job.
                         let _ = spares.give_back([spare]);
                         return Err(Some(StoreError::from(e).into()));
@@ -352,13 +351,7 @@ impl Store {
     /// Flush everything written to the store's file system (syncfs(2)).
     #[cfg(target_os = "linux")]
     fn sync_fs(&self) -> Result<(), StoreError> {
-        let dir = File::open(&self.dir).at("open", &self.dir)?;
-        rustix::fs::syncfs(&dir).map_err(|e| IoError {
-            action: "sync the file system of",
-            path: self.dir.clone(),
-            source: e.into(),
-        })?;
-        Ok(())
+        Ok(self.ensure_root()?.sync_fs()?)
     }
 
     /// Off Linux every commit is synced file by file ([`Pace::for_items`]).
@@ -367,18 +360,21 @@ impl Store {
         unreachable!("batches are synced file by file where syncfs(2) does not exist")
     }
 
-    /// Remove a directory atomically: renamed to `.D.removing` first, so a crash never leaves
-    /// a half-deleted `D`.
+    /// Remove a directory (relative to the store) atomically: renamed to `.D.removing`
+    /// first, so a crash never leaves a half-deleted `D`.
     pub fn remove_dir(&self, dir: &Path) -> Result<(), StoreError> {
-        if !dir.exists() {
+        let Some(root) = self.root()? else {
+            return Ok(());
+        };
+        if root.kind(dir)?.is_none() {
             return Ok(());
         }
         let (parent, name) = split(dir);
         let removing = side(&parent, &name, REMOVING);
-        fs_util::remove_dir_all_if_exists(&removing)?;
-        fs::rename(dir, &removing).at("move aside", dir)?;
-        fs_util::sync_dir(&parent)?;
-        fs_util::remove_dir_all_if_exists(&removing)?;
+        root.remove_all(&removing)?;
+        root.rename(dir, root, &removing, false)?;
+        sync_parent(root, &parent)?;
+        root.remove_all(&removing)?;
         Ok(())
     }
 }
@@ -409,9 +405,11 @@ impl<'s> Commits<'s> {
         if staged.is_empty() {
             return Ok(());
         }
+        let root = self.store.ensure_root()?;
         if self.sync_each {
             for (_, spare) in &staged {
-                fs_util::sync_dir(&spare.path)?;
+                let dir = root.open_dir(&spare.rel)?;
+                dir.ok_or_else(|| gone(root, &spare.rel))?.sync()?;
             }
         } else {
             // Also makes the previous commit's swaps durable.
@@ -420,8 +418,8 @@ impl<'s> Commits<'s> {
         self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         let mut old = Vec::with_capacity(staged.len());
         for (dir, spare) in &staged {
-            match swap_in(&spare.path, dir, true) {
-                Ok(Some(path)) => old.push(Spare { path, fresh: false }),
+            match swap_in(root, &spare.rel, dir, true) {
+                Ok(Some(rel)) => old.push(Spare { rel, fresh: false }),
                 Ok(None) => {}
                 Err(e) => {
                     // This and the rest stay on disk for recovery, lost to this batch.
@@ -434,11 +432,11 @@ impl<'s> Commits<'s> {
         self.spares.gone(staged.len() - old.len());
         if self.sync_each {
             let mut parents: Vec<&Path> = staged.iter().filter_map(|(d, _)| d.parent()).collect();
-            parents.push(&self.store.dir);
+            parents.push(Path::new(""));
             parents.sort();
             parents.dedup();
             for p in parents {
-                fs_util::sync_dir(p)?;
+                sync_parent(root, p)?;
             }
             self.spares.give_back(old)?;
         } else {
@@ -459,74 +457,102 @@ impl<'s> Commits<'s> {
 
 /// Make `spare` hold exactly `files`. A recycled spare's files are overwritten in place (no
 /// truncation first: the same inodes and, for same-sized content, the same blocks).
-fn fill(spare: &Spare, files: &[StagedFile], sync_each: bool) -> Result<(), IoError> {
+fn fill(root: &Dir, spare: &Spare, files: &[StagedFile], sync_each: bool) -> Result<(), IoError> {
+    let dir = root
+        .open_dir(&spare.rel)?
+        .ok_or_else(|| gone(root, &spare.rel))?;
     if !spare.fresh {
-        for entry in fs::read_dir(&spare.path).at("list", &spare.path)? {
-            let entry = entry.at("list", &spare.path)?;
-            if files.iter().any(|f| *f.name == *entry.file_name()) {
-                continue;
-            }
-            let path = entry.path();
-            if entry.file_type().at("inspect", &path)?.is_dir() {
-                fs_util::remove_dir_all_if_exists(&path)?;
-            } else {
-                fs::remove_file(&path).at("remove", &path)?;
+        for entry in dir.entries()? {
+            if !files.iter().any(|f| *f.name == *entry.name) {
+                dir.remove_all(Path::new(&entry.name))?;
             }
         }
     }
     for f in files {
-        let path = spare.path.join(&f.name);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(&path)
-            .at("create", &path)?;
-        file.write_all(&f.bytes).at("write", &path)?;
+        let mut file = dir.create_file(&f.name, 0o644, Create::Reuse)?;
+        file.write_all(&f.bytes).at("write", dir.display(&f.name))?;
         if !spare.fresh {
-            file.set_len(f.bytes.len() as u64).at("write", &path)?;
+            file.set_len(f.bytes.len() as u64)
+                .at("write", dir.display(&f.name))?;
         }
         if sync_each {
-            file.sync_all().at("sync", &path)?;
+            file.sync_all().at("sync", dir.display(&f.name))?;
         }
     }
     Ok(())
 }
 
-/// Step 3: put `spare`'s content at `dir`. Returns where the old content is now (`None` when
-/// `dir` did not exist). `exchange: false` forces the fallback (for tests).
-fn swap_in(spare: &Path, dir: &Path, exchange: bool) -> Result<Option<PathBuf>, IoError> {
-    use rustix::fs::{CWD, RenameFlags, renameat_with};
+/// The error for a spare that vanished (someone else is writing the store).
+fn gone(root: &Dir, rel: &Path) -> IoError {
+    IoError {
+        action: "open directory",
+        path: root.display(rel),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    }
+}
+
+/// fsync the directory `rel` below the store (the store itself for an empty path).
+fn sync_parent(root: &Dir, rel: &Path) -> Result<(), IoError> {
+    if rel.as_os_str().is_empty() {
+        return root.sync();
+    }
+    match root.open_dir(rel)? {
+        Some(d) => d.sync(),
+        None => Err(gone(root, rel)),
+    }
+}
+
+/// Step 3: put `spare`'s content at `dir` (both relative to the store). Returns where the old
+/// content is now (`None` when `dir` did not exist). `exchange: false` forces the fallback
+/// (for tests). A `dir` that is a link is refused: its target would become a spare's content.
+fn swap_in(
+    root: &Dir,
+    spare: &Path,
+    dir: &Path,
+    exchange: bool,
+) -> Result<Option<PathBuf>, IoError> {
     use rustix::io::Errno;
-    if exchange {
-        match renameat_with(CWD, spare, CWD, dir, RenameFlags::EXCHANGE) {
-            Ok(()) => return Ok(Some(spare.to_path_buf())),
-            Err(Errno::NOENT) => return place_new(spare, dir).map(|()| None),
-            // The file system (or kernel) cannot exchange: fall back to two renames.
-            Err(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
-            #[allow(unreachable_patterns)] // EOPNOTSUPP is ENOTSUP on Linux, not on macOS
-            Err(Errno::OPNOTSUPP) => {}
-            Err(e) => return Err(io::Error::from(e)).at("swap in", dir),
+    match root.kind(dir)? {
+        None => return place_new(root, spare, dir).map(|()| None),
+        Some(Kind::Dir) => {}
+        Some(other) => {
+            return Err(IoError {
+                action: "swap in",
+                path: root.display(dir),
+                source: std::io::Error::other(format!(
+                    "it is a {}, not a directory (the store was tampered with)",
+                    other.describe()
+                )),
+            });
         }
     }
-    if !dir.exists() {
-        return place_new(spare, dir).map(|()| None);
+    if exchange {
+        match root.rename(spare, root, dir, true) {
+            Ok(()) => return Ok(Some(spare.to_path_buf())),
+            Err(e) => match e.source.raw_os_error().map(Errno::from_raw_os_error) {
+                Some(Errno::NOENT) => return place_new(root, spare, dir).map(|()| None),
+                // The file system (or kernel) cannot exchange: fall back to two renames.
+                Some(Errno::INVAL | Errno::NOSYS | Errno::NOTSUP) => {}
+                #[allow(unreachable_patterns)] // EOPNOTSUPP is ENOTSUP on Linux, not on macOS
+                Some(Errno::OPNOTSUPP) => {}
+                _ => return Err(e),
+            },
+        }
     }
     let (parent, name) = split(dir);
     let old = side(&parent, &name, OLD);
-    fs_util::remove_dir_all_if_exists(&old)?;
-    fs::rename(dir, &old).at("move aside", dir)?;
-    fs::rename(spare, dir).at("rename into place", dir)?;
+    root.remove_all(&old)?;
+    root.rename(dir, root, &old, false)?;
+    root.rename(spare, root, dir, false)?;
     Ok(Some(old))
 }
 
 /// A directory that did not exist yet: create its parents and rename the spare there.
-fn place_new(spare: &Path, dir: &Path) -> Result<(), IoError> {
-    if let Some(parent) = dir.parent() {
-        fs_util::create_dir_all(parent)?;
+fn place_new(root: &Dir, spare: &Path, dir: &Path) -> Result<(), IoError> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        root.create_dir_all(parent)?;
     }
-    fs::rename(spare, dir).at("rename into place", dir)
+    root.rename(spare, root, dir, false)
 }
 
 pub(crate) fn split(dir: &Path) -> (PathBuf, String) {
@@ -550,6 +576,7 @@ pub(crate) fn side(parent: &Path, name: &str, kind: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn files(v: &str) -> Vec<StagedFile> {
         ["a", "b"]
@@ -589,11 +616,12 @@ mod tests {
     fn swap_replaces_whole_directory() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
-        let d = t.path().join("machines/m/g");
-        store.swap_dir(&d, &files("1")).unwrap();
+        let rel = Path::new("machines/m/g");
+        let d = t.path().join(rel);
+        store.swap_dir(rel, &files("1")).unwrap();
         store
             .swap_dir(
-                &d,
+                rel,
                 &[StagedFile {
                     name: "c".into(),
                     bytes: b"2".to_vec(),
@@ -612,8 +640,9 @@ mod tests {
         // Many commits. All but a few directories exist, with other files and longer content.
         let (n, new) = (300, 5);
         let dirs: Vec<PathBuf> = (0..n)
-            .map(|i| t.path().join(format!("machines/m{}/g{i}", i % 7)))
+            .map(|i| PathBuf::from(format!("machines/m{}/g{i}", i % 7)))
             .collect();
+        let abs = |d: &PathBuf| t.path().join(d);
         store
             .swap_many(&dirs[new..], |d| -> Result<_, StoreError> {
                 let old = [("x", "old, longer than the new content"), ("a", "old a")];
@@ -626,7 +655,7 @@ mod tests {
             .unwrap();
         let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
         let before: std::collections::BTreeSet<u64> =
-            dirs[new..].iter().map(|d| inode(d)).collect();
+            dirs[new..].iter().map(|d| inode(&abs(d))).collect();
         let pace = Pace {
             sync_each: false,
             per_commit: 8,
@@ -643,12 +672,15 @@ mod tests {
             .unwrap();
         for d in &dirs {
             let v = d.file_name().unwrap().to_str().unwrap().to_owned();
-            assert_eq!(content(d), files_content(&v));
+            assert_eq!(content(&abs(d)), files_content(&v));
         }
         assert_eq!(names(t.path()), vec!["machines"], "no spare left");
         // A directory gets a fresh inode only from a fresh spare; every other one is an old
         // directory a commit swapped out, recycled.
-        let fresh = dirs.iter().filter(|d| !before.contains(&inode(d))).count();
+        let fresh = dirs
+            .iter()
+            .filter(|d| !before.contains(&inode(&abs(d))))
+            .count();
         let bound = pace.spares() + new;
         assert!(
             fresh <= bound,
@@ -661,7 +693,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
         let dirs: Vec<PathBuf> = (0..40)
-            .map(|i| t.path().join(format!("shared/g{i}")))
+            .map(|i| PathBuf::from(format!("shared/g{i}")))
             .collect();
         for d in &dirs {
             store.swap_dir(d, &files("old")).unwrap();
@@ -678,10 +710,10 @@ mod tests {
             })
             .unwrap_err();
         assert!(matches!(err, StoreError::BadMeta { .. }));
-        assert_eq!(content(&dirs[7]), files_content("old"));
+        assert_eq!(content(&t.path().join(&dirs[7])), files_content("old"));
         // The others were staged or not when staging stopped: each is entirely old or new.
         for d in &dirs {
-            let c = content(d);
+            let c = content(&t.path().join(d));
             assert!(
                 c == files_content("old") || c == files_content("new"),
                 "{d:?}: {c:?}"
@@ -706,7 +738,7 @@ mod tests {
         std::thread::spawn(move || {
             let store = Store::new(&worker_root);
             let dirs: Vec<PathBuf> = (0..200)
-                .map(|i| worker_root.join(format!("blocker/g{i}")))
+                .map(|i| PathBuf::from(format!("blocker/g{i}")))
                 .collect();
             let pace = Pace {
                 sync_each: false,
@@ -733,15 +765,21 @@ mod tests {
     fn fallback_without_exchange_swaps_and_recycles() {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
-        let d = t.path().join("shared/g");
-        store.swap_dir(&d, &files("old")).unwrap();
+        let rel = Path::new("shared/g");
+        store.swap_dir(rel, &files("old")).unwrap();
         let spare = t.path().join(format!("{SPARE_PREFIX}t"));
         fs::create_dir(&spare).unwrap();
         fs::write(spare.join("a"), "new").unwrap();
-        let old = swap_in(&spare, &d, false).unwrap().unwrap();
-        assert_eq!(old, t.path().join("shared/.g.old"));
-        assert_eq!(content(&d), vec![("a".into(), "new".into())]);
-        assert_eq!(content(&old)[0].1, "old");
+        let root = store.ensure_root().unwrap();
+        let old = swap_in(root, Path::new(&format!("{SPARE_PREFIX}t")), rel, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(old, Path::new("shared/.g.old"));
+        assert_eq!(
+            content(&t.path().join(rel)),
+            vec![("a".into(), "new".into())]
+        );
+        assert_eq!(content(&t.path().join(&old))[0].1, "old");
     }
 
     #[test]
@@ -769,7 +807,14 @@ mod tests {
                 |_, d, spare| {
                     fs::write(spare.join("a"), "new").unwrap();
                     fs::write(spare.join("b"), "new").unwrap();
-                    swap_in(spare, d, true).unwrap();
+                    rustix::fs::renameat_with(
+                        rustix::fs::CWD,
+                        spare,
+                        rustix::fs::CWD,
+                        d,
+                        rustix::fs::RenameFlags::EXCHANGE,
+                    )
+                    .unwrap();
                 },
                 true,
             ),
@@ -798,7 +843,9 @@ mod tests {
             let store = Store::new(t.path());
             let parent = t.path().join("machines/m");
             let d = parent.join("g");
-            store.swap_dir(&d, &files("old")).unwrap();
+            store
+                .swap_dir(Path::new("machines/m/g"), &files("old"))
+                .unwrap();
             let spare = t.path().join(format!("{SPARE_PREFIX}9"));
             fs::create_dir(&spare).unwrap();
             crash(&parent, &d, &spare);
@@ -819,7 +866,9 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let store = Store::new(t.path());
         let parent = t.path().join("users");
-        store.swap_dir(&parent.join("u/g"), &files("old")).unwrap();
+        store
+            .swap_dir(Path::new("users/u/g"), &files("old"))
+            .unwrap();
         // A crash in remove_dir after the rename, with part of the tree already deleted.
         fs::rename(parent.join("u"), side(&parent, "u", REMOVING)).unwrap();
         fs::remove_file(parent.join(".u.removing/g/a")).unwrap();

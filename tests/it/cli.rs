@@ -115,22 +115,64 @@ fn generate_selects_a_machine_and_jobs_1_matches() {
         return;
     }
     let env = TestEnv::fleet("mesh17");
-    env.ok(&["generate", "--machine", "cortex-beta", "--jobs", "1"]);
+    let out = env.vars(&["generate", "--machine", "cortex-beta", "--jobs", "1"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
     assert!(
         env.store()
             .join("machines/cortex-beta/wireguard-key/private-key.age")
             .is_file()
     );
+    // The hub's peer list depends on every machine's key (issue 10): generating beta's key
+    // generates it too, and with it the other keys it needs, in the same run.
+    let plan = common::stderr(&out);
     assert!(
-        !env.store()
-            .join("machines/cortex-gamma/wireguard-key")
-            .exists(),
-        "other machines untouched"
+        plan.contains("generate machines/cortex-alpha/wireguard-hub (not generated yet)"),
+        "{plan}"
     );
+    assert!(
+        env.store()
+            .join("machines/cortex-gamma/wireguard-key")
+            .is_dir()
+    );
+    assert!(
+        !env.store().join("users/ada/age-identity").exists(),
+        "a user of another machine is untouched"
+    );
+    env.ok(&["check", "--machine", "cortex-beta"]);
     let list = String::from_utf8(env.ok(&["list", "--machine", "cortex-beta"])).unwrap();
     assert!(
         list.contains("current") && list.contains("machines/cortex-beta/wireguard-key"),
         "{list}"
+    );
+    // Regenerating beta's key regenerates the hub's peer list, nothing else.
+    let ada = env.key("users/ada.age").display().to_string();
+    let out = env.vars(&[
+        "generate",
+        "--machine",
+        "cortex-beta",
+        "--regenerate",
+        "-i",
+        &ada,
+    ]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let plan = common::stderr(&out);
+    assert!(
+        plan.contains(
+            "generate machines/cortex-alpha/wireguard-hub (dependency machines/cortex-beta/wireguard-key regenerated"
+        ),
+        "{plan}"
+    );
+    assert!(!plan.contains("cortex-gamma"), "{plan}");
+    assert!(
+        !plan.contains("shared/mesh-psk"),
+        "a shared instance only when named: {plan}"
+    );
+    env.ok(&["check", "--machine", "cortex-beta"]);
+    let hub = String::from_utf8(env.ok(&["list", "--machine", "cortex-alpha"])).unwrap();
+    assert!(
+        hub.lines()
+            .any(|l| l.starts_with("current") && l.contains("machines/cortex-alpha/wireguard-hub")),
+        "{hub}"
     );
 }
 

@@ -29,10 +29,7 @@ fn committed_schemas_do_not_drift() {
 /// directory stripped from paths.
 fn load_error(dir: &Path) -> Option<String> {
     let err = match vars::model::load(&dir.join("vars.yaml")) {
-        Ok(config) => match vars::dag::Dag::from_config(&config).topo_order() {
-            Ok(_) => return None,
-            Err(e) => e.to_string(),
-        },
+        Ok(_) => return None,
         Err(e) => e.to_string(),
     };
     Some(err.replace(&format!("{}/", dir.display()), ""))

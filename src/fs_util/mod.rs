@@ -1,6 +1,11 @@
 //! File-system primitives every other module uses: I/O errors that carry their path, atomic
 //! file writes (temp file in the same directory, fsync, rename, fsync the directory) and
-//! exclusive 0600 creation for identity files.
+//! exclusive 0600 creation for identity files (paths the person names), and [`Dir`], the
+//! directory handle beneath which nothing follows a link (everything in the repository).
+
+mod dir;
+
+pub use dir::{Create, Dir, Entry, Kind, is_link_refused};
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};

@@ -1,0 +1,184 @@
+//! Every encryption, decryption and header inspection of a stored secret goes through here,
+//! whichever backend writes the store (DESIGN §11): `generate`, `rekey`, the vault's re-wrap,
+//! `get`, dependency inputs, `check`'s header reads and `vars install`. Today the backend is
+//! age, in-process ([`crate::crypto`]); a second backend adds its arm to [`Sealer::seal`],
+//! [`Opener::open`] and [`stanzas`] and nothing else changes.
+//!
+//! [`Reader`] is how a person reads a secret: with the vault unlocked by `vars unlock`, else
+//! with their own identity (they may be a recipient), else through the vault unwrapped with it
+//! (they may be an admin), each tried once per command.
+
+use std::path::PathBuf;
+
+use crate::crypto::{self, CryptoError, Identities, Recipient, Stanza, VaultKey};
+use crate::model::Config;
+use crate::secret::SecretBytes;
+use crate::spec::Backend;
+use crate::store::Store;
+
+/// Errors sealing and opening secrets. None carries plaintext.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// A recipient could not be used (malformed, low-order, or a plugin failed).
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A recipient a file must be encrypted to is not among the parsed ones (a bug: the model
+    /// parses every declared recipient).
+    #[error("recipient {recipient} was not parsed with the declarations")]
+    UnknownRecipient {
+        /// The first characters of it.
+        recipient: String,
+    },
+    /// The vault could not be opened to read a secret.
+    #[error(transparent)]
+    Vault(Box<crate::vault::OpenError>),
+}
+
+/// Encrypts secrets to the recipients DESIGN §4 computes, the vault's stanza first.
+pub struct Sealer<'a> {
+    config: &'a Config,
+    vault: Recipient,
+}
+
+impl<'a> Sealer<'a> {
+    /// A sealer for the fleet of `config` whose vault recipient is `vault`.
+    pub fn new(config: &'a Config, vault: &str) -> Result<Self, SealError> {
+        Ok(Sealer {
+            config,
+            vault: Recipient::parse(vault)?,
+        })
+    }
+
+    /// The vault recipient every secret is also encrypted to.
+    pub fn vault(&self) -> &str {
+        self.vault.text()
+    }
+
+    /// Encrypt `plaintext` to `recipients` (from [`crate::recipients::recipients_for`], so
+    /// sorted and containing the vault).
+    pub fn seal(
+        &self,
+        plaintext: &SecretBytes,
+        recipients: &[String],
+    ) -> Result<Vec<u8>, SealError> {
+        // The vault's stanza goes first: an admin (or rekey) unwrapping with the vault key
+        // then finds its stanza on the first try instead of testing every host's.
+        let mut refs: Vec<&Recipient> = Vec::with_capacity(recipients.len());
+        refs.push(&self.vault);
+        for r in recipients
+            .iter()
+            .filter(|r| r.as_str() != self.vault.text())
+        {
+            let parsed =
+                self.config
+                    .recipients
+                    .get(r)
+                    .ok_or_else(|| SealError::UnknownRecipient {
+                        recipient: r.chars().take(24).collect(),
+                    })?;
+            refs.push(parsed);
+        }
+        match self.config.backend {
+            Backend::Age | Backend::Sops => {
+                Ok(crypto::encrypt(plaintext, &refs, self.config.armor)?)
+            }
+        }
+    }
+}
+
+/// Decrypts stored secrets with a set of identities (the vault key, host keys, an admin's).
+pub struct Opener {
+    ids: Identities,
+}
+
+impl Opener {
+    /// An opener for the identities given.
+    pub fn new(ids: Identities) -> Self {
+        Opener { ids }
+    }
+
+    /// An opener holding the unwrapped vault key.
+    pub fn vault(vault: &VaultKey) -> Self {
+        let mut ids = Identities::default();
+        ids.add_vault(vault);
+        Opener { ids }
+    }
+
+    /// Where the identities came from, for messages.
+    pub fn sources(&self) -> &[String] {
+        &self.ids.sources
+    }
+
+    /// Decrypt a stored secret.
+    pub fn open(&self, ciphertext: &[u8]) -> Result<SecretBytes, SealError> {
+        Ok(self.ids.decrypt(ciphertext)?)
+    }
+}
+
+/// The recipient stanzas in a stored secret's header, read without decrypting (for `check`).
+pub fn stanzas(ciphertext: &[u8]) -> Result<Vec<Stanza>, SealError> {
+    Ok(crypto::header_stanzas(ciphertext)?)
+}
+
+/// How a person reads secrets of a store (`vars get`, stored prompt values): the cached vault,
+/// their own identity, or the vault unwrapped with it; each is set up at most once.
+pub struct Reader<'a> {
+    store: &'a Store,
+    identity_files: Vec<PathBuf>,
+    own: Option<Opener>,
+    vault: Option<Opener>,
+    tried_cache: bool,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader for `store` that loads identities from `identity_files` (the `--identity`
+    /// arguments) or the default places when it first needs them.
+    pub fn new(store: &'a Store, identity_files: &[PathBuf]) -> Self {
+        Reader {
+            store,
+            identity_files: identity_files.to_vec(),
+            own: None,
+            vault: None,
+            tried_cache: false,
+        }
+    }
+
+    /// A reader that decrypts with the vault key already unwrapped.
+    pub fn with_vault(store: &'a Store, vault: &VaultKey) -> Self {
+        Reader {
+            store,
+            identity_files: Vec::new(),
+            own: None,
+            vault: Some(Opener::vault(vault)),
+            tried_cache: true,
+        }
+    }
+
+    /// Decrypt `ciphertext` (a secret of this store).
+    pub fn open(&mut self, ciphertext: &[u8]) -> Result<SecretBytes, SealError> {
+        if !self.tried_cache {
+            self.tried_cache = true;
+            if let Ok(Some(v)) = crate::vault::cached(self.store) {
+                self.vault = Some(Opener::vault(&v));
+            }
+        }
+        if let Some(vault) = &self.vault {
+            return vault.open(ciphertext);
+        }
+        if self.own.is_none() {
+            let ids = crate::identity::load(&self.identity_files)
+                .map_err(|e| SealError::Vault(Box::new(e.into())))?;
+            self.own = Some(Opener::new(ids));
+        }
+        let own = self.own.as_ref().expect("loaded above");
+        match own.open(ciphertext) {
+            Ok(p) => Ok(p),
+            Err(_) => {
+                let key = crate::vault::unwrap_vault(self.store, &own.ids)
+                    .map_err(|e| SealError::Vault(Box::new(e.into())))?;
+                let vault = self.vault.insert(Opener::vault(&key));
+                vault.open(ciphertext)
+            }
+        }
+    }
+}
