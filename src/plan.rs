@@ -100,9 +100,15 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether the instance is (re)generated for a reason other than being damaged.
-    pub fn is_damaged(&self) -> bool {
-        matches!(self, Action::Generate { reasons } if reasons.iter().any(|r| matches!(r, Reason::Damaged { .. })))
+    /// What is damaged, when the instance is (re)generated because it is.
+    pub fn damage(&self) -> Option<&str> {
+        match self {
+            Action::Generate { reasons } => reasons.iter().find_map(|r| match r {
+                Reason::Damaged { detail } => Some(detail.as_str()),
+                _ => None,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -239,15 +245,26 @@ fn read(config: &Config, store: &Store, id: &InstanceId) -> Result<Read, StoreEr
         Ok(Some(meta)) => {
             let mut absent = Vec::new();
             for (name, def) in &config.generator(id).files {
-                let rel = store.file_rel(id, name, def.secret);
-                if store.kind(&rel)? != Some(crate::fs_util::Kind::File) {
-                    absent.push(name.clone());
+                let stored = store.stored_name(name, def.secret);
+                match store.kind(&format!("{id}/{stored}"))? {
+                    Some(crate::fs_util::Kind::File) => {}
+                    None => absent.push(name.clone()),
+                    // Not something vars writes: the store was tampered with. Not "missing",
+                    // which would regenerate it silently (and rotate its secrets).
+                    Some(kind) => {
+                        return Ok(Read::Damaged(format!(
+                            "{stored} is a {}, not a regular file",
+                            kind.describe()
+                        )));
+                    }
                 }
             }
             Ok(Read::Present(meta, absent))
         }
         Ok(None) => Ok(Read::Missing),
-        Err(StoreError::BadMeta { reason, .. }) => Ok(Read::Damaged(reason)),
+        Err(StoreError::BadMeta { reason, .. }) => {
+            Ok(Read::Damaged(format!("meta.json: {reason}")))
+        }
         Err(e) => Err(e),
     }
 }
@@ -270,7 +287,7 @@ fn evaluate(
         match &reads[id] {
             Read::Missing => reasons.push(Reason::Missing),
             Read::Damaged(detail) => reasons.push(Reason::Damaged {
-                detail: format!("meta.json: {detail}"),
+                detail: detail.clone(),
             }),
             Read::Present(meta, absent) => {
                 for (name, def) in &generator.files {

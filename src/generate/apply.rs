@@ -52,20 +52,29 @@ pub fn apply(
         report.created_vault = true;
         Some(vault::create_vault(config, store)?)
     } else if plan.needs_vault(config) {
-        Some(vault::open(store, &opts.identity_files).map_err(|e| stored_prompts_error(&plan, e))?)
+        // Unwrapping proves keys/vault.pub (it must match vault.age); if it cannot be
+        // unwrapped and vault.pub changed, the change is what to report.
+        match vault::open(store, &opts.identity_files) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if let Some(changed) = plan.vault_changed {
+                    return Err(changed.into());
+                }
+                return Err(stored_prompts_error(&plan, e));
+            }
+        }
     } else {
+        if let Some(changed) = plan.vault_changed {
+            return Err(changed.into());
+        }
         None
     };
     let vault_recipient = match &vault {
         Some(v) => v.recipient(),
-        None => {
-            let recipient = plan
-                .vault
-                .clone()
-                .expect("a store without a vault creates one");
-            vault::check_pin(store, &recipient, opts.trust_vault.as_deref())?;
-            recipient
-        }
+        None => plan
+            .vault
+            .clone()
+            .expect("a store without a vault creates one"),
     };
     let opener = vault.as_ref().map(Opener::vault);
 

@@ -40,10 +40,10 @@ pub enum GenerateError {
     Plan(#[from] PlanError),
     /// Instances whose `meta.json` is damaged: they are not silently regenerated (which
     /// would rotate their secrets); `--regenerate` names them explicitly.
-    #[error("damaged instance(s): {}", instances.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    #[error("damaged instance(s): {}", instances.iter().map(|(id, why)| format!("{id} ({why})")).collect::<Vec<_>>().join("; "))]
     Damaged {
-        /// The damaged instances.
-        instances: Vec<InstanceId>,
+        /// The damaged instances and what is wrong with each.
+        instances: Vec<(InstanceId, String)>,
     },
     /// A vault rotation was interrupted; `rekey` must finish it first.
     #[error("a vault key rotation was interrupted")]
@@ -222,6 +222,8 @@ pub struct Request {
     pub selection: Selection,
     /// `--regenerate`: regenerate the selection's own instances even if current.
     pub regenerate: bool,
+    /// `--trust-vault`: a changed `keys/vault.pub` the person confirmed.
+    pub trust_vault: Option<String>,
 }
 
 /// Everything `vars generate` will do, computed before anything changes.
@@ -231,6 +233,9 @@ pub struct GeneratePlan {
     pub create_vault: bool,
     /// `keys/vault.pub`, when the store has a vault.
     pub vault: Option<String>,
+    /// `keys/vault.pub` is not the vault this machine last saw for the store (DESIGN §4):
+    /// applying must prove it by unwrapping `vault.age`, or the person confirms it.
+    pub vault_changed: Option<VaultError>,
     /// The instances: the selection, what it depends on, and whatever depends on what is
     /// regenerated (with their reasons).
     pub plan: Plan,
@@ -300,11 +305,11 @@ pub fn plan(
         &regenerate,
         state.recipient.as_deref(),
     )?;
-    let damaged: Vec<InstanceId> = plan
+    let damaged: Vec<(InstanceId, String)> = plan
         .instances
         .iter()
-        .filter(|p| p.action.is_damaged() && !regenerate.contains(&p.id))
-        .map(|p| p.id.clone())
+        .filter(|p| !regenerate.contains(&p.id))
+        .filter_map(|p| Some((p.id.clone(), p.action.damage()?.to_owned())))
         .collect();
     if !damaged.is_empty() {
         return Err(GenerateError::Damaged { instances: damaged });
@@ -331,9 +336,14 @@ pub fn plan(
             .into_iter()
             .map(|m| (m.kind, m.name))
             .collect();
+    let vault_changed = match &state.recipient {
+        Some(r) => vault::check_pin(store, r, request.trust_vault.as_deref()).err(),
+        None => None,
+    };
     Ok(GeneratePlan {
         create_vault: state.recipient.is_none(),
         vault: state.recipient,
+        vault_changed,
         metas: std::mem::take(&mut plan.metas),
         plan,
         targets: selected.targets,
@@ -392,8 +402,6 @@ pub struct Options<'a> {
     pub asker: Option<&'a dyn prompt::Asker>,
     /// `--identity` files.
     pub identity_files: Vec<PathBuf>,
-    /// `--trust-vault`: a changed `keys/vault.pub` the person confirmed.
-    pub trust_vault: Option<String>,
     /// Called with each instance as it finishes.
     pub on_done: Option<OnDone>,
 }

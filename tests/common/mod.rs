@@ -75,6 +75,24 @@ impl TestEnv {
         }
     }
 
+    /// A repo whose vars.yaml is `text`, with `{admin}` replaced by the clan8 test admin's
+    /// recipient (identity `users/crs58.age`) and `{host}` by cinnabar's host key.
+    pub fn yaml(text: &str) -> Self {
+        let mut env = Self::empty();
+        env.fleet = "clan8".into();
+        let key = |rel: &str| {
+            std::fs::read_to_string(repo().join("testdata/keys/clan8").join(rel))
+                .unwrap()
+                .trim()
+                .to_owned()
+        };
+        let text = text
+            .replace("{admin}", &key("users/crs58.pub"))
+            .replace("{host}", &key("hosts/cinnabar.pub"));
+        std::fs::write(env.root().join("vars.yaml"), text).unwrap();
+        env
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("repo")
     }

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod bad_input;
 mod cli;
 mod crash;
