@@ -299,7 +299,7 @@ fn evaluate(
                 if meta.validation_hash != generator.validation_hash {
                     reasons.push(Reason::ValidationChanged);
                 }
-                definition_changed = meta.definition_hash != generator.definition_hash;
+                definition_changed = !generator.is_definition(&meta.definition_hash);
                 let instance = &config.instances[id];
                 let current: BTreeSet<String> =
                     instance.dependency_ids().map(ToString::to_string).collect();

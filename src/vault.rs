@@ -16,7 +16,7 @@ use crate::model::Config;
 use crate::recipients::{Principal, principal_recipients};
 use crate::secret::SecretBytes;
 use crate::store::{KeyFile, StagedFile, Store, StoreError};
-use crate::{env, fs_util, meta};
+use crate::{fs_util, meta};
 
 /// Errors creating, reading or unwrapping the vault.
 #[derive(Debug, thiserror::Error)]
@@ -255,17 +255,9 @@ fn unwrap_at(
 }
 
 /// Where this machine remembers the vault recipient of each store it used:
-/// `$XDG_STATE_HOME/vars/known-vaults.json` (default `~/.local/state/vars/…`).
-fn pins_path() -> Option<PathBuf> {
-    let state = std::env::var_os(env::XDG_STATE_HOME)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os(env::HOME)
-                .filter(|h| !h.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(state.join("vars/known-vaults.json"))
+/// `known-vaults.json` in the store's state directory ([`Store::state_dir`]).
+fn pins_path(store: &Store) -> Option<PathBuf> {
+    Some(store.state_dir()?.join("known-vaults.json"))
 }
 
 /// The key a store is remembered by: its canonical path.
@@ -286,7 +278,7 @@ fn read_pins(path: &Path) -> BTreeMap<String, String> {
 /// Remember `recipient` as the vault of `store` on this machine. Best effort: a machine
 /// without a writable state directory just cannot pin.
 fn pin(store: &Store, recipient: &str) {
-    let Some(path) = pins_path() else {
+    let Some(path) = pins_path(store) else {
         return;
     };
     let mut pins = read_pins(&path);
@@ -302,7 +294,7 @@ fn pin(store: &Store, recipient: &str) {
 /// of a store on a machine records it. `trusted` is a recipient the person confirmed on the
 /// command line (`--trust-vault`), accepted and recorded when it is the one in the store.
 pub fn check_pin(store: &Store, recipient: &str, trusted: Option<&str>) -> Result<(), VaultError> {
-    let Some(path) = pins_path() else {
+    let Some(path) = pins_path(store) else {
         return Ok(());
     };
     let pins = read_pins(&path);

@@ -94,11 +94,19 @@ pub struct Generator {
     pub validation: serde_json::Value,
     /// `sha256:` of the canonical JSON of `validation` (or of `null`).
     pub validation_hash: String,
-    /// `sha256:` of the definition (script, files, prompts, …): warnings only (DESIGN §5).
+    /// `sha256:` of what the outputs are made from (script, files, prompts, dependencies,
+    /// runtime inputs, share, network): warnings only (DESIGN §5).
     pub definition_hash: String,
+    /// The same as vars 0.1 hashed it (with install attributes), still accepted as current.
+    pub legacy_definition_hash: String,
 }
 
 impl Generator {
+    /// Whether a recorded definition hash is this definition's (now or as vars 0.1 hashed it).
+    pub fn is_definition(&self, recorded: &str) -> bool {
+        recorded == self.definition_hash || recorded == self.legacy_definition_hash
+    }
+
     /// Files the script must write: declared files minus persisted prompts (vars writes those).
     pub fn script_outputs(&self) -> Vec<String> {
         self.files

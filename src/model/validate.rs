@@ -266,11 +266,25 @@ impl Validator {
             return None;
         }
         let validation = g.validation.clone().unwrap_or(serde_json::Value::Null);
+        // What the outputs are made from: the script and what it is given and must write.
+        // Install attributes (deploy, owner, group, mode, needed-for) are not in it: changing
+        // them re-encrypts or rewrites manifests, and must not warn "definition changed".
         let definition = serde_json::json!({
+            "script": g.script.value,
+            "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({ "secret": f.secret })))
+                .collect::<serde_json::Map<_, _>>(),
+            "prompts": prompts.keys().collect::<Vec<_>>(),
+            "dependencies": g.dependencies.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "runtime-inputs": g.runtime_inputs.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "share": g.share,
+            "network": g.network,
+        });
+        // The hash as vars 0.1 computed it (with the install attributes): instances generated
+        // then are not reported as changed.
+        let legacy = serde_json::json!({
             "script": g.script.value,
             "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({
                 "secret": f.secret, "deploy": f.deploy,
-                // Hashed as before owners became optional, so existing stores keep their hashes.
                 "owner": f.owner.as_deref().unwrap_or("root"),
                 "group": f.group.as_deref().unwrap_or("root"),
                 "mode": f.mode, "needed-for": f.needed_for,
@@ -298,6 +312,7 @@ impl Validator {
             validation_hash: hash_json(&validation),
             validation,
             definition_hash: hash_json(&definition),
+            legacy_definition_hash: hash_json(&legacy),
         })
     }
 }
