@@ -11,6 +11,7 @@ mod crash;
 mod fleets;
 mod identity;
 mod leaks;
+mod library;
 mod regenerate;
 mod rekey;
 mod rekey_props;
