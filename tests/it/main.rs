@@ -17,3 +17,4 @@ mod rekey;
 mod rekey_props;
 mod robustness;
 mod schema;
+mod snapshots;
