@@ -1,5 +1,5 @@
 //! `vars generate` as a library: a [`Request`] (what the person selected) becomes a
-//! [`GeneratePlan`] ([`plan`]: instances to generate and why, stale secrets to re-encrypt,
+//! [`GeneratePlan`] ([`plan()`]: instances to generate and why, stale secrets to re-encrypt,
 //! instances a `share` flip moved, manifests to rewrite, where each prompt value comes from,
 //! whether the vault must be created or opened), which the CLI prints and [`apply`] carries out
 //! (`apply.rs`: sandboxed runs wave by wave, encryption, atomic swaps, manifests).
