@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod bootstrap;
 pub mod check;
 pub mod crypto;
 pub mod dag;

@@ -195,9 +195,11 @@ pub struct UserSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MachineSpec {
-    /// The host's recipients, usually its ssh host key.
+    /// The host's recipients, usually its ssh host key: a recipient string, or
+    /// `{ generated: GEN/FILE }`, a public file of one of the machine's own instances (a host
+    /// key vars generates; see `vars bootstrap`).
     #[serde(default)]
-    pub recipients: Vec<Loc<String>>,
+    pub recipients: Vec<Loc<RecipientSpec>>,
     /// Tags whose generators this machine gets.
     #[serde(default)]
     pub tags: Vec<Loc<Name>>,
@@ -207,6 +209,25 @@ pub struct MachineSpec {
     /// Generators assigned directly.
     #[serde(default)]
     pub generators: Vec<Loc<Name>>,
+}
+
+/// One entry of a machine's `recipients`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RecipientSpec {
+    /// An age recipient string (`age1…`, `ssh-ed25519 …`, `ssh-rsa …`, a plugin recipient).
+    Key(String),
+    /// A public file of one of the machine's own instances, e.g.
+    /// `{ generated: ssh-host-ed25519/ssh_host_ed25519_key.pub }`.
+    Generated(GeneratedRecipient),
+}
+
+/// `{ generated: GEN/FILE }` in a machine's `recipients`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedRecipient {
+    /// `GEN/FILE`: a generator assigned to this machine and one of its public files.
+    pub generated: String,
 }
 
 /// `tags.<name>`.

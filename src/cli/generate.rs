@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let config = global.load()?;
+    let mut config = global.load()?;
     let store = config.store();
     let request = Request {
         selection: Selection {
@@ -102,7 +102,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         identity_files: args.identities,
         on_done,
     };
-    let result = vars::generate::apply(&config, &store, plan, &opts);
+    let result = vars::generate::apply(&mut config, &store, plan, &opts);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

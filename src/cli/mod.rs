@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch. Each subcommand lives in its own file as an `Args` struct and
 //! a `run` function; they parse, call the library, and print (data to stdout, the rest to stderr).
 
+mod bootstrap;
 mod check;
 mod completions;
 mod error;
@@ -69,6 +70,8 @@ pub enum Command {
     Unlock(unlock::UnlockArgs),
     /// Forget the unlocked vault of this store
     Lock(unlock::LockArgs),
+    /// Write a new machine's generated host key into DIR for its first boot
+    Bootstrap(bootstrap::Args),
 }
 
 /// Parse, run, print the error if any, and return the exit code.
@@ -100,6 +103,7 @@ pub fn main() -> i32 {
         Command::Keygen(a) => keygen::run(&cli.global, a),
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
+        Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
     };
     match result {
         Ok(()) => 0,
@@ -124,9 +128,11 @@ impl Global {
     /// Find and load the declarations: the file named with `--config`, else the `vars.yaml`
     /// found by walking up (read without following links: the repository is untrusted).
     pub fn load(&self) -> Result<vars::model::Config, CliError> {
-        Ok(match &self.config {
+        let mut config = match &self.config {
             Some(f) => vars::model::load(&self.cwd()?.join(f))?,
             None => vars::model::discover(&self.cwd()?)?,
-        })
+        };
+        config.resolve_generated(&config.store())?;
+        Ok(config)
     }
 }

@@ -22,8 +22,61 @@ use crate::secret::SecretBytes;
 use crate::store::{StagedFile, Store, StoreError};
 use crate::vault;
 
-/// Apply `plan`. The caller holds the store lock.
+/// Apply `plan`. The caller holds the store lock. When the plan creates a machine's
+/// `{ generated: … }` recipient, that instance runs first; then `config` learns the new
+/// recipient, the rest is planned again and applied, encrypted to it.
 pub fn apply(
+    config: &mut Config,
+    store: &Store,
+    plan: GeneratePlan,
+    opts: &Options<'_>,
+) -> Result<Report, GenerateError> {
+    let sources = plan.recipient_sources(config);
+    if sources.is_empty() {
+        return apply_once(config, store, plan, opts);
+    }
+    let mut report = apply_once(config, store, plan.restricted(&sources), opts)?;
+    config
+        .resolve_generated(store)
+        .map_err(|e| StoreError::BadMeta {
+            path: store.dir.clone(),
+            reason: e.to_string(),
+        })?;
+    // Everything the machines with a new key read is planned again (their secrets are stale
+    // now); what ran already is not regenerated again.
+    let machines: BTreeSet<&String> = sources
+        .iter()
+        .filter_map(|id| match &id.scope {
+            Scope::Machine(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let affected = config.instances.keys().filter(|id| {
+        recipients::readers(config, id)
+            .iter()
+            .any(|p| matches!(p, recipients::Principal::Machine(m) if machines.contains(m)))
+    });
+    let targets: BTreeSet<InstanceId> = plan.targets.iter().chain(affected).cloned().collect();
+    let regenerate = plan.regenerate.difference(&sources).cloned().collect();
+    let rest = super::plan_for(
+        config,
+        store,
+        &plan.request,
+        targets,
+        regenerate,
+        opts.prompts,
+    )?;
+    let more = apply_once(config, store, rest, opts)?;
+    report.generated.extend(more.generated);
+    report.rekeyed.extend(more.rekeyed);
+    report.removed.extend(more.removed);
+    report.manifests.extend(more.manifests);
+    report.manifests.sort();
+    report.manifests.dedup();
+    Ok(report)
+}
+
+fn apply_once(
     config: &Config,
     store: &Store,
     plan: GeneratePlan,

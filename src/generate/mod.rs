@@ -241,6 +241,8 @@ pub struct GeneratePlan {
     pub plan: Plan,
     /// The instances that were selected (the rest of `plan` is there because of them).
     pub targets: BTreeSet<InstanceId>,
+    /// The instances `--regenerate` named.
+    pub regenerate: BTreeSet<InstanceId>,
     /// Instances of a generator whose `share` setting flipped, left in their old scope:
     /// removed once the generator's new instances exist (issue 10).
     pub moved: Vec<InstanceId>,
@@ -250,6 +252,9 @@ pub struct GeneratePlan {
     pub manifests: Vec<(PrincipalKind, String)>,
     /// The `meta.json` of every declared instance that has a valid one.
     pub(crate) metas: BTreeMap<InstanceId, Meta>,
+    /// What was asked for (a plan that creates a machine's generated recipient is applied in
+    /// two steps, the second planned again once the recipient exists).
+    pub(crate) request: Request,
 }
 
 impl GeneratePlan {
@@ -289,19 +294,31 @@ pub fn plan(
     given: &PromptValues,
 ) -> Result<GeneratePlan, GenerateError> {
     let selected = request.selection.resolve(config)?;
-    let state = vault::state(store)?;
-    if state.next.is_some() {
-        return Err(GenerateError::RotationInterrupted);
-    }
     let regenerate = if request.regenerate {
         selected.own.clone()
     } else {
         BTreeSet::new()
     };
+    plan_for(config, store, request, selected.targets, regenerate, given)
+}
+
+/// [`plan`] for instance sets already resolved.
+pub(crate) fn plan_for(
+    config: &Config,
+    store: &Store,
+    request: &Request,
+    targets: BTreeSet<InstanceId>,
+    regenerate: BTreeSet<InstanceId>,
+    given: &PromptValues,
+) -> Result<GeneratePlan, GenerateError> {
+    let state = vault::state(store)?;
+    if state.next.is_some() {
+        return Err(GenerateError::RotationInterrupted);
+    }
     let mut plan = plan::plan(
         config,
         store,
-        &selected.targets,
+        &targets,
         &regenerate,
         state.recipient.as_deref(),
     )?;
@@ -346,11 +363,67 @@ pub fn plan(
         vault_changed,
         metas: std::mem::take(&mut plan.metas),
         plan,
-        targets: selected.targets,
+        targets,
+        regenerate,
         moved,
         prompts,
         manifests,
+        request: request.clone(),
     })
+}
+
+impl GeneratePlan {
+    /// Instances this plan generates that hold a machine's generated recipient, and what they
+    /// depend on that is generated too: they run first, so that everything else can be
+    /// encrypted to the new key (issue 11: a new host in one deploy).
+    pub(crate) fn recipient_sources(&self, config: &Config) -> BTreeSet<InstanceId> {
+        let generating: BTreeSet<InstanceId> =
+            self.plan.to_generate().map(|p| p.id.clone()).collect();
+        let sources = generating.iter().filter(|id| match &id.scope {
+            Scope::Machine(m) => config.machines[m]
+                .generated
+                .iter()
+                .any(|g| g.generator == id.generator),
+            _ => false,
+        });
+        config
+            .dag
+            .closure(sources.cloned())
+            .into_iter()
+            .filter(|id| generating.contains(id))
+            .collect()
+    }
+
+    /// The part of this plan that generates `only`.
+    pub(crate) fn restricted(&self, only: &BTreeSet<InstanceId>) -> GeneratePlan {
+        GeneratePlan {
+            create_vault: self.create_vault,
+            vault: self.vault.clone(),
+            vault_changed: None,
+            plan: Plan {
+                instances: self
+                    .plan
+                    .instances
+                    .iter()
+                    .filter(|p| only.contains(&p.id))
+                    .cloned()
+                    .collect(),
+                metas: BTreeMap::new(),
+            },
+            targets: only.clone(),
+            regenerate: self.regenerate.intersection(only).cloned().collect(),
+            moved: Vec::new(),
+            prompts: self
+                .prompts
+                .iter()
+                .filter(|(id, _, _)| only.contains(id))
+                .cloned()
+                .collect(),
+            manifests: Vec::new(),
+            metas: self.metas.clone(),
+            request: self.request.clone(),
+        }
+    }
 }
 
 /// Stored instances of a generator whose `share` setting no longer matches their scope,

@@ -47,6 +47,16 @@ pub enum ConfigError {
     /// The instances' dependencies form a cycle.
     #[error(transparent)]
     Cycle(#[from] DagError),
+    /// A `{ generated: … }` recipient in the store is not a recipient.
+    #[error("machine {machine:?}: {file} should hold its generated recipient: {reason}")]
+    Generated {
+        /// The machine.
+        machine: String,
+        /// The file, relative to the store.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Where a generator definition came from.
@@ -231,14 +241,29 @@ pub struct User {
 /// A host.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    /// Recipient strings as declared (validated).
+    /// Recipient strings as declared (validated), and those of `generated` once
+    /// [`Config::resolve_generated`] read them from the store.
     pub recipients: Vec<String>,
+    /// `{ generated: GEN/FILE }` recipients: public files of the machine's own instances.
+    pub generated: Vec<GeneratedRecipient>,
     /// Tags.
     pub tags: Vec<String>,
     /// Users of this machine.
     pub users: Vec<String>,
     /// Generators assigned directly or through tags, in order, without repeats.
     pub generators: Vec<String>,
+}
+
+/// A machine recipient that is a public file of one of its own instances (issue 11: a host
+/// key vars generates, so a new host needs one deploy, not two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedRecipient {
+    /// The generator (assigned to the machine, not shared).
+    pub generator: String,
+    /// Its public file holding the recipient.
+    pub file: String,
+    /// The recipient read from the store, once generated.
+    pub resolved: Option<String>,
 }
 
 /// The scope an instance lives in (DESIGN §2).
@@ -365,6 +390,66 @@ impl Config {
     /// The store these declarations name, opened beneath `root` without following links.
     pub fn store(&self) -> Store {
         Store::beneath(&self.root, &self.store_rel, self.backend)
+    }
+
+    /// Read the `{ generated: GEN/FILE }` recipients of every machine from `store` (never
+    /// through a link) and add those that exist to the machine's recipients. One that is not
+    /// generated yet is left out: until it exists, that machine's secrets are readable by the
+    /// vault (and its other recipients) only.
+    pub fn resolve_generated(&mut self, store: &Store) -> Result<(), ConfigError> {
+        for (name, machine) in &mut self.machines {
+            for g in &mut machine.generated {
+                // Read again: the instance may have been (re)generated since.
+                if let Some(old) = g.resolved.take() {
+                    machine.recipients.retain(|r| *r != old);
+                }
+                let id = InstanceId {
+                    scope: Scope::Machine(name.clone()),
+                    generator: g.generator.clone(),
+                };
+                let rel = store.file_rel(&id, &g.file, false);
+                let bytes = match store.read_rel(&rel, 64 * 1024) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Err(ConfigError::Generated {
+                            machine: name.clone(),
+                            file: rel,
+                            reason: e.to_string(),
+                        });
+                    }
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                let parsed = crate::crypto::Recipient::parse(text.trim()).map_err(|e| {
+                    ConfigError::Generated {
+                        machine: name.clone(),
+                        file: rel.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let text = parsed.text().to_owned();
+                if !machine.recipients.contains(&text) {
+                    machine.recipients.push(text.clone());
+                }
+                g.resolved = Some(text);
+                self.recipients.insert(parsed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The generated recipients of machine `m` that instance `id` holds itself (it cannot be
+    /// encrypted to the key it contains).
+    pub fn own_generated_recipients(&self, id: &InstanceId) -> Vec<&str> {
+        match &id.scope {
+            Scope::Machine(m) => self.machines[m]
+                .generated
+                .iter()
+                .filter(|g| g.generator == id.generator)
+                .filter_map(|g| g.resolved.as_deref())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 

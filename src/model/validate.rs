@@ -326,6 +326,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     };
     // serde-saphyr's advice about its own options is not for vars users.
     let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    let msg = msg.replace(
+        "data did not match any variant of untagged enum RecipientSpec",
+        "a recipient is a string (age1…, ssh-ed25519 …) or { generated: GEN/FILE }",
+    );
     msg.trim().to_owned()
 }
 

@@ -264,7 +264,13 @@ impl Lab {
     }
 
     pub fn config(&self) -> vars::model::Config {
-        vars::model::load(&self.root().join("vars.yaml")).unwrap_or_else(|e| panic!("{e}"))
+        let mut config =
+            vars::model::load(&self.root().join("vars.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let store = self.store(&config);
+        config
+            .resolve_generated(&store)
+            .unwrap_or_else(|e| panic!("{e}"));
+        config
     }
 
     pub fn store(&self, config: &vars::model::Config) -> vars::store::Store {
@@ -301,7 +307,7 @@ impl Lab {
         prompts: &[(&str, &str)],
         identity: Option<PathBuf>,
     ) -> Result<vars::generate::Report, vars::generate::GenerateError> {
-        let config = self.config();
+        let mut config = self.config();
         let store = self.store(&config);
         let args: Vec<String> = prompts.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut values =
@@ -320,7 +326,7 @@ impl Lab {
             },
             on_done: None,
         };
-        vars::generate::apply(&config, &store, plan, &opts)
+        vars::generate::apply(&mut config, &store, plan, &opts)
     }
 
     /// `vars check`'s findings.

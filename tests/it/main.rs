@@ -6,6 +6,7 @@ mod common;
 
 mod attacks;
 mod bad_input;
+mod bootstrap;
 mod cli;
 mod crash;
 mod fleets;
