@@ -81,19 +81,7 @@ impl TestEnv {
     pub fn yaml(text: &str) -> Self {
         let mut env = Self::empty();
         env.fleet = "clan8".into();
-        let key = |rel: &str| {
-            std::fs::read_to_string(repo().join("testdata/keys/clan8").join(rel))
-                .unwrap()
-                .trim()
-                .to_owned()
-        };
-        let text = text
-            .replace("{admin}", &key("users/crs58.pub"))
-            .replace("{user}", &key("users/cameron.pub"))
-            .replace("{host}", &key("hosts/cinnabar.pub"))
-            .replace("{host2}", &key("hosts/galena.pub"))
-            .replace("{host3}", &key("hosts/electrum.pub"));
-        std::fs::write(env.root().join("vars.yaml"), text).unwrap();
+        std::fs::write(env.root().join("vars.yaml"), with_test_keys(text)).unwrap();
         env
     }
 
@@ -153,6 +141,22 @@ impl TestEnv {
         );
         out.stdout
     }
+}
+
+/// `text` with the clan8 test keys put in for `{admin}` (crs58), `{user}` (cameron), `{host}`
+/// (cinnabar), `{host2}` (galena) and `{host3}` (electrum).
+pub fn with_test_keys(text: &str) -> String {
+    let key = |rel: &str| {
+        std::fs::read_to_string(repo().join("testdata/keys/clan8").join(rel))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    text.replace("{admin}", &key("users/crs58.pub"))
+        .replace("{user}", &key("users/cameron.pub"))
+        .replace("{host}", &key("hosts/cinnabar.pub"))
+        .replace("{host2}", &key("hosts/galena.pub"))
+        .replace("{host3}", &key("hosts/electrum.pub"))
 }
 
 fn shm_dir() -> tempfile::TempDir {
@@ -239,19 +243,7 @@ impl Lab {
 
     /// Replace vars.yaml (same placeholders as [`Lab::new`]).
     pub fn write(&self, yaml: &str) {
-        let key = |rel: &str| {
-            std::fs::read_to_string(repo().join("testdata/keys/clan8").join(rel))
-                .unwrap()
-                .trim()
-                .to_owned()
-        };
-        let text = yaml
-            .replace("{admin}", &key("users/crs58.pub"))
-            .replace("{user}", &key("users/cameron.pub"))
-            .replace("{host}", &key("hosts/cinnabar.pub"))
-            .replace("{host2}", &key("hosts/galena.pub"))
-            .replace("{host3}", &key("hosts/electrum.pub"));
-        std::fs::write(self.root().join("vars.yaml"), text).unwrap();
+        std::fs::write(self.root().join("vars.yaml"), with_test_keys(yaml)).unwrap();
     }
 
     pub fn root(&self) -> PathBuf {
