@@ -107,7 +107,8 @@ fn apply_once(
     } else if plan.needs_vault(config) {
         // Unwrapping proves keys/vault.pub (it must match vault.age); if it cannot be
         // unwrapped and vault.pub changed, the change is what to report.
-        match vault::open(store, &opts.identity_files) {
+        let recipient = plan.vault.as_deref().expect("a store with a vault");
+        match vault::open_for(store, recipient, &opts.identity_files) {
             Ok(v) => Some(v),
             Err(e) => {
                 if let Some(changed) = plan.vault_changed {
