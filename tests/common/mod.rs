@@ -85,6 +85,15 @@ impl TestEnv {
         env
     }
 
+    /// A one-machine fleet (`host1`, admin `alice`) whose only generator `g` runs `script`
+    /// and declares `files` (YAML flow mapping), with a 2 s timeout.
+    pub fn mini(script: &str, files: &str) -> Self {
+        let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
+        Self::yaml(&format!(
+            "version: 1\nadmins: [alice]\nusers:\n  alice:\n    recipients: [\"{{admin}}\"]\nmachines:\n  host1:\n    recipients: [\"{{host}}\"]\n    generators: [g]\ngenerators:\n  g:\n    timeout: 2s\n    files: {files}\n    script: |\n{indented}"
+        ))
+    }
+
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("repo")
     }
