@@ -325,7 +325,7 @@ let
   linkTargets = filter (l: l != null) (
     map (f: f.opts.link) files ++ map (t: t.link) (attrValues cfg.templates)
   );
-  ownDirs = [
+  ownDirs = lib.filter (d: d != null) [
     cfg.secretsDir
     cfg.secretsMountPoint
   ]
@@ -519,6 +519,15 @@ in
       ++ lib.mapAttrsToList (n: t: {
         assertion = t.file == null || t.content == "";
         message = "vars.templates.${n}: set `content` or `file`, not both";
-      }) cfg.templates;
+      }) cfg.templates
+      ++ lib.concatLists (
+        lib.mapAttrsToList (
+          n: t:
+          map (f: {
+            assertion = !(lib.hasInfix f.entry.placeholder (templateContent t));
+            message = "vars.templates.${n} uses the placeholder of ${f.entry.key}, a needed-for: users file; templates are rendered with the other secrets, after users exist: use its path instead";
+          }) (filter (f: f.entry.neededFor == "users" && !userScope) secretFiles)
+        ) cfg.templates
+      );
   };
 }

@@ -8,7 +8,6 @@
 # Each file reaches the Nix store on its own (`builtins.path`), never the whole `vars/` tree.
 let
   inherit (builtins)
-    all
     attrNames
     concatStringsSep
     elem
@@ -19,8 +18,6 @@ let
     isAttrs
     isBool
     isString
-    length
-    listToAttrs
     mapAttrs
     match
     readDir
@@ -329,7 +326,6 @@ in
   # Whether `s` starts with `prefix` (lib.hasPrefix without nixpkgs).
   hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
 
-  # Helpers the tests and modules share.
-  inherit (builtins) length;
-  _internal = { inherit lookup components; };
+  # What lies at a path below a directory, without following links (see `lookup`).
+  inherit lookup;
 }

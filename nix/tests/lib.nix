@@ -27,8 +27,6 @@ let
     "key"
     "rel"
     "secret"
-    "owner"
-    "group"
     "mode"
     "neededFor"
     "exists"
@@ -127,8 +125,6 @@ in
         key = "borg-passphrase/passphrase";
         rel = "machines/cinnabar/borg-passphrase/passphrase.age";
         secret = true;
-        owner = "root";
-        group = "root";
         mode = "0400";
         neededFor = "services";
         exists = true;
@@ -144,8 +140,6 @@ in
         key = "zerotier-network/network-id";
         rel = "shared/zerotier-network/network-id";
         secret = false;
-        owner = "root";
-        group = "root";
         mode = "0400";
         neededFor = "services";
         exists = true;
@@ -169,12 +163,49 @@ in
         key = "_users/crs58/user-password/password-hash";
         rel = "users/crs58/user-password/password-hash.age";
         secret = true;
-        owner = "root";
-        group = "root";
         mode = "0400";
         neededFor = "users";
         exists = true;
       };
+    };
+    # Owners and groups are the manifest's, file by file.
+    owners-as-in-manifest = {
+      actual = map (e: { inherit (e) key owner group; }) (varsLib.allFiles cinnabar);
+      expected =
+        let
+          raw = builtins.fromJSON (builtins.readFile (clan8 + "/machines/cinnabar/manifest.json"));
+          own = builtins.concatMap (g: map (f: {
+            key = "${g}/${f}";
+            inherit (raw.generators.${g}.files.${f}) owner group;
+          }) (builtins.attrNames raw.generators.${g}.files)) (builtins.attrNames raw.generators);
+          users = builtins.concatMap (u: builtins.concatMap (g: map (f: {
+            key = "_users/${u}/${g}/${f}";
+            inherit (raw.users.${u}.${g}.files.${f}) owner group;
+          }) (builtins.attrNames raw.users.${u}.${g}.files)) (builtins.attrNames raw.users.${u})) (builtins.attrNames raw.users);
+        in
+        own ++ users;
+    };
+    # No owner: root, or the user for a user instance; a null group stays null (the owner's
+    # primary group, resolved by `vars install`).
+    null-owner = {
+      actual =
+        let
+          m = varsLib.machine (broken "null-owner") "cinnabar";
+        in
+        map (e: { inherit (e) owner group; }) [
+          (file m "borg-passphrase" "passphrase")
+          m.users.crs58.generators.user-password.files.password-hash
+        ];
+      expected = [
+        {
+          owner = "root";
+          group = null;
+        }
+        {
+          owner = "crs58";
+          group = null;
+        }
+      ];
     };
     # Each file is its own store path, named after what it is.
     secret-store-path = {

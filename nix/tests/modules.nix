@@ -7,6 +7,9 @@ let
   h = import ./harness.nix { inherit nixpkgsLib root; };
   suites = {
     nixos = import ./nixos.nix h;
+    darwin = import ./darwin.nix h;
+    home-manager = import ./home-manager.nix h;
+    flake = import ./flake.nix h;
   };
   prefixed =
     part:

@@ -584,6 +584,39 @@ in
       expected = true;
     };
 
+    assertion-template-users-phase = {
+      actual = fails "vars.templates.shadow uses the placeholder of _users/crs58/user-password/password-hash, a needed-for: users file" (
+        nixos (
+          { config, ... }:
+          {
+            vars.templates.shadow.content = config.vars.users.crs58.generators.user-password.files.password-hash.placeholder;
+          }
+        )
+      );
+      expected = true;
+    };
+    # The coming manifests' null group passes through; the users phase stays root's.
+    null-owner = {
+      actual =
+        let
+          m = (nixos { vars.directory = lib.mkForce (h.broken "null-owner"); }).vars.installManifest.files;
+        in
+        {
+          service = { inherit (m."borg-passphrase/passphrase") owner group; };
+          usersPhase = { inherit (m."_users/crs58/user-password/password-hash") owner group; };
+        };
+      expected = {
+        service = {
+          owner = "root";
+          group = null;
+        };
+        usersPhase = {
+          owner = "root";
+          group = "root";
+        };
+      };
+    };
+
     # Without vars.directory the module does nothing.
     disabled = {
       actual =

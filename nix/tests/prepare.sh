@@ -45,3 +45,7 @@ edit "$d/$m" 's|"needed-for": "services",|"needed-for": "services", "deploy-to":
 d=$(copy symlink-manifest)
 mv "$d/$m" "$root/broken/symlink-manifest/manifest.json"
 ln -s ../../../manifest.json "$d/$m"
+# What the lead's coming manifests write for user instances: no owner (the user) and a null
+# group (the owner's primary group); here for every file of cinnabar.
+d=$(copy null-owner)
+edit "$d/$m" 's|"owner": "root"|"owner": null|; s|"group": "root"|"group": null|'
