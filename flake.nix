@@ -55,10 +55,14 @@
       lib = import ./nix/lib.nix;
 
       # The project's Nix tests (nix/tests/README.md) on stores generated from the example fleets
-      # with this flake's vars, and the module tests with this flake's nixpkgs `lib`.
+      # with this flake's vars, the module tests with this flake's nixpkgs `lib`.
       checks = forAllSystems (
-        system: pkgs: {
+        system: pkgs:
+        {
           package = self.packages.${system}.default;
+        }
+        # The generators' plaintext needs a tmpfs (/dev/shm), which only a Linux build has.
+        // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {
           nix-tests =
             pkgs.runCommand "vars-nix-tests"
               {

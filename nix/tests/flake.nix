@@ -145,6 +145,7 @@ in
         packages = builtins.attrNames flake.packages;
         perSystem = builtins.attrNames flake.packages.aarch64-darwin;
         checks = builtins.attrNames flake.checks.x86_64-linux;
+        darwinChecks = builtins.attrNames flake.checks.aarch64-darwin;
         modules = map (n: builtins.attrNames flake.${n}) [
           "nixosModules"
           "darwinModules"
@@ -173,6 +174,7 @@ in
           "nix-tests"
           "package"
         ];
+        darwinChecks = [ "package" ];
         modules = [
           [
             "default"

@@ -137,9 +137,7 @@ fn check_errors(suite: &str) -> usize {
                 })
             })
             .collect();
-        runs.into_iter()
-            .filter_map(|r| r.join().unwrap())
-            .collect()
+        runs.into_iter().filter_map(|r| r.join().unwrap()).collect()
     });
     assert!(
         failures.is_empty(),
@@ -279,4 +277,36 @@ fn run_sh_runs_the_cases_and_reports_failures() {
         ),
         "{stderr}"
     );
+}
+
+/// Every Nix file of the project parses (the examples cannot be evaluated here: they need
+/// nixpkgs, nix-darwin and home-manager).
+#[test]
+fn every_nix_file_parses() {
+    if !common::require_tool("nix-instantiate", NIX_HINT) {
+        return;
+    }
+    let repo = common::repo();
+    let mut files = vec![repo.join("flake.nix")];
+    for dir in ["nix", "examples"] {
+        files.extend(
+            common::walk(&repo.join(dir))
+                .into_iter()
+                .filter(|p| p.extension().is_some_and(|e| e == "nix")),
+        );
+    }
+    assert!(files.len() >= 20, "{files:?}");
+    for f in &files {
+        let out = Command::new("nix-instantiate")
+            .arg("--parse")
+            .arg(f)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            f.display(),
+            common::stderr(&out)
+        );
+    }
 }
