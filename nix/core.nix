@@ -6,7 +6,7 @@
 {
   # "nixos" | "darwin" | "home-manager"
   platform,
-  # Default of vars.secretsDir / vars.secretsMountPoint (as strings or literal text for docs).
+  # The defaults of vars.secretsDir and vars.secretsMountPoint (null: found at run time).
   secretsDir,
   secretsMountPoint,
   # Whether the principal is a user (home-manager: no owners, no users phase).
