@@ -82,7 +82,5 @@
               '';
         }
       );
-
-      formatter = forAllSystems (_: pkgs: pkgs.nixfmt-rfc-style);
     };
 }

@@ -47,7 +47,6 @@ let
         nix = fake "nix";
         openssh = fake "openssh";
         openssl = fake "openssl";
-        nixfmt-rfc-style = fake "nixfmt";
       }
     );
   };
@@ -159,7 +158,6 @@ in
           "checks"
           "darwinModules"
           "flakeModules"
-          "formatter"
           "homeManagerModules"
           "lib"
           "nixosModules"
