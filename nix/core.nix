@@ -113,7 +113,8 @@ let
         path = mkOption {
           type = types.str;
           readOnly = true;
-          default = if e.secret then "${dirOf' e}/${e.key}" else e.storePath;
+          # Missing (or a link): the error says to run `vars generate` (DESIGN §8).
+          default = if e.secret then builtins.seq e.location "${dirOf' e}/${e.key}" else e.storePath;
           defaultText = literalMD "secret: `<secretsDir>/<gen>/<file>`; public: its own store path";
           description = ''
             Where services find the file. A secret is installed by `vars install` at

@@ -85,6 +85,21 @@ in
         "sha256:${builtins.hashString "sha256" f.value}" == f.sha256 && builtins.stringLength f.value > 0;
       expected = true;
     };
+    # A missing file's siblings still evaluate.
+    missing-file-siblings = {
+      actual =
+        let
+          c = nixos { vars.directory = lib.mkForce (h.broken "missing-file"); };
+        in
+        [
+          (gen c "borg-passphrase" "passphrase").exists
+          (gen c "zerotier-network" "identity-secret").path
+        ];
+      expected = [
+        false
+        "/run/vars/zerotier-network/identity-secret"
+      ];
+    };
     read-only-fields = {
       actual = {
         inherit (gen default "ssh-host-cert" "ssh_host_ed25519_key-cert.pub") secret neededFor exists mode;
@@ -669,6 +684,14 @@ in
     missing-file =
       h.errorCase (nixos { vars.directory = lib.mkForce (h.broken "missing-file"); }).system.build.varsInstallManifest.text
         "machines/cinnabar/borg-passphrase/passphrase.age (generators.borg-passphrase.files.passphrase of machine cinnabar) does not exist; run `vars generate --machine cinnabar`";
+    missing-file-path =
+      h.errorCase
+        (gen (nixos { vars.directory = lib.mkForce (h.broken "missing-file"); }) "borg-passphrase" "passphrase").path
+        "machines/cinnabar/borg-passphrase/passphrase.age (generators.borg-passphrase.files.passphrase of machine cinnabar) does not exist; run `vars generate --machine cinnabar`";
+    linked-file-path =
+      h.errorCase
+        (gen (nixos { vars.directory = lib.mkForce (h.broken "symlink-dir"); }) "borg-passphrase" "passphrase").path
+        "machines/cinnabar/borg-passphrase is a symlink, not a regular file; vars never follows links in the store";
     wrong-format =
       h.errorCase (nixos { vars.directory = lib.mkForce (h.broken "wrong-format"); }).vars.generators
         "format 2, but this vars module reads format 1";
