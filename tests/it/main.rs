@@ -14,6 +14,7 @@ mod identity;
 mod leaks;
 mod library;
 mod regenerate;
+mod nix;
 mod rekey;
 mod rekey_props;
 mod robustness;
