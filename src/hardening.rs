@@ -8,7 +8,7 @@
 //!   *inherited* from its caller marked close-on-exec, so no child vars spawns (bubblewrap,
 //!   sandbox-exec, bash without a sandbox, sops, age plugins, …) receives one. Descriptors vars
 //!   opens itself are close-on-exec already (std and rustix open everything `O_CLOEXEC`).
-//! - [`isolate_child`] (Linux), used by the sandbox for bubblewrap and its network helper: in the
+//! - `isolate_child`, used by the sandbox for bubblewrap and its network helper: in the
 //!   forked child, before exec, join a fresh anonymous session keyring, so the child starts with
 //!   none of the invoking user's keys in its session, and let exactly the given descriptors
 //!   (bubblewrap's `--seccomp`, `--info-fd`, …) and 0–2 survive the exec.
@@ -116,7 +116,6 @@ fn mark_listed_fds_cloexec() -> io::Result<()> {
 ///
 /// A kernel without keyrings (`ENOSYS`), or a vars already confined so that it may not use
 /// them (`EPERM`), has no keys to hide: the child runs anyway.
-#[cfg(target_os = "linux")]
 pub(crate) fn isolate_child(cmd: &mut Command, keep: Vec<OwnedFd>) {
     use std::os::unix::process::CommandExt as _;
     let numbers: Vec<RawFd> = keep.iter().map(|fd| fd.as_raw_fd()).collect();
@@ -141,21 +140,23 @@ pub(crate) fn isolate_child(cmd: &mut Command, keep: Vec<OwnedFd>) {
 }
 
 /// In a forked child: mark every descriptor above 2 close-on-exec, with `close_range` or, on
-/// kernels before 5.11, one `fcntl` per possible descriptor number (listing /proc/self/fd
-/// would allocate, which a forked child of a threaded process must not).
-#[cfg(target_os = "linux")]
+/// kernels before 5.11 and elsewhere, one `fcntl` per possible descriptor number (listing
+/// /proc/self/fd would allocate, which a forked child of a threaded process must not).
 fn cloexec_above_stderr_in_child() -> io::Result<()> {
-    // SAFETY (both blocks): plain system calls on integers and a stack-allocated rlimit.
-    let done = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3 as libc::c_uint,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    } == 0;
-    if done {
-        return Ok(());
+    // SAFETY (every block): plain system calls on integers and a stack-allocated rlimit.
+    #[cfg(target_os = "linux")]
+    {
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                3 as libc::c_uint,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        } == 0;
+        if done {
+            return Ok(());
+        }
     }
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -169,6 +170,13 @@ fn cloexec_above_stderr_in_child() -> io::Result<()> {
         // SAFETY: as above; EBADF for numbers that are not open is expected.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
+    Ok(())
+}
+
+/// macOS and others have no kernel keyring (the keychain is a service, which the sandbox
+/// profile denies).
+#[cfg(not(target_os = "linux"))]
+fn join_fresh_session_keyring() -> io::Result<()> {
     Ok(())
 }
 

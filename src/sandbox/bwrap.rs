@@ -319,11 +319,13 @@ fn user_database() -> (String, String) {
 }
 
 /// Check that `bwrap` can create the namespaces a run needs (unprivileged user namespaces
-/// are disabled on some kernels and by Ubuntu's AppArmor policy), so that `detect` fails with
-/// a clear message instead of every generator failing with a bwrap error.
+/// are disabled on some kernels and by Ubuntu's AppArmor policy) and load the keyring filter
+/// (a kernel without seccomp filters), so that `detect` fails with a clear message instead of
+/// every generator failing with a bwrap error.
 pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
-    let output = Command::new(bwrap)
-        .args(ISOLATION)
+    let filter = seccomp_pipe(bwrap)?;
+    let mut cmd = Command::new(bwrap);
+    cmd.args(ISOLATION)
         .args([
             "--unshare-net",
             "--ro-bind",
@@ -333,16 +335,18 @@ pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
             "/proc",
             "--dev",
             "/dev",
+            "--seccomp",
+            &filter.as_raw_fd().to_string(),
         ])
         .args(["--", "/bin/sh", "-c", ":"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| SandboxError::Spawn {
-            program: bwrap.to_path_buf(),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    crate::hardening::isolate_child(&mut cmd, vec![filter]);
+    let output = cmd.output().map_err(|source| SandboxError::Spawn {
+        program: bwrap.to_path_buf(),
+        source,
+    })?;
     if output.status.success() {
         return Ok(());
     }

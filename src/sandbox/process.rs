@@ -91,12 +91,9 @@ pub(crate) fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
-    #[cfg(target_os = "linux")]
     if let Some(keep) = isolate {
         crate::hardening::isolate_child(&mut cmd, keep);
     }
-    #[cfg(not(target_os = "linux"))]
-    drop(isolate);
     let spawned = cmd.spawn();
     // Closes this process's copies of the descriptors the child inherited.
     drop(cmd);
