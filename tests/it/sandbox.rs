@@ -328,3 +328,51 @@ fn a_scripts_terminal_escapes_are_printed_as_text() {
     assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
     assert!(err.contains("before\\e]0;pwned\\x07after"), "{err}");
 }
+
+/// Issue 8, item 7: without slirp4netns a `network: true` generator stops with an install hint
+/// (and never falls back to the host's network namespace).
+#[test]
+fn network_without_slirp4netns_stops_with_an_install_hint() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    let env = fleets::generated("darwin2");
+    let yaml = env.root().join("vars.yaml");
+    add_probe(&env, "echo ran > \"$out/report\"", "");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(
+        &yaml,
+        text.replace(
+            "  probe:\n    share: true\n",
+            "  probe:\n    share: true\n    network: true\n",
+        ),
+    )
+    .unwrap();
+    // A PATH with every system program but slirp4netns (links resolve into /usr, so the
+    // sandbox accepts them).
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let link = bin.join(&name);
+            if name != "slirp4netns" && !link.exists() {
+                let _ = std::os::unix::fs::symlink(entry.path(), link);
+            }
+        }
+    }
+    let key = env.key("users/seth.age");
+    let out = env
+        .command(&["generate", "--identity", key.to_str().unwrap()])
+        .env("PATH", &bin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let err = common::stderr(&out);
+    assert!(err.contains("network: true"), "{err}");
+    assert!(err.contains("apt-get install slirp4netns"), "{err}");
+    assert!(!env.store().join("shared/probe/report").exists());
+}
