@@ -139,13 +139,9 @@ impl Pending {
         }
 
         let log = work.path().join("slirp4netns.log");
-        let attached =
+        let mut attached =
             Attached::spawn(&self.program, pid, &log).map_err(|e| failed(e.to_string()))?;
-        let mut ready = attached
-            .ready
-            .try_clone()
-            .map_err(|e| failed(e.to_string()))?;
-        match read_some(&mut ready, &mut byte, deadline) {
+        match read_some(&mut attached.ready, &mut byte, deadline) {
             Ok(Some(1)) if byte == *b"1" => {}
             Ok(None) => return Err(failed("it did not get ready in time".into())),
             Ok(Some(_)) => return Err(failed(log_tail(&log))),
