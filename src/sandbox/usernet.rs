@@ -155,7 +155,8 @@ impl Pending {
 
 /// A running slirp4netns; killed and reaped when dropped.
 pub(crate) struct Attached {
-    child: Child,
+    /// `None` once dropped.
+    child: Option<Child>,
     ready: io::PipeReader,
     /// Held open for the run: slirp4netns exits as soon as it closes (also if vars dies).
     _exit: io::PipeWriter,
@@ -186,7 +187,7 @@ impl Attached {
         let child = cmd.spawn()?;
         drop(cmd);
         Ok(Attached {
-            child,
+            child: Some(child),
             ready,
             _exit: exit,
         })
@@ -195,8 +196,18 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = child.kill();
+        // Reaping waits for the kernel to tear the tap device down (25-30 ms), which the run
+        // need not wait for, so a thread reaps it; until then its pid cannot be reused. Without
+        // a thread it stays a (killed) zombie until vars exits.
+        let _ = std::thread::Builder::new()
+            .name("vars-reap".into())
+            .spawn(move || {
+                let _ = child.wait();
+            });
     }
 }
 
