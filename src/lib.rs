@@ -15,7 +15,9 @@
 //! 4. [`plan`] — the state of every instance (missing, stale and why, secrets to re-encrypt),
 //!    from `meta.json` alone, with regeneration spreading to dependents.
 //! 5. [`sandbox`] — running a generator script under bubblewrap / sandbox-exec and verifying
-//!    its outputs; [`prompt`] resolves prompt values (the CLI supplies the terminal).
+//!    its outputs; [`prompt`] resolves prompt values (the CLI supplies the terminal);
+//!    [`hardening`] keeps vars' own process from leaking (no core dumps, no inherited
+//!    descriptors for any child).
 //! 6. [`seal`] — every encryption, decryption and header read, whichever backend; below it
 //!    [`crypto`] is the only user of the `age` crate; [`identity`] finds keys; [`vault`] is the
 //!    store's vault key (and the check that `keys/vault.pub` is genuine).
@@ -32,7 +34,9 @@
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
 //! through [`text::escape`].
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `hardening` is the one module allowed `unsafe` (system calls std and
+// rustix have no safe wrapper for); it justifies each block.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -44,6 +48,7 @@ pub mod diagnostic;
 pub mod env;
 pub mod fs_util;
 pub mod generate;
+pub mod hardening;
 pub mod identity;
 pub mod keyring;
 pub mod manifest;

@@ -76,6 +76,10 @@ pub enum Command {
 
 /// Parse, run, print the error if any, and return the exit code.
 pub fn main() -> i32 {
+    // First, while the process has one thread: no core dumps, no inherited descriptors.
+    if let Err(e) = vars::hardening::harden_process() {
+        let _ = writeln!(std::io::stderr(), "warning: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -22,7 +22,7 @@ const VAULT_SECRET: &str = "shared/restic-password/password";
 
 /// The keyring identity entry is per kernel user (and linked into the persistent keyring), so
 /// tests that may read or write it take turns.
-static KEYRING: Mutex<()> = Mutex::new(());
+pub(crate) static KEYRING: Mutex<()> = Mutex::new(());
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -18,5 +18,6 @@ mod nix;
 mod rekey;
 mod rekey_props;
 mod robustness;
+mod sandbox;
 mod schema;
 mod snapshots;
