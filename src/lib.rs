@@ -5,8 +5,8 @@
 //! 1. [`spec`] — the YAML formats as written (`vars.yaml`, `generators/*.yaml`), strict serde
 //!    types with source positions; [`diagnostic`] renders positioned errors.
 //! 2. [`model`] — validated declarations: names checked, tags expanded, recipients parsed,
-//!    generator instances resolved into machine / user / shared scopes ([`shipped`] supplies the
-//!    built-in generators).
+//!    generator instances resolved into machine / user / shared scopes ([`model::shipped`]
+//!    supplies the built-in generators and `extends:`).
 //! 3. [`dag`] — dependency order between instances, cycles with their path.
 //! 4. [`plan`] — what is missing, stale or mis-keyed, as plain data, from `meta.json` alone.
 //! 5. [`sandbox`] — running a generator script under bubblewrap / sandbox-exec and verifying
@@ -41,7 +41,6 @@ pub mod recipients;
 pub mod rekey;
 pub mod sandbox;
 pub mod secret;
-pub mod shipped;
 pub mod spec;
 pub mod store;
 pub mod text;
