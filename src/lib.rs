@@ -45,6 +45,7 @@ pub mod spec;
 pub mod store;
 pub mod text;
 pub mod vault;
+pub mod zerotier;
 
 #[cfg(test)]
 pub(crate) mod test_support;

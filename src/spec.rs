@@ -332,6 +332,18 @@ pub enum PromptKind {
     MultilineHidden,
 }
 
+impl PromptKind {
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Line => "line",
+            PromptKind::Hidden => "hidden",
+            PromptKind::Multiline => "multiline",
+            PromptKind::MultilineHidden => "multiline-hidden",
+        }
+    }
+}
+
 /// The JSON Schema of `vars.yaml`, as committed in `schema/vars.schema.json`.
 pub fn vars_schema() -> String {
     render_schema(schemars::schema_for!(VarsFile))

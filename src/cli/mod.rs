@@ -5,15 +5,18 @@ mod check;
 mod completions;
 mod error;
 mod generate;
+mod generators;
 mod get;
 mod graph;
 mod init;
 mod keygen;
 mod list;
+mod man;
 mod rekey;
 mod schema;
 mod ui;
 mod unlock;
+mod zerotier;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -55,6 +58,8 @@ pub enum Command {
     Check(check::Args),
     /// List instances, their files and status
     List(list::Args),
+    /// List the shipped generators with their files and parameters
+    Generators(generators::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
     /// Print the dependency graph
@@ -69,6 +74,12 @@ pub enum Command {
     Unlock(unlock::UnlockArgs),
     /// Forget the unlocked vault of this store
     Lock(unlock::LockArgs),
+    /// Write the man pages into a directory
+    #[command(hide = true)]
+    Man(man::Args),
+    /// Write a new ZeroTier identity (used by the shipped zerotier generators)
+    #[command(hide = true)]
+    ZerotierIdentity(zerotier::Args),
 }
 
 /// Parse, run, print the error if any, and return the exit code.
@@ -93,6 +104,7 @@ pub fn main() -> i32 {
         Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
+        Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
@@ -100,6 +112,8 @@ pub fn main() -> i32 {
         Command::Keygen(a) => keygen::run(&cli.global, a),
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
+        Command::Man(a) => man::run(a),
+        Command::ZerotierIdentity(a) => zerotier::run(a),
     };
     match result {
         Ok(()) => 0,

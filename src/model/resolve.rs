@@ -10,9 +10,9 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::{self, Backend, Loc, Name, SandboxChoice};
 
 use super::validate::Validator;
-use super::{shipped, 
+use super::{
     Config, ConfigError, DepRef, Dependency, Generator, Instance, InstanceId, Machine, Origin,
-    Scope, User,
+    Scope, User, shipped,
 };
 
 pub(super) struct Resolver<'a> {

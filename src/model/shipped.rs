@@ -62,7 +62,10 @@ pub(super) fn extend(
     file: &Path,
     src: &str,
 ) -> Option<GeneratorSpec> {
-    let base_name = local.extends.clone().expect("extend is called for extends: only");
+    let base_name = local
+        .extends
+        .clone()
+        .expect("extend is called for extends: only");
     let at = |l: u64, c: u64, msg: String| Diagnostic::at(file, src, l, c, msg);
     let Some(text) = find(&base_name.value.0) else {
         v.push(
@@ -293,12 +296,7 @@ pub fn markdown(generators: &[Generator]) -> String {
         if !g.prompts.is_empty() {
             s.push_str("\n| prompt | type | persisted | description |\n|---|---|---|---|\n");
             for (name, p) in &g.prompts {
-                let kind = match p.kind {
-                    spec::PromptKind::Line => "line",
-                    spec::PromptKind::Hidden => "hidden",
-                    spec::PromptKind::Multiline => "multiline",
-                    spec::PromptKind::MultilineHidden => "multiline-hidden",
-                };
+                let kind = p.kind.as_str();
                 let _ = writeln!(
                     s,
                     "| `{name}` | {kind} | {} | {} |",

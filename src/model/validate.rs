@@ -340,7 +340,9 @@ impl Validator {
                         src,
                         vline,
                         vcolumn,
-                        format!("validation of generator {name:?} must be a mapping of its parameters"),
+                        format!(
+                            "validation of generator {name:?} must be a mapping of its parameters"
+                        ),
                     )
                     .hint(format!(
                         "e.g. validation: {{ {}: … }}",
@@ -368,10 +370,12 @@ impl Validator {
         });
         if !parameters.is_empty() {
             // Only when there are any, so definitions from before parameters keep their hash.
-            definition["parameters"] = serde_json::json!(parameters
-                .iter()
-                .map(|(k, p)| (k.clone(), p.default.clone()))
-                .collect::<BTreeMap<_, _>>());
+            definition["parameters"] = serde_json::json!(
+                parameters
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.default.clone()))
+                    .collect::<BTreeMap<_, _>>()
+            );
         }
         Some(Generator {
             name: name.to_owned(),

@@ -97,6 +97,10 @@ const CORE_PROGRAMS: &[&str] = &[
     "yes",
 ];
 
+/// The runtime input that names the running vars binary itself, whatever `PATH` says (`nix run`
+/// puts none on it): the shipped zerotier generators call `vars zerotier-identity`.
+pub(crate) const VARS_ITSELF: &str = "vars";
+
 /// Host prefixes the bwrap sandbox mounts read-only anyway; anything canonical outside them
 /// needs its own bind.
 const SYSTEM_PREFIXES: &[&str] = &["/usr", "/nix/store"];
@@ -167,6 +171,10 @@ pub(crate) fn resolve(job: &Job) -> Result<Programs, SandboxError> {
             } else {
                 return Err(not_found());
             }
+        } else if input == VARS_ITSELF {
+            let exe = env::current_exe().map_err(|_| not_found())?;
+            let canonical = fs::canonicalize(exe).map_err(|_| not_found())?;
+            programs.link(input, canonical);
         } else if input.contains('/') || input.is_empty() || input == "." || input == ".." {
             return Err(not_found());
         } else {
@@ -268,6 +276,14 @@ mod tests {
                 Ok(_) => panic!("{bad}: resolved"),
             }
         }
+    }
+
+    #[test]
+    fn vars_is_the_running_binary() {
+        let p = resolve(&job(&["vars"])).unwrap();
+        let exe = fs::canonicalize(env::current_exe().unwrap()).unwrap();
+        assert_eq!(p.bin, vec![("vars".to_owned(), exe.clone())]);
+        assert!(p.host_paths.iter().any(|h| exe.starts_with(h)) || exe.starts_with("/usr"));
     }
 
     #[test]

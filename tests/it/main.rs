@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod fleets;
+mod generators;
 mod identity;
 mod leaks;
 mod rekey;
