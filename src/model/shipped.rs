@@ -5,8 +5,8 @@
 //! A shipped generator is assigned by name; a local definition of the same name wins
 //! (DESIGN §2). A local definition with `extends: <shipped>` starts from the shipped one and
 //! changes only what it gives: it may keep the name (to change an owner) or take another (two
-//! tokens of different lengths). [`extend`] merges the two specs before
-//! [`super::validate`] checks the result like any other definition; [`all`] validates every
+//! tokens of different lengths). `extend` merges the two specs before
+//! `validate` checks the result like any other definition; [`all`] validates every
 //! shipped generator for `vars generators` and `docs/generators.md` ([`markdown`]).
 
 use std::path::{Path, PathBuf};
@@ -229,7 +229,7 @@ pub fn markdown(generators: &[Generator]) -> String {
          Assign one by name (`generators: [ssh-host-ed25519]`). Set its parameters with a local \
          definition that extends it, under `generators:` in vars.yaml or in \
          `generators/<name>.yaml`:\n\n\
-         ```yaml\ngenerators:\n  api-token:                 # any name; the same name shadows the shipped one\n    \
+         ```yaml\ngenerators:\n  api-token:                 # any name; the same name takes the shipped one's place\n    \
          extends: random-hex\n    validation: { bytes: 16 }  # changing a parameter regenerates\n    \
          files:\n      token: { owner: api, mode: \"0440\" }\n```\n\n\
          An extending definition may change `description`, `validation` (merged key by key), \
@@ -238,7 +238,13 @@ pub fn markdown(generators: &[Generator]) -> String {
          each parameter as `$validation_<name>` (`-` becomes `_`) and all of them as JSON in \
          `$validation`. A parameter default is part of the definition, like the script: \
          changing it in a new vars release regenerates nothing; setting a value in \
-         `validation` does.\n\n",
+         `validation` does.\n\n\
+         Files default to `root:root 0400` (in a user instance: the user and their group). \
+         Extend a generator to give a file to the service that reads it, e.g. for \
+         systemd-networkd, which reads WireGuard keys as `systemd-network` \
+         (systemd.netdev(5)):\n\n\
+         ```yaml\ngenerators:\n  wireguard-key:\n    extends: wireguard-key\n    \
+         files:\n      private-key: { group: systemd-network, mode: \"0440\" }\n```\n\n",
     );
     s.push_str("| generator | what it makes |\n|---|---|\n");
     for g in generators {
@@ -247,13 +253,13 @@ pub fn markdown(generators: &[Generator]) -> String {
             "| [`{}`](#{}) | {} |",
             g.name,
             g.name,
-            g.description.as_deref().unwrap_or("")
+            md(g.description.as_deref().unwrap_or(""))
         );
     }
     for g in generators {
         let _ = write!(s, "\n## `{}`\n\n", g.name);
         if let Some(d) = &g.description {
-            let _ = write!(s, "{d}\n\n");
+            let _ = write!(s, "{}\n\n", md(d));
         }
         let scope = if g.share {
             "shared (one instance for every machine that uses it)"
@@ -301,7 +307,7 @@ pub fn markdown(generators: &[Generator]) -> String {
                     s,
                     "| `{name}` | {kind} | {} | {} |",
                     if p.persist { "yes" } else { "no" },
-                    p.description.as_deref().unwrap_or("")
+                    md(p.description.as_deref().unwrap_or(""))
                 );
             }
         }
@@ -315,9 +321,17 @@ pub fn markdown(generators: &[Generator]) -> String {
                     .as_ref()
                     .map(|d| format!("`{d}`"))
                     .unwrap_or_else(|| "(none)".into());
-                let _ = writeln!(s, "| `{name}` | {default} | {} |", p.description);
+                let _ = writeln!(s, "| `{name}` | {default} | {} |", md(&p.description));
             }
         }
     }
     s
+}
+
+/// Text for a Markdown table cell: `<` would open an HTML tag, `|` end the cell.
+fn md(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('|', "\\|")
 }
