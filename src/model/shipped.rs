@@ -176,13 +176,23 @@ pub(super) fn extend(
     if v.diags.len() != before {
         return None;
     }
+    // Errors about a dependency point at `extends:`: the local file has no such line.
+    let dependencies = base
+        .dependencies
+        .into_iter()
+        .map(|d| Loc {
+            line: base_name.line,
+            column: base_name.column,
+            ..d
+        })
+        .collect();
     Some(GeneratorSpec {
         extends: Some(base_name),
         description: local.description.or(base.description),
         parameters: base.parameters,
         files,
         prompts,
-        dependencies: base.dependencies,
+        dependencies,
         runtime_inputs: if local.runtime_inputs.is_empty() {
             base.runtime_inputs
         } else {
