@@ -821,7 +821,23 @@ fn parameter_defaults_are_not_part_of_validation() {
         recipient.trim()
     );
     std::fs::write(env.root().join("vars.yaml"), yaml).unwrap();
+    // An extension in generators/<name>.yaml, giving a persisted prompt's file an owner.
+    std::fs::create_dir_all(env.root().join("generators")).unwrap();
+    std::fs::write(
+        env.root().join("generators/headscale.yaml"),
+        "extends: tailscale-authkey\nvalidation: { prefix: \"\" }\nshare: true\nfiles:\n  authkey: { owner: headscale, mode: \"0440\" }\n",
+    )
+    .unwrap();
     let config = vars::model::load(&env.root().join("vars.yaml")).unwrap();
+    let headscale = &config.generators["headscale"];
+    assert_eq!(headscale.files["authkey"].owner, "headscale");
+    assert_eq!(headscale.files["authkey"].mode, 0o440);
+    assert!(headscale.share && headscale.prompts["authkey"].persist);
+    assert!(
+        headscale
+            .validation_env()
+            .contains(&("validation_prefix".into(), String::new()))
+    );
     let null = vars::model::hash_json(&serde_json::Value::Null);
     assert_eq!(config.generators["random-hex"].validation_hash, null);
     assert_eq!(config.generators["plain"].validation_hash, null);
