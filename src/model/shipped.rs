@@ -345,3 +345,98 @@ fn md(text: &str) -> String {
         .replace('>', "&gt;")
         .replace('|', "\\|")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(v: serde_json::Value) -> Option<Loc<serde_json::Value>> {
+        Some(Loc::unplaced(v))
+    }
+
+    #[test]
+    fn validation_merges_key_by_key_and_replaces_otherwise() {
+        use serde_json::json;
+        let merged = |b, l| merge_validation(b, l).map(|v| v.value);
+        assert_eq!(
+            merged(loc(json!({"a": 1, "b": 2})), loc(json!({"b": 3, "c": 4}))),
+            Some(json!({"a": 1, "b": 3, "c": 4}))
+        );
+        assert_eq!(merged(loc(json!({"a": 1})), loc(json!(7))), Some(json!(7)));
+        assert_eq!(merged(None, loc(json!({"a": 1}))), Some(json!({"a": 1})));
+        assert_eq!(merged(loc(json!({"a": 1})), None), Some(json!({"a": 1})));
+        assert_eq!(merged(None, None), None);
+    }
+
+    #[test]
+    fn every_shipped_generator_loads_and_is_sorted_by_name() {
+        let all = all().expect("shipped generators validate");
+        let names: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for (name, _) in SHIPPED {
+            assert!(find(name).is_some());
+        }
+        assert!(find("no-such-generator").is_none());
+        // The four names fleets relied on before the library existed.
+        for name in [
+            "ssh-host-ed25519",
+            "wireguard-key",
+            "user-password",
+            "age-identity",
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+    }
+
+    #[test]
+    fn markdown_lists_every_generator_and_escapes_cells() {
+        let all = all().unwrap();
+        let page = markdown(&all);
+        for g in &all {
+            assert!(page.contains(&format!("\n## `{}`\n", g.name)), "{}", g.name);
+        }
+        assert_eq!(md("<machine> | a & b"), "&lt;machine&gt; \\| a &amp; b");
+        assert!(
+            !page.contains("\"<machine>"),
+            "raw HTML-like text in a cell"
+        );
+    }
+
+    #[test]
+    fn an_extension_keeps_the_script_and_changes_only_what_it_says() {
+        let mut v = Validator::default();
+        let local: GeneratorSpec = v
+            .parse(
+                Path::new("vars.yaml"),
+                "extends: wireguard-key\nfiles:\n  private-key: { group: systemd-network, mode: \"0440\" }\n",
+            )
+            .unwrap();
+        let merged = extend(&mut v, "wireguard-key", local, Path::new("vars.yaml"), "").unwrap();
+        assert!(v.diags.is_empty());
+        let base: GeneratorSpec = v
+            .parse(
+                &display_path("wireguard-key"),
+                find("wireguard-key").unwrap(),
+            )
+            .unwrap();
+        assert_eq!(merged.script, base.script);
+        assert_eq!(merged.runtime_inputs, base.runtime_inputs);
+        let key = merged
+            .files
+            .iter()
+            .find(|(n, _)| n.value.0 == "private-key")
+            .unwrap()
+            .1;
+        assert_eq!(key.group.as_deref(), Some("systemd-network"));
+        assert_eq!(key.mode.as_ref().unwrap().value, "0440");
+        let public = merged
+            .files
+            .iter()
+            .find(|(n, _)| n.value.0 == "public-key")
+            .unwrap()
+            .1;
+        assert_eq!(public.secret, Some(false));
+    }
+}
