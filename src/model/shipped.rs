@@ -119,6 +119,15 @@ pub(super) fn extend(
             .is_some_and(|p| p.persist == Some(true));
         let Some(target) = files.get_mut(&fname) else {
             if persisted {
+                // A stored prompt is a secret file; owner and mode may change, that may not.
+                if f.secret == Some(false) {
+                    refuse(
+                        v,
+                        fname.line,
+                        fname.column,
+                        &format!("secret: of file {:?}", fname.value.0),
+                    );
+                }
                 files.insert(fname, f);
                 continue;
             }
