@@ -558,10 +558,10 @@ fn every_shipped_generator_makes_what_it_claims() {
     );
 
     // htpasswd: the entry verifies the generated password for the machine's name.
-    let password = text(&env, "machines/alpha/htpasswd/password");
+    let password = text(&env, "machines/alpha/htpasswd-entry/password");
     assert_eq!(password.len(), 32);
     assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
-    let entry = get(&env, "machines/alpha/htpasswd/htpasswd");
+    let entry = get(&env, "machines/alpha/htpasswd-entry/htpasswd");
     assert!(
         entry.starts_with(b"alpha:$2y$12$"),
         "{}",
