@@ -6,7 +6,7 @@
 //!    types with source positions; [`diagnostic`] renders positioned errors.
 //! 2. [`model`] — validated declarations: names checked, tags expanded, recipients parsed once
 //!    ([`recipients::ParsedRecipients`]), generator instances resolved into machine / user /
-//!    shared scopes ([`shipped`] supplies the built-in generators), and the one [`dag`] order.
+//!    shared scopes ([`model::shipped`] supplies the built-in generators and `extends:`), and the one [`dag`] order.
 //! 3. [`store`] — the `vars/` tree: [`store::layout`] names everything in it (the only place
 //!    that spells `<file>.age`), [`store::Store`] does all its I/O beneath one directory handle
 //!    that never follows a link ([`fs_util::Dir`]), atomic instance swaps, the lock, crash
@@ -61,11 +61,11 @@ pub mod rekey;
 pub mod sandbox;
 pub mod seal;
 pub mod secret;
-pub mod shipped;
 pub mod spec;
 pub mod store;
 pub mod text;
 pub mod vault;
+pub mod zerotier;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -99,6 +99,7 @@ in
     machine-generators = {
       actual = builtins.attrNames cinnabar.generators;
       expected = [
+        "backup-repo"
         "borg-passphrase"
         "ssh-ca"
         "ssh-host-cert"
@@ -240,14 +241,17 @@ in
     all-files = {
       actual = map (e: e.key) (varsLib.allFiles cinnabar);
       expected = [
+        "backup-repo/password"
         "borg-passphrase/passphrase"
         "ssh-ca/ca.pub"
         "ssh-host-cert/ssh_host_ed25519_key-cert.pub"
         "ssh-host-ed25519/ssh_host_ed25519_key"
         "ssh-host-ed25519/ssh_host_ed25519_key.pub"
         "zerotier-controller/authtoken.secret"
+        "zerotier-controller/identity.public"
+        "zerotier-controller/identity.secret"
         "zerotier-controller/network.json"
-        "zerotier-network/identity-secret"
+        "zerotier-network/identity-public"
         "zerotier-network/network-id"
         "_users/cameron/user-password/password-hash"
         "_users/crs58/user-password/password-hash"
@@ -286,7 +290,7 @@ in
         in
         [
           (file m "borg-passphrase" "passphrase").exists
-          (file m "zerotier-network" "identity-secret").exists
+          (file m "backup-repo" "password").exists
         ];
       expected = [
         false

@@ -45,14 +45,14 @@ in
     paths = {
       actual = {
         secret = (gen default "borg-passphrase" "passphrase").path;
-        shared = (gen default "zerotier-network" "identity-secret").path;
+        shared = (gen default "backup-repo" "password").path;
         usersPhase = default.vars.users.crs58.generators.user-password.files.password-hash.path;
         public = storeName (gen default "ssh-host-ed25519" "ssh_host_ed25519_key.pub").path;
         source = storeName (gen default "borg-passphrase" "passphrase").source;
       };
       expected = {
         secret = "/run/vars/borg-passphrase/passphrase";
-        shared = "/run/vars/zerotier-network/identity-secret";
+        shared = "/run/vars/backup-repo/password";
         usersPhase = "/run/vars-for-users/_users/crs58/user-password/password-hash";
         public = "vars-ssh-host-ed25519-ssh_host_ed25519_key.pub";
         source = "vars-borg-passphrase-passphrase.age";
@@ -93,11 +93,11 @@ in
         in
         [
           (gen c "borg-passphrase" "passphrase").exists
-          (gen c "zerotier-network" "identity-secret").path
+          (gen c "backup-repo" "password").path
         ];
       expected = [
         false
-        "/run/vars/zerotier-network/identity-secret"
+        "/run/vars/backup-repo/password"
       ];
     };
     read-only-fields = {
@@ -155,12 +155,13 @@ in
           "ssh-host-ed25519/ssh_host_ed25519_key" =
             entry "ssh-host-ed25519" "ssh_host_ed25519_key" null "services"
               "ssh_host_ed25519_key.age";
+          "backup-repo/password" = entry "backup-repo" "password" null "services" "password.age";
           "zerotier-controller/authtoken.secret" =
             entry "zerotier-controller" "authtoken.secret" null "services"
               "authtoken.secret.age";
-          "zerotier-network/identity-secret" =
-            entry "zerotier-network" "identity-secret" null "services"
-              "identity-secret.age";
+          "zerotier-controller/identity.secret" =
+            entry "zerotier-controller" "identity.secret" null "services"
+              "identity.secret.age";
           "_users/cameron/user-password/password-hash" =
             entry "user-password" "password-hash" "cameron" "users"
               "password-hash.age";
@@ -195,7 +196,7 @@ in
           restart-units
           reload-units
           ;
-        other = overridden.vars.installManifest.files."zerotier-network/identity-secret".owner;
+        other = overridden.vars.installManifest.files."backup-repo/password".owner;
       };
       expected = {
         owner = "borg";

@@ -6,15 +6,18 @@ mod check;
 mod completions;
 mod error;
 mod generate;
+mod generators;
 mod get;
 mod graph;
 mod init;
 mod keygen;
 mod list;
+mod man;
 mod rekey;
 mod schema;
 mod ui;
 mod unlock;
+mod zerotier;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -56,6 +59,8 @@ pub enum Command {
     Check(check::Args),
     /// List instances, their files and status
     List(list::Args),
+    /// List the shipped generators with their files and parameters
+    Generators(generators::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
     /// Print the dependency graph
@@ -72,6 +77,12 @@ pub enum Command {
     Lock(unlock::LockArgs),
     /// Write a new machine's generated host key into DIR for its first boot
     Bootstrap(bootstrap::Args),
+    /// Write the man pages into a directory
+    #[command(hide = true)]
+    Man(man::Args),
+    /// Write a new ZeroTier identity (used by the shipped zerotier generators)
+    #[command(hide = true)]
+    ZerotierIdentity(zerotier::Args),
 }
 
 /// Parse, run, print the error if any, and return the exit code.
@@ -100,6 +111,7 @@ pub fn main() -> i32 {
         Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
+        Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
@@ -108,6 +120,8 @@ pub fn main() -> i32 {
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
         Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
+        Command::Man(a) => man::run(a),
+        Command::ZerotierIdentity(a) => zerotier::run(a),
     };
     match result {
         Ok(()) => 0,

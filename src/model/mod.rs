@@ -3,7 +3,8 @@
 //! generator instances resolved into scopes (DESIGN §2).
 //!
 //! [`load`] is the only way in. It reports every problem at once, each with file, line, column
-//! and a hint ([`Diagnostics`]). The dependency order between instances lives in [`crate::dag`].
+//! and a hint ([`Diagnostics`]). [`shipped`] holds the generators embedded in the binary and
+//! `extends:`. The dependency order between instances lives in [`crate::dag`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,13 +15,14 @@ use sha2::Digest as _;
 
 use crate::dag::{Dag, DagError};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::fs_util::{Dir, Kind};
+use crate::fs_util::{self, Dir, Kind};
 use crate::recipients::ParsedRecipients;
 use crate::spec::{self, Backend, NeededFor, PromptKind, SandboxChoice};
 use crate::store::Store;
-use crate::{fs_util, shipped, text};
+use crate::text;
 
 mod resolve;
+pub mod shipped;
 mod validate;
 
 use resolve::Resolver;
@@ -75,8 +77,12 @@ pub enum Origin {
 pub struct Generator {
     /// Its name.
     pub name: String,
+    /// The shipped generator this definition extends (`extends:`), if any.
+    pub extends: Option<String>,
     /// `description`.
     pub description: Option<String>,
+    /// The options its script reads from `validation`, by name.
+    pub parameters: BTreeMap<String, ParameterDef>,
     /// Declared files, by name.
     pub files: BTreeMap<String, FileDef>,
     /// Prompts, by name.
@@ -99,10 +105,12 @@ pub struct Generator {
     pub origin: Origin,
     /// A local definition hides a shipped generator of the same name.
     pub shadows_shipped: bool,
-    /// `validation` as canonical JSON (`null` when absent). Scripts see it as `$validation`;
-    /// shipped generators read their parameters from it.
+    /// What the script sees as `$validation`: `validation` as written (`null` when absent),
+    /// or, for a generator with `parameters`, a mapping of every parameter's default
+    /// overlaid with the values `validation` gives.
     pub validation: serde_json::Value,
-    /// `sha256:` of the canonical JSON of `validation` (or of `null`).
+    /// `sha256:` of the canonical JSON of `validation` as written (or of `null`): parameter
+    /// defaults are not part of it, so a new default in a vars release regenerates nothing.
     pub validation_hash: String,
     /// `sha256:` of what the outputs are made from (script, files, prompts, dependencies,
     /// runtime inputs, share, network): warnings only (DESIGN §5).
@@ -159,6 +167,15 @@ impl Generator {
         }
         env
     }
+}
+
+/// A declared parameter (`parameters.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterDef {
+    /// What it means.
+    pub description: String,
+    /// Its value when `validation` does not set it.
+    pub default: Option<serde_json::Value>,
 }
 
 /// A declared output file.
@@ -621,6 +638,17 @@ fn load_from(config_file: &Path, named: bool) -> Result<Config, ConfigError> {
     let mut broken = BTreeSet::new();
     for (name, (g, origin, path, src, line, col)) in defs {
         let shadows = shipped::find(&name).is_some();
+        let g = if g.extends.is_some() {
+            match shipped::extend(&mut v, &name, g, &path, &src) {
+                Some(g) => g,
+                None => {
+                    broken.insert(name);
+                    continue;
+                }
+            }
+        } else {
+            g
+        };
         match v.generator(&name, g, origin, shadows, &path, &src, line, col) {
             Some(gdef) => {
                 generators.insert(name.clone(), gdef);

@@ -9,13 +9,12 @@ use crate::crypto::Recipient;
 use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::recipients::ParsedRecipients;
-use crate::shipped;
 use crate::spec::{self, Backend, Loc, Name, SandboxChoice};
 
 use super::validate::Validator;
 use super::{
     Config, ConfigError, DepRef, Dependency, Generator, Instance, InstanceId, Machine, Origin,
-    Scope, User,
+    Scope, User, shipped,
 };
 
 pub(super) struct Resolver<'a> {
@@ -71,7 +70,7 @@ impl<'a> Resolver<'a> {
         let Some(text) = shipped::find(name) else {
             return false;
         };
-        let path = PathBuf::from(format!("<shipped>/generators/{name}.yaml"));
+        let path = shipped::display_path(name);
         let before = self.v.diags.len();
         if let Some(g) = self.v.parse::<spec::GeneratorSpec>(&path, text)
             && let Some(gdef) = self
@@ -554,10 +553,13 @@ impl<'a> Resolver<'a> {
         if self.broken.contains(&g.value.0) {
             return false;
         }
-        self.diag(g.line, g.column, format!("unknown generator {:?}", g.value.0), format!(
-                "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a shipped one: {}",
-                shipped::SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ));
+        self.diag(
+            g.line,
+            g.column,
+            format!("unknown generator {:?}", g.value.0),
+            "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a \
+             shipped one (vars generators lists them)",
+        );
         false
     }
 
@@ -565,7 +567,7 @@ impl<'a> Resolver<'a> {
         match &g.origin {
             Origin::Inline => self.file.to_path_buf(),
             Origin::Local(p) => p.clone(),
-            Origin::Shipped => PathBuf::from(format!("<shipped>/generators/{}.yaml", g.name)),
+            Origin::Shipped => shipped::display_path(&g.name),
         }
     }
 

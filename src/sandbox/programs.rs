@@ -105,6 +105,10 @@ const CORE_PROGRAMS: &[&str] = &[
     "yes",
 ];
 
+/// The runtime input that names the running vars binary itself, whatever `PATH` says (`nix run`
+/// puts none on it): the shipped zerotier generators call `vars zerotier-identity`.
+pub(crate) const VARS_ITSELF: &str = "vars";
+
 /// Host prefixes the bwrap sandbox mounts read-only anyway; anything canonical outside them
 /// needs its own bind.
 const SYSTEM_PREFIXES: &[&str] = &["/usr", "/nix/store"];
@@ -234,6 +238,10 @@ fn resolve_with(
             } else {
                 return Err(not_found());
             }
+        } else if input == VARS_ITSELF {
+            let exe = env::current_exe().map_err(|_| not_found())?;
+            let canonical = fs::canonicalize(exe).map_err(|_| not_found())?;
+            programs.link(input, canonical);
         } else if input.contains('/') || input.is_empty() || input == "." || input == ".." {
             return Err(not_found());
         } else {
@@ -382,6 +390,14 @@ mod tests {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(path, "#!/bin/sh\n").unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn vars_is_the_running_binary() {
+        let p = resolve(&job(&["vars"])).unwrap();
+        let exe = fs::canonicalize(env::current_exe().unwrap()).unwrap();
+        assert_eq!(p.bin, vec![("vars".to_owned(), exe.clone())]);
+        assert!(p.host_paths.iter().any(|h| exe.starts_with(h)) || exe.starts_with("/usr"));
     }
 
     /// A core set for `resolve_with`, leaked: tests need a `&'static` one.
