@@ -10,6 +10,7 @@ mod crash;
 mod fleets;
 mod identity;
 mod leaks;
+mod plugin;
 mod rekey;
 mod rekey_props;
 mod robustness;
