@@ -43,7 +43,7 @@ pub enum IdentityError {
     },
     /// An identity file can be read or written by its group or by others.
     #[error(
-        "{} is readable by others (permissions {mode:04o}): an identity must be private to its owner",
+        "{} can be read or written by its group or others (permissions {mode:04o}): an identity must be private to its owner",
         path.display()
     )]
     TooOpen {
@@ -162,22 +162,6 @@ fn candidates() -> Vec<Candidate> {
         });
     }
     out
-}
-
-/// The identity files looked for, in order: explicit `--identity` files, else
-/// `$VARS_IDENTITY_FILE`, `~/.config/vars/identity.txt`, `~/.ssh/id_ed25519`. The keyring
-/// entry, tried between the first two defaults, is not a file and is not listed.
-pub fn candidate_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
-    if !explicit.is_empty() {
-        return explicit.to_vec();
-    }
-    candidates()
-        .into_iter()
-        .filter_map(|c| match c {
-            Candidate::File { path, .. } => Some(path),
-            Candidate::Keyring => None,
-        })
-        .collect()
 }
 
 /// Load identities: every explicit file (any error is fatal), or else the first default that

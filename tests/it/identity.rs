@@ -505,7 +505,7 @@ fn open_missing_and_rsa_identities_are_refused_with_the_fix() {
         let err = common::stderr(out);
         assert!(err.contains(&path.display().to_string()), "{what}: {err}");
         assert!(
-            err.contains("0644") && err.contains("readable by others"),
+            err.contains("0644") && err.contains("group or others"),
             "{what}: {err}"
         );
         assert!(

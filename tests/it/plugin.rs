@@ -17,25 +17,42 @@ const AIR13: &str = "root@air13\"]";
 /// A secret only the machines and the vault read: seth reads it through the vault.
 const VAULT_SECRET: &str = "shared/restic-password/password";
 
-/// The plugin binary cargo built beside this test binary (`target/<profile>/examples/`), or a
-/// loud skip (a failure under CI) when only this test target was built.
+/// The plugin binary cargo built beside this test binary, in `target/<profile>/examples/`:
+/// `age-plugin-varstest` from `cargo test` or `cargo build --example`, or the newest
+/// `age_plugin_varstest-<hash>` from `cargo test --all-targets` (examples built as tests keep
+/// only hashed names). A loud skip (a failure under CI) when neither was built.
 fn plugin_binary() -> Option<PathBuf> {
     let exe = std::env::current_exe().expect("the test binary has a path");
-    let profile = exe
+    let examples = exe
         .parent()
         .and_then(Path::parent)
-        .expect("target/<profile>/deps/it-…");
-    let plugin = profile.join("examples/age-plugin-varstest");
-    if plugin.is_file() {
-        return Some(plugin);
+        .expect("target/<profile>/deps/it-…")
+        .join("examples");
+    let plain = examples.join("age-plugin-varstest");
+    if plain.is_file() {
+        return Some(plain);
     }
-    let hint = "it is built by cargo test (without a target filter) or cargo build --example age-plugin-varstest";
+    let hashed = std::fs::read_dir(&examples)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("age_plugin_varstest-") && !name.ends_with(".d")
+        })
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .max();
+    if let Some((_, path)) = hashed {
+        return Some(path);
+    }
+    let hint =
+        "cargo test (without --test) builds it, or cargo build --example age-plugin-varstest";
     if std::env::var_os("CI").is_some() {
-        panic!("{} is missing: {hint}", plugin.display());
+        panic!("{} is missing: {hint}", plain.display());
     }
     eprintln!(
         "\n!!! SKIPPING: {} is missing ({hint}); CI runs this test\n",
-        plugin.display()
+        plain.display()
     );
     None
 }
