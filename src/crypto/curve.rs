@@ -261,7 +261,8 @@ impl age::Recipient for SshEd25519Recipient {
         let prepared = self.prepared().map_err(refused)?;
         let ephemeral = Ephemeral::new()?;
         // X25519(tweak, X25519(e, P)) as one multiplication by clamp(e) · clamp(tweak) / 8.
-        let scalar = Zeroizing::new(&*ephemeral.scalar * &*prepared.tweak);
+        let mut scalar = Zeroizing::new(*ephemeral.scalar);
+        *scalar *= &*prepared.tweak;
         let shared = shared_u(&prepared.point, &scalar);
         stanza(
             SSH_ED25519_TAG,

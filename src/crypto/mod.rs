@@ -8,7 +8,7 @@
 //! - [`vault_key`]: the store's vault key and new identities for `vars keygen`;
 //! - [`header`]: an age header's stanzas without decrypting (for `vars check`);
 //! - [`passphrase`]: passphrase (scrypt) encryption, as `age -p`;
-//! - [`interaction`]: the one way to a person (plugin messages, passphrases), supplied by the
+//! - [`interaction`](mod@interaction): the one way to a person (plugin messages, passphrases), supplied by the
 //!   program: the library never reads the terminal;
 //! - `curve` (feature `fast-x25519`, on by default) computes `X25519` and `ssh-ed25519`
 //!   stanzas on Edwards points; without the feature `ladder` hands them to the age crate's own
