@@ -14,8 +14,7 @@ use std::io::Read as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::crypto::identities::PassphraseSource;
-use crate::crypto::{self, CryptoError, Identities};
+use crate::crypto::{self, CryptoError, Identities, PassphraseSource};
 use crate::env;
 use crate::fs_util::{self, IoError};
 use crate::keyring::{self, KeyringError};
@@ -254,7 +253,14 @@ fn read_private(path: &Path, named_by: Option<&str>) -> Result<SecretBytes, Iden
         }
         Err(e) => return Err(io("read")(e)),
     };
-    let mode = file.metadata().map_err(io("read"))?.permissions().mode();
+    let meta = file.metadata().map_err(io("read"))?;
+    if meta.is_dir() {
+        return Err(IdentityError::Bad(CryptoError::BadIdentity {
+            path: path.to_path_buf(),
+            reason: "it is a directory".into(),
+        }));
+    }
+    let mode = meta.permissions().mode();
     // ssh's rule (`UNPROTECTED PRIVATE KEY FILE`): no bit for group or others.
     if mode & 0o077 != 0 {
         return Err(IdentityError::TooOpen {
@@ -263,7 +269,7 @@ fn read_private(path: &Path, named_by: Option<&str>) -> Result<SecretBytes, Iden
         });
     }
     // Sized up front, so that reading does not reallocate (and leave copies behind).
-    let size = usize::try_from(file.metadata().map_err(io("read"))?.len()).unwrap_or(0);
+    let size = usize::try_from(meta.len()).unwrap_or(0);
     let mut buf = Vec::with_capacity(size + 1);
     let read = file.read_to_end(&mut buf);
     // Whatever was read is in a zeroizing buffer before anything can fail.
@@ -414,6 +420,10 @@ mod tests {
             panic!("read a missing file");
         };
         assert!(matches!(err, IdentityError::Missing { .. }));
+        let Err(dir) = read_private(dir.path(), Some("--identity")) else {
+            panic!("read a directory");
+        };
+        assert!(dir.to_string().contains("is a directory"), "{dir}");
         assert!(
             err.to_string().contains(&missing.display().to_string()),
             "{err}"

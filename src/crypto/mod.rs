@@ -37,8 +37,10 @@ use curve as native;
 use ladder as native;
 
 pub use header::{Stanza, header_stanzas};
-pub use identities::plugin_names;
-pub use identities::{Identities, IdentityFormat, identity_format, plugin_default_identity};
+pub use identities::{
+    Identities, IdentityFormat, PassphraseSource, identity_format, plugin_default_identity,
+    plugin_names,
+};
 pub use interaction::{Interaction, NoInteraction, interaction, set_interaction};
 pub use passphrase::{decrypt_with_passphrase, encrypt_with_passphrase};
 pub use recipient::{Recipient, encrypt, ssh_tag};

@@ -6,13 +6,21 @@ use std::io::{self, Read as _, Write as _};
 use super::CryptoError;
 use crate::secret::SecretBytes;
 
+/// The largest scrypt work factor (`log2 N`) accepted when decrypting.
+const MAX_WORK_FACTOR: u8 = 22;
+
 /// Decrypt a passphrase-protected age file (`age -p` output). `Ok(None)` means the passphrase
 /// is wrong; errors mean the file is damaged or asks for more scrypt work than is reasonable.
 pub fn decrypt_with_passphrase(
     ciphertext: &[u8],
     passphrase: &SecretBytes,
 ) -> Result<Option<SecretBytes>, CryptoError> {
-    let identity = age::scrypt::Identity::new(passphrase_string(passphrase)?);
+    let mut identity = age::scrypt::Identity::new(passphrase_string(passphrase)?);
+    // age caps the work at 16× what this machine does in a second *now*, so a loaded machine
+    // (a parallel test run, a busy CI) refused files it wrote itself a moment earlier. A fixed
+    // cap instead, at the bound age's documentation calls large (N = 2^22, 4 GiB): the files
+    // are the user's own identity files, and `age -p` writes about 2^18 on today's machines.
+    identity.set_max_work_factor(MAX_WORK_FACTOR);
     let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(ciphertext))
         .map_err(|e| CryptoError::Decrypt(e.to_string()))?;
     let mut r = match decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)) {
