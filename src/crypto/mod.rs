@@ -4,12 +4,12 @@
 //! - [`recipient`]: parsing recipients and encrypting to them;
 //! - [`identities`]: reading identity files of every kind (format sniffing, passphrases, plugin
 //!   identities) and decrypting with them. [`crate::identity`] decides *which* files are read
-//!   and hands their bytes here: loading goes one way;
+//!   and hands their bytes here: loading goes one way; passphrase (scrypt) encryption, as
+//!   `age -p`, to protect identity files;
 //! - [`vault_key`]: the store's vault key and new identities for `vars keygen`;
 //! - [`header`]: an age header's stanzas without decrypting (for `vars check`);
-//! - [`passphrase`]: passphrase (scrypt) encryption, as `age -p`;
-//! - [`interaction`](mod@interaction): the one way to a person (plugin messages, passphrases), supplied by the
-//!   program: the library never reads the terminal;
+//! - [`interaction`](mod@interaction): the one way to a person (plugin messages,
+//!   passphrases), supplied by the program: the library never reads the terminal;
 //! - `curve` (feature `fast-x25519`, on by default) computes `X25519` and `ssh-ed25519`
 //!   stanzas on Edwards points; without the feature `ladder` hands them to the age crate's own
 //!   arithmetic. SECURITY.md says why both exist; `proofs` tests whichever is built.
@@ -24,7 +24,6 @@ pub mod identities;
 pub mod interaction;
 #[cfg(not(feature = "fast-x25519"))]
 mod ladder;
-pub mod passphrase;
 #[cfg(test)]
 mod proofs;
 pub mod recipient;
@@ -38,11 +37,10 @@ use ladder as native;
 
 pub use header::{Stanza, header_stanzas};
 pub use identities::{
-    Identities, IdentityFormat, PassphraseSource, identity_format, plugin_default_identity,
-    plugin_names,
+    Identities, IdentityFormat, PassphraseSource, decrypt_with_passphrase, encrypt_with_passphrase,
+    identity_format, plugin_default_identity, plugin_names,
 };
 pub use interaction::{Interaction, NoInteraction, interaction, set_interaction};
-pub use passphrase::{decrypt_with_passphrase, encrypt_with_passphrase};
 pub use recipient::{Recipient, encrypt, ssh_tag};
 pub use vault_key::{VaultKey, new_identity};
 

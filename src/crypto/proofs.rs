@@ -215,7 +215,11 @@ fn ssh_wire(point: &EdwardsPoint) -> Vec<u8> {
 proptest! {
     // Bounded: 10,000 random cases each (two shares per case for unwrapping), about 15 s in
     // all in a debug build (CI runs the suite with and without `fast-x25519`).
-    #![proptest_config(ProptestConfig { cases: 10_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 10_000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn unwrapping_agrees_with_x25519_dalek(k: [u8; 32], p: [u8; 32], u: [u8; 32]) {
