@@ -15,6 +15,7 @@ mod list;
 mod man;
 mod rekey;
 mod schema;
+mod terminal;
 mod ui;
 mod unlock;
 mod zerotier;
@@ -102,6 +103,8 @@ pub fn main() -> i32 {
             };
         }
     };
+    // Plugin messages and passphrases go through the terminal; the library never reads it.
+    vars::crypto::set_interaction(std::sync::Arc::new(terminal::Terminal));
     if let Err(e) = vars::sandbox::install_interrupt_cleanup() {
         let _ = writeln!(std::io::stderr(), "warning: {e}");
     }

@@ -15,6 +15,7 @@ mod identity;
 mod leaks;
 mod library;
 mod nix;
+mod plugin;
 mod regenerate;
 mod rekey;
 mod rekey_props;
