@@ -16,6 +16,8 @@
 //! 7. [`store`] — the `vars/` tree, atomic instance swaps, lock, crash recovery; [`meta`] and
 //!    [`manifest`] are its bookkeeping files.
 //! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict.
+//! 9. [`install`] decrypts a machine's or user's secrets at activation time into a RAM file
+//!    system, switching generations atomically.
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
 //! through [`text::escape`].
@@ -31,6 +33,7 @@ pub mod env;
 pub mod fs_util;
 pub mod generate;
 pub mod identity;
+pub mod install;
 pub mod keyring;
 pub mod manifest;
 pub mod meta;

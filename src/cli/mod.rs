@@ -8,6 +8,7 @@ mod generate;
 mod get;
 mod graph;
 mod init;
+mod install;
 mod keygen;
 mod list;
 mod rekey;
@@ -57,6 +58,8 @@ pub enum Command {
     List(list::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
+    /// Decrypt a machine's or user's secrets into a RAM file system (activation)
+    Install(install::Args),
     /// Print the dependency graph
     Graph(graph::Args),
     /// Print the JSON schema of vars.yaml or of a generator file
@@ -94,6 +97,7 @@ pub fn main() -> i32 {
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
         Command::Get(a) => get::run(&cli.global, a),
+        Command::Install(a) => install::run(a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),
