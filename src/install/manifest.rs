@@ -6,7 +6,7 @@
 //!
 //! Everything here is checked and every problem is collected ([`Problem`]): names, modes,
 //! units, links, placeholders, and that a store manifest names only files of its own
-//! instances. The next step, [`super::secrets`], reads and decrypts what the plan names.
+//! instances (`store_manifest`). The next step, [`super::secrets`], reads and decrypts what the plan names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -15,10 +15,9 @@ use serde::Deserialize;
 use sha2::Digest as _;
 
 use super::Problem;
-use crate::meta::{Manifest, ManifestGenerator};
 use crate::model::{check_file_name, check_name};
 use crate::spec::NeededFor;
-use crate::store::layout::{self, PrincipalKind};
+use crate::store::layout::PrincipalKind;
 
 /// The install manifest's format version.
 pub const INSTALL_FORMAT: u32 = 1;
@@ -162,7 +161,9 @@ pub fn parse(bytes: &[u8], has_store: bool) -> Result<Plan, Vec<Problem>> {
     let invalid = |e: serde_json::Error| vec![Problem::new("the manifest", e.to_string())];
     match (install, has_store) {
         (true, false) => from_install(serde_json::from_value(value).map_err(invalid)?),
-        (false, true) => from_store(serde_json::from_value(value).map_err(invalid)?),
+        (false, true) => {
+            super::store_manifest::plan(serde_json::from_value(value).map_err(invalid)?)
+        }
         (true, true) => Err(vec![Problem::new(
             "--store",
             "is only for a store manifest: an install manifest names every source itself",
@@ -176,18 +177,18 @@ pub fn parse(bytes: &[u8], has_store: bool) -> Result<Plan, Vec<Problem>> {
 
 /// Collects the problems of a manifest while its items are checked.
 #[derive(Default)]
-struct Checker {
+pub(super) struct Checker {
     problems: Vec<Problem>,
     links: BTreeSet<PathBuf>,
 }
 
 impl Checker {
-    fn fail(&mut self, subject: impl Into<String>, cause: impl Into<String>) {
+    pub(super) fn fail(&mut self, subject: impl Into<String>, cause: impl Into<String>) {
         self.problems.push(Problem::new(subject, cause));
     }
 
     /// Checks what every item has; `None` (and a problem) for a bad mode.
-    fn common(&mut self, subject: &str, item: &Item, mode: &str) -> Option<u32> {
+    pub(super) fn common(&mut self, subject: &str, item: &Item, mode: &str) -> Option<u32> {
         if item.owner.is_empty() || item.owner.contains(['\0', '/']) {
             self.fail(
                 subject,
@@ -226,7 +227,7 @@ impl Checker {
         }
     }
 
-    fn finish(self, mut plan: Plan) -> Result<Plan, Vec<Problem>> {
+    pub(super) fn finish(self, mut plan: Plan) -> Result<Plan, Vec<Problem>> {
         if self.problems.is_empty() {
             plan.items.sort_by(|a, b| {
                 let t = |i: &Item| matches!(i.source, Source::Template { .. });
@@ -367,99 +368,6 @@ fn from_install(m: InstallManifest) -> Result<Plan, Vec<Problem>> {
     items.extend(templates);
     c.finish(Plan {
         principal: (m.principal.kind, m.principal.name),
-        items,
-    })
-}
-
-fn from_store(m: Manifest) -> Result<Plan, Vec<Problem>> {
-    let mut c = Checker::default();
-    if m.format != crate::meta::META_FORMAT {
-        c.fail(
-            "the manifest",
-            format!("format {} is not supported", m.format),
-        );
-    }
-    if let Err(why) = check_name(&m.name) {
-        c.fail("the manifest's name", why);
-    }
-    let own = format!("{}/{}", m.kind.dir(), m.name);
-    let mut items = Vec::new();
-    let mut add = |c: &mut Checker,
-                   rel_prefix: &str,
-                   home: &str,
-                   gens: &BTreeMap<String, ManifestGenerator>| {
-        for (generator, g) in gens {
-            for (file, f) in &g.files {
-                let rel = format!("{rel_prefix}{generator}/{file}");
-                let subject = format!("file {rel}");
-                if let Some(why) = [check_name(generator), check_file_name(file)]
-                    .into_iter()
-                    .find_map(Result::err)
-                {
-                    c.fail(&subject, format!("has a generator or file name that {why}"));
-                    continue;
-                }
-                // A manifest may name only the declared file of its own instance (or of the
-                // shared one): never another machine's file, a key file or a stray.
-                let stored = f.path.rsplit_once('/').map(|(dir, name)| {
-                    let declared = if f.secret {
-                        layout::parse_secret_name(name).map(|(n, _)| n)
-                    } else {
-                        Some(name)
-                    };
-                    (dir, declared)
-                });
-                let homes = [
-                    format!("{home}/{generator}"),
-                    format!("{}/{generator}", layout::SHARED_DIR),
-                ];
-                let ok = matches!(stored, Some((dir, Some(name)))
-                    if name == file && homes.iter().take(if rel_prefix.is_empty() { 2 } else { 1 }).any(|h| h == dir));
-                if !ok {
-                    c.fail(
-                        &subject,
-                        format!(
-                            "path {:?} is not {}/{generator}/{} or its shared instance's",
-                            f.path,
-                            home,
-                            layout::stored_name(file, f.secret, crate::spec::Backend::Age)
-                        ),
-                    );
-                    continue;
-                }
-                let mut item = Item {
-                    rel,
-                    source: Source::Store(f.path.clone()),
-                    secret: f.secret,
-                    owner: f.owner.clone(),
-                    group: f.group.clone(),
-                    mode: 0,
-                    needed_for: f.needed_for,
-                    restart_units: Vec::new(),
-                    reload_units: Vec::new(),
-                    link: None,
-                };
-                if let Some(mode) = c.common(&subject, &item, &f.mode) {
-                    item.mode = mode;
-                }
-                items.push(item);
-            }
-        }
-    };
-    add(&mut c, "", &own, &m.generators);
-    if !m.users.is_empty() && m.kind == PrincipalKind::User {
-        c.fail("the manifest", "is a user's, but lists users");
-    }
-    for (user, gens) in &m.users {
-        if let Err(why) = check_name(user) {
-            c.fail(format!("user {user}"), why);
-            continue;
-        }
-        let home = format!("{}/{user}", layout::USERS_DIR);
-        add(&mut c, &format!("{USERS_PREFIX}/{user}/"), &home, gens);
-    }
-    c.finish(Plan {
-        principal: (m.kind, m.name),
         items,
     })
 }
@@ -670,48 +578,6 @@ mod tests {
                 .contains("needs --store")
         );
         assert!(parse(b"not json", false).is_err());
-    }
-
-    fn store_manifest(path: &str) -> Vec<u8> {
-        serde_json::to_vec(&serde_json::json!({
-            "format": 1, "kind": "machine", "name": "m",
-            "generators": { "g": { "files": { "key": {
-                "group": "root", "mode": "0400", "needed-for": "services",
-                "owner": "root", "path": path, "secret": true
-            } } } },
-            "users": { "alice": { "h": { "files": { "tok": {
-                "group": null, "mode": "0400", "needed-for": "services",
-                "owner": "alice", "path": "users/alice/h/tok.age", "secret": true
-            } } } } }
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn a_store_manifest_names_only_its_own_instances_files() {
-        for ok in ["machines/m/g/key.age", "shared/g/key.age"] {
-            let plan = parse(&store_manifest(ok), true).unwrap();
-            let rels: Vec<&str> = plan.items.iter().map(|i| i.rel.as_str()).collect();
-            assert_eq!(rels, ["_users/alice/h/tok", "g/key"]);
-            assert_eq!(plan.items[1].source, Source::Store(ok.into()));
-            assert_eq!(plan.items[0].group, None);
-        }
-        for bad in [
-            "machines/other/g/key.age",
-            "machines/m/g/key",
-            "machines/m/g/other.age",
-            "keys/vault.age",
-            "machines/m/g/../../other/g/key.age",
-            "users/alice/g/key.age",
-        ] {
-            let errors = parse(&store_manifest(bad), true).unwrap_err();
-            assert!(
-                errors[0]
-                    .to_string()
-                    .contains("is not machines/m/g/key.age"),
-                "{bad}: {errors:?}"
-            );
-        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `vars install`: activation-time decryption (DESIGN §7–§9, `NIX.md` §2,
 //! `docs/install-manifest.md`). One way through, each step owned by one module:
 //!
-//! 1. [`manifest`] — read the install manifest (or a store manifest with `--store`) and
-//!    validate every name, mode, unit, link and placeholder;
+//! 1. [`manifest`] — read the install manifest (or, `store_manifest`, a store manifest with
+//!    `--store`) and validate every name, mode, unit, link and placeholder;
 //! 2. `owners` — resolve owners and groups through NSS (0:0 for dry runs and
 //!    `--ignore-passwd`);
 //! 3. `secrets` — load the identities, read every source (beneath the store without
@@ -28,6 +28,7 @@ mod mount;
 mod owners;
 mod restart;
 mod secrets;
+mod store_manifest;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

@@ -187,3 +187,17 @@ pub fn age_decrypt(file: &Path, identity: &Path) -> Option<Vec<u8>> {
         .unwrap();
     out.status.success().then_some(out.stdout)
 }
+
+/// Whether the tests run as root (mount namespaces, ramfs, chown). Not root under `CI`:
+/// panic with a hint. Not root elsewhere: print a loud SKIP and return false.
+pub fn require_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let hint = "run the tests as root (CI runs as root), e.g. sudo -E cargo test --test it install";
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} needs root (a private mount namespace, ramfs, chown): {hint}");
+    }
+    eprintln!("\n!!! SKIPPING: {what} needs root; {hint}\n");
+    false
+}
