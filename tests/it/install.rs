@@ -19,7 +19,7 @@ struct Ns {
 
 impl Ns {
     fn new() -> Ns {
-        let child = Command::new("unshare")
+        let mut child = Command::new("unshare")
             .args(["--mount", "--propagation", "private", "--", "sleep", "600"])
             .stdin(Stdio::null())
             .spawn()
@@ -34,6 +34,8 @@ impl Ns {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("unshare did not enter a new mount namespace");
     }
 
