@@ -66,14 +66,17 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), IoError> {
         return Ok(());
     }
     if let Some(parent) = path.parent() {
-        crate::fs_util::create_dir_all(parent)?;
+        create_parents(parent)?;
     }
     match std::fs::DirBuilder::new().mode(mode).create(path) {
         Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e).at("create directory", path),
     }
-    Ok(())
+    // The umask may have narrowed the mode.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .at("change the mode of", path)
 }
 
 /// Give the mount point its owner and mode (0751 `root:keys`).
@@ -323,8 +326,24 @@ fn split(path: &Path) -> Result<(Dir, &std::ffi::OsStr), IoError> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(bad()).at("use", path);
     };
-    crate::fs_util::create_dir_all(parent)?;
+    create_parents(parent)?;
     Ok((Dir::open(parent)?, name))
+}
+
+/// Create `dir` and its missing parents with mode 0755 whatever the umask (a unit's
+/// `UMask=0077` would otherwise hide a link's directory from the service that reads it).
+fn create_parents(dir: &Path) -> Result<(), IoError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let missing: Vec<&Path> = dir.ancestors().take_while(|p| !p.exists()).collect();
+    for p in missing.into_iter().rev() {
+        match std::fs::create_dir(p) {
+            Ok(()) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755))
+                .at("change the mode of", p)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).at("create directory", p),
+        }
+    }
+    Ok(())
 }
 
 /// Make `name` in `parent` a symlink to `to`, atomically: a temporary link, chowned

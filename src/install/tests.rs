@@ -215,6 +215,7 @@ fn generations_switch_prune_and_restart_only_for_changed_plaintext() {
     assert_eq!(mode(&target.join("g/b")), 0o440);
     assert_eq!(mode(&fx.path("run/vars.d/1/g")), 0o700);
     assert_eq!(std::fs::read_link(&link).unwrap(), target.join("g/a"));
+    assert_eq!(mode(&fx.path("etc/app")), 0o755, "whatever the umask");
     assert_eq!(std::fs::read(&link).unwrap(), b"alpha");
     assert_eq!(fx.list("activation-restart-list"), None);
 
