@@ -84,11 +84,16 @@ pub(super) fn own_mount_point(mount: &Dir, dirs: DirOwner) -> Result<(), IoError
     dirs.apply(mount)
 }
 
-/// Wait for any other `vars install` on this mount point; held until `mount` is closed.
-pub(super) fn lock(mount: &Dir) -> Result<(), IoError> {
-    rustix::fs::flock(mount.as_fd(), FlockOperation::LockExclusive)
+/// Wait for any other `vars install` with a target in the same directory, and hold it off
+/// until the returned handle is dropped. The lock is on the target's parent directory, which
+/// exists before and after the mount (a lock on the mount point would be on the directory
+/// below the mount for one process and on the mounted root for the next).
+pub(super) fn lock(target: &Path) -> Result<Dir, IoError> {
+    let (parent, _) = split(target)?;
+    rustix::fs::flock(parent.as_fd(), FlockOperation::LockExclusive)
         .map_err(std::io::Error::from)
-        .at("lock", mount.path())
+        .at("lock", parent.path())?;
+    Ok(parent)
 }
 
 /// What is at the target now.

@@ -262,6 +262,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         return Ok(out);
     }
 
+    let _lock = generation::lock(&req.target)?;
     out.mounted = if req.user_mode {
         generation::create_private_dir(&mount_point)?;
         None
@@ -272,8 +273,6 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         return Err(InstallError::NotInMemory { path: mount_point });
     }
     let mount = Dir::open(&mount_point).map_err(InstallError::Io)?;
-    // Held until `mount` is closed, when this function returns.
-    generation::lock(&mount)?;
     let dirs = if req.user_mode {
         generation::DirOwner::Own
     } else {
@@ -284,7 +283,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     if !req.user_mode {
         generation::own_mount_point(&mount, dirs)?;
     }
-    // Re-read under the lock: another install may have switched meanwhile.
+    // Read again under the lock: another install may have switched meanwhile.
     let mut ignored = Vec::new();
     let running = generation::Running::find(&req.target, &mount_point, &mut ignored);
     let n = generation::next(&mount, running.current)?;
@@ -474,7 +473,8 @@ fn read_manifest(req: &Request, store: Option<&Store>) -> Result<Vec<u8>, Instal
             };
         }
     }
-    secrets::read_plain_file(&manifest, CAP).map_err(InstallError::Manifest)
+    // A path the person or the module named: links in it are theirs (an /etc symlink).
+    secrets::read_file(&manifest, CAP, true).map_err(InstallError::Manifest)
 }
 
 #[cfg(test)]

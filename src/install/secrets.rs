@@ -133,7 +133,7 @@ fn open(item: &Item, store: Option<&Store>, keys: &Keys) -> Result<SecretBytes, 
     let (shown, bytes) = match &item.source {
         Source::Path(p) => (
             p.display().to_string(),
-            read_plain_file(p, SOURCE_CAP).map_err(|e| e.to_string()),
+            read_file(p, SOURCE_CAP, false).map_err(|e| e.to_string()),
         ),
         Source::Store(rel) => {
             let store = store.expect("a store manifest comes with --store");
@@ -202,12 +202,14 @@ fn render(
     out
 }
 
-/// Read the regular file at `path` (a path the person or the Nix module named) without
-/// following a link at its last component; at most `cap` bytes.
-pub(super) fn read_plain_file(path: &Path, cap: u64) -> Result<Vec<u8>, IoError> {
+/// Read the regular file at `path` (a path the person or the Nix module named), at most `cap`
+/// bytes; unless `follow`, a link at its last component is refused (a source must be the
+/// file itself: a Nix store path).
+pub(super) fn read_file(path: &Path, cap: u64, follow: bool) -> Result<Vec<u8>, IoError> {
+    let nofollow = if follow { 0 } else { libc::O_NOFOLLOW };
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(nofollow | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::ELOOP) {
@@ -265,10 +267,11 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("f"), b"x").unwrap();
         std::os::unix::fs::symlink(t.path().join("f"), t.path().join("l")).unwrap();
-        assert_eq!(read_plain_file(&t.path().join("f"), 10).unwrap(), b"x");
-        let err = read_plain_file(&t.path().join("l"), 10).unwrap_err();
+        assert_eq!(read_file(&t.path().join("f"), 10, false).unwrap(), b"x");
+        let err = read_file(&t.path().join("l"), 10, false).unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
-        assert!(read_plain_file(t.path(), 10).is_err());
-        assert!(read_plain_file(&t.path().join("f"), 0).is_err());
+        assert_eq!(read_file(&t.path().join("l"), 10, true).unwrap(), b"x");
+        assert!(read_file(t.path(), 10, true).is_err());
+        assert!(read_file(&t.path().join("f"), 0, false).is_err());
     }
 }
