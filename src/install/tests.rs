@@ -479,3 +479,30 @@ fn target_and_mount_point_must_be_plain_and_apart() {
         );
     }
 }
+
+#[test]
+fn a_template_may_use_a_file_of_the_users_phase() {
+    let fx = Fx::new();
+    let a = fx.seal("a", b"alpha", true);
+    let path = fx.manifest(&[("a", &a, &[], &[], None)], true);
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["files"]["g/a"]["needed-for"] = "users".into();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let out = install(&fx.request(path.clone())).unwrap();
+    assert_eq!(out.installed, 1);
+    assert!(
+        !fx.target().join("g/a").exists(),
+        "g/a is the users phase's"
+    );
+    assert_eq!(
+        std::fs::read(fx.target().join("_templates/t")).unwrap(),
+        b"A=alpha\n"
+    );
+
+    let mut users = fx.request(path);
+    users.phase = NeededFor::Users;
+    users.target = fx.path("run/vars-for-users");
+    install(&users).unwrap();
+    assert_eq!(std::fs::read(users.target.join("g/a")).unwrap(), b"alpha");
+    assert!(!users.target.join("_templates").exists());
+}

@@ -444,6 +444,7 @@ fn assert_no_leak(h: &Host, since: std::time::SystemTime) {
 #[test]
 fn restarts_follow_plaintext_not_ciphertext() {
     let Some(h) = host() else { return };
+    let since = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
     let ns = Ns::new();
     let t = h.target.display().to_string();
     std::fs::create_dir(h.env.dir.path().join("nixos")).unwrap();
@@ -526,6 +527,9 @@ fn restarts_follow_plaintext_not_ciphertext() {
         "app.service\nrand.service\n",
         "unchanged"
     );
+    // Nothing of a secret reached systemctl's command line, its log, or any file.
+    drop(ns);
+    assert_no_leak(&h, since);
 }
 
 #[test]
