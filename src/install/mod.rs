@@ -192,6 +192,9 @@ pub struct Outcome {
     pub late: Vec<Problem>,
 }
 
+/// One file of the new generation: what it is, its plaintext, its owner.
+type NewItem<'p> = (&'p manifest::Item, SecretBytes, Option<owners::Ids>);
+
 /// Run `vars install`: see the module docs for the steps.
 pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let mount_point = req.mount_point();
@@ -204,22 +207,37 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
         principal: Some(plan.principal.clone()),
         ..Outcome::default()
     };
-    let items: Vec<&manifest::Item> = plan.in_phase(req.phase).collect();
-    out.installed = items.len();
+    let (new, running) = prepare(req, &plan, store.as_ref(), &mount_point, &mut out)?;
+    out.installed = new.len();
+    if req.dry_run {
+        if let Some(n) = running.current {
+            let old = Dir::open(&mount_point).and_then(|d| generation::read(&d, n));
+            out.changes = Some(compare(&old_or_warn(old, n, &mut out.warnings), &new));
+        }
+        finish_units(req, &new, &mut out);
+        return Ok(out);
+    }
+    apply(req, &mount_point, &new, out)
+}
 
-    // Everything is checked and decrypted before the first byte is written (DESIGN §9.8).
+/// Steps 1–3: check everything and decrypt everything, collecting every problem, before
+/// anything is written (DESIGN §9.8). Also looks at the running generation.
+fn prepare<'p>(
+    req: &Request,
+    plan: &'p manifest::Plan,
+    store: Option<&Store>,
+    mount_point: &Path,
+    out: &mut Outcome,
+) -> Result<(Vec<NewItem<'p>>, generation::Running), InstallError> {
+    let items: Vec<&manifest::Item> = plan.in_phase(req.phase).collect();
     let mut problems = Vec::new();
     for item in &items {
         if let Some(link) = &item.link {
-            problems.extend(generation::check_link_place(
-                link,
-                &req.target,
-                &mount_point,
-            ));
+            problems.extend(generation::check_link_place(link, &req.target, mount_point));
         }
     }
     if req.user_mode {
-        match mount::ram_backed_dir(&mount_point) {
+        match mount::ram_backed_dir(mount_point) {
             Some(true) => {}
             Some(false) => problems.push(Problem::new(
                 format!("--mount-point {}", mount_point.display()),
@@ -240,52 +258,53 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     };
     let ids = owners::resolve_all(&items, lookup, &mut problems);
     let keys = secrets::Keys::load(&req.identities, &mut out.warnings);
-    let plaintext = secrets::open_all(&plan, &items, store.as_ref(), &keys, &mut problems);
-    let running = generation::Running::find(&req.target, &mount_point, &mut problems);
-    if !problems.is_empty() {
-        return Err(InstallError::Invalid { problems });
-    }
-    let plaintext = plaintext.expect("no problems, so every item was opened");
-    let new: Vec<(&manifest::Item, &SecretBytes, Option<owners::Ids>)> = items
-        .iter()
-        .zip(&plaintext)
-        .zip(&ids)
-        .map(|((i, p), o)| (*i, p, *o))
-        .collect();
-
-    if req.dry_run {
-        if let Some(n) = running.current {
-            let old = Dir::open(&mount_point).and_then(|d| generation::read(&d, n));
-            out.changes = Some(compare(&old_or_warn(old, n, &mut out.warnings), &new));
+    let plaintext = secrets::open_all(plan, &items, store, &keys, &mut problems);
+    let running = generation::Running::find(&req.target, mount_point, &mut problems);
+    match plaintext {
+        Some(plaintext) if problems.is_empty() => {
+            let new = items
+                .into_iter()
+                .zip(plaintext)
+                .zip(ids)
+                .map(|((i, p), o)| (i, p, o))
+                .collect();
+            Ok((new, running))
         }
-        finish_units(req, &new, &mut out);
-        return Ok(out);
+        _ => Err(InstallError::Invalid { problems }),
     }
+}
 
+/// Steps 4–9: mount, write generation N, compare, switch, link, restart, prune.
+fn apply(
+    req: &Request,
+    mount_point: &Path,
+    new: &[NewItem<'_>],
+    mut out: Outcome,
+) -> Result<Outcome, InstallError> {
     let _lock = generation::lock(&req.target)?;
     out.mounted = if req.user_mode {
-        generation::create_private_dir(&mount_point)?;
+        generation::create_private_dir(mount_point)?;
         None
     } else {
-        mount::ensure(&mount_point, req.tmpfs, &mut out.warnings)?
+        mount::ensure(mount_point, req.tmpfs, &mut out.warnings)?
     };
-    if !req.user_mode && mount::ram_backed_dir(&mount_point) == Some(false) {
-        return Err(InstallError::NotInMemory { path: mount_point });
+    if !req.user_mode && mount::ram_backed_dir(mount_point) == Some(false) {
+        return Err(InstallError::NotInMemory {
+            path: mount_point.to_path_buf(),
+        });
     }
-    let mount = Dir::open(&mount_point).map_err(InstallError::Io)?;
+    let mount = Dir::open(mount_point)?;
     let dirs = if req.user_mode {
         generation::DirOwner::Own
     } else {
-        generation::DirOwner::Root {
+        let dirs = generation::DirOwner::Root {
             gid: owners::keys_gid(),
-        }
-    };
-    if !req.user_mode {
+        };
         generation::own_mount_point(&mount, dirs)?;
-    }
+        dirs
+    };
     // Read again under the lock: another install may have switched meanwhile.
-    let mut ignored = Vec::new();
-    let running = generation::Running::find(&req.target, &mount_point, &mut ignored);
+    let running = generation::Running::find(&req.target, mount_point, &mut Vec::new());
     let n = generation::next(&mount, running.current)?;
     let files: Vec<generation::NewFile<'_>> = new
         .iter()
@@ -299,15 +318,15 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
     let dir = generation::write(&mount, n, &files, dirs)?;
     if let Some(current) = running.current {
         let old = generation::read(&mount, current);
-        out.changes = Some(compare(&old_or_warn(old, current, &mut out.warnings), &new));
+        out.changes = Some(compare(&old_or_warn(old, current, &mut out.warnings), new));
     }
-    if let Err(e) = generation::switch(&req.target, &mount_point, n, running.replace) {
+    if let Err(e) = generation::switch(&req.target, mount_point, n, running.replace) {
         let _ = mount.remove_all(n.to_string());
         return Err(e.into());
     }
     out.generation = Some(n);
     out.dir = Some(dir);
-    for (item, _, o) in &new {
+    for (item, _, o) in new {
         if let Some(link) = &item.link {
             let to = req.target.join(&item.rel);
             if let Err(e) = generation::link(link, &to, *o) {
@@ -318,7 +337,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
             }
         }
     }
-    finish_units(req, &new, &mut out);
+    finish_units(req, new, &mut out);
     match generation::prune(&mount, n, req.keep) {
         Ok(pruned) => out.pruned = pruned,
         Err(e) => out
@@ -329,11 +348,7 @@ pub fn install(req: &Request) -> Result<Outcome, InstallError> {
 }
 
 /// Work out the units of added and changed files and restart them (or list them).
-fn finish_units(
-    req: &Request,
-    new: &[(&manifest::Item, &SecretBytes, Option<owners::Ids>)],
-    out: &mut Outcome,
-) {
+fn finish_units(req: &Request, new: &[NewItem<'_>], out: &mut Outcome) {
     let Some(changes) = &out.changes else {
         return;
     };
@@ -385,10 +400,7 @@ fn old_or_warn(
 }
 
 /// Compare the running generation's plaintext with the new one's.
-fn compare(
-    old: &BTreeMap<String, SecretBytes>,
-    new: &[(&manifest::Item, &SecretBytes, Option<owners::Ids>)],
-) -> Changes {
+fn compare(old: &BTreeMap<String, SecretBytes>, new: &[NewItem<'_>]) -> Changes {
     let mut c = Changes::default();
     let mut seen = BTreeSet::new();
     for (item, plain, _) in new {
