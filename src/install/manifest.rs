@@ -6,7 +6,8 @@
 //!
 //! Everything here is checked and every problem is collected ([`Problem`]): names, modes,
 //! units, links, placeholders, and that a store manifest names only files of its own
-//! instances (`store_manifest`). The next step, [`super::secrets`], reads and decrypts what the plan names.
+//! instances (`store_manifest`). The next step, `secrets`, reads and decrypts what the plan
+//! names.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
