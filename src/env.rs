@@ -31,3 +31,19 @@ pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
 /// Set to `1` to run generator scripts without a sandbox, as `--no-sandbox` does (needed
 /// together with `settings.sandbox: none`, which alone comes from the repository).
 pub const NO_SANDBOX: &str = "VARS_NO_SANDBOX";
+
+/// Set by NixOS's activation scripts (`switch`, `boot`, `test`, `dry-activate`);
+/// `dry-activate` makes `vars install` a dry run, and its presence makes NixOS's activation
+/// lists the default way to restart units.
+pub const NIXOS_ACTION: &str = "NIXOS_ACTION";
+
+/// How `vars install` restarts units of changed files when `--restart-via` is not given:
+/// `systemctl`, `activation-list` or `none` (the NixOS module sets `systemctl` on its
+/// systemd unit).
+pub const RESTART_VIA: &str = "VARS_RESTART_VIA";
+
+/// For tests only: the directory of NixOS's activation lists, instead of `/run/nixos`.
+pub const ACTIVATION_DIR: &str = "VARS_ACTIVATION_DIR";
+
+/// The user's D-Bus session bus, passed to `systemctl --user` by `vars install --user-mode`.
+pub const DBUS_SESSION_BUS_ADDRESS: &str = "DBUS_SESSION_BUS_ADDRESS";

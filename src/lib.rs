@@ -25,9 +25,12 @@
 //!    what is stale (its `Resealer` is shared with generate); [`check`] is CI's read-only
 //!    verdict.
 //!
-//! Where new parts go: `vars install` is a consumer of the store and of [`seal`] (decrypt with
-//! host identities, no generation): a module `install/` beside [`check`], using
-//! [`store::Store`]'s reads and [`fs_util::Dir`] for the target. `vars scan` reads git, not
+//! 8. [`install`] decrypts a machine's or user's secrets at activation time into a RAM file
+//!    system, switching generations atomically: a consumer of the store and of [`seal`] (host
+//!    identities, no generation), reading with [`store::Store`] and writing with
+//!    [`fs_util::Dir`].
+//!
+//! Where new parts go: `vars scan` reads git, not
 //! the store: a module `scan/` that only uses [`store::layout`] and [`meta`] to judge store
 //! files. A sops backend is one more arm in [`seal`] (and a `sops` module that spawns the
 //! program); [`store::layout`] already names `<file>.sops`.
@@ -50,6 +53,7 @@ pub mod fs_util;
 pub mod generate;
 pub mod hardening;
 pub mod identity;
+pub mod install;
 pub mod keyring;
 pub mod manifest;
 pub mod meta;

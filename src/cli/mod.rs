@@ -10,6 +10,7 @@ mod generators;
 mod get;
 mod graph;
 mod init;
+mod install;
 mod keygen;
 mod list;
 mod man;
@@ -64,6 +65,8 @@ pub enum Command {
     Generators(generators::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
+    /// Decrypt a machine's or user's secrets into a RAM file system (activation)
+    Install(install::Args),
     /// Print the dependency graph
     Graph(graph::Args),
     /// Print the JSON schema of vars.yaml or of a generator file
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::List(a) => list::run(&cli.global, a),
         Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),
+        Command::Install(a) => install::run(a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),

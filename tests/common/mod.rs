@@ -376,3 +376,17 @@ pub fn request(items: &[&str], regenerate: bool) -> vars::generate::Request {
         trust_vault: None,
     }
 }
+
+/// Whether the tests run as root (mount namespaces, ramfs, chown). Not root under `CI`:
+/// panic with a hint. Not root elsewhere: print a loud SKIP and return false.
+pub fn require_root(what: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    let hint = "run the tests as root (CI runs as root), e.g. sudo -E cargo test --test it install";
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} needs root (a private mount namespace, ramfs, chown): {hint}");
+    }
+    eprintln!("\n!!! SKIPPING: {what} needs root; {hint}\n");
+    false
+}

@@ -12,6 +12,7 @@ mod crash;
 mod fleets;
 mod generators;
 mod identity;
+mod install;
 mod leaks;
 mod library;
 mod nix;
