@@ -15,7 +15,8 @@
 //!    [`identity`] finds the admin's keys; [`vault`] is the store's vault key.
 //! 7. [`store`] — the `vars/` tree, atomic instance swaps, lock, crash recovery; [`meta`] and
 //!    [`manifest`] are its bookkeeping files.
-//! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict.
+//! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict; [`scan`] proves that no
+//!    tracked or staged file holds plaintext key material (the only module that reads git).
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
 //! through [`text::escape`].
@@ -40,6 +41,7 @@ pub mod prompt;
 pub mod recipients;
 pub mod rekey;
 pub mod sandbox;
+pub mod scan;
 pub mod secret;
 pub mod shipped;
 pub mod spec;

@@ -11,6 +11,7 @@ mod init;
 mod keygen;
 mod list;
 mod rekey;
+mod scan;
 mod schema;
 mod ui;
 mod unlock;
@@ -53,6 +54,8 @@ pub enum Command {
     Rekey(rekey::Args),
     /// Check that every var exists, is current and is encrypted to the right recipients
     Check(check::Args),
+    /// Check that no tracked or staged file holds plaintext key material
+    Scan(scan::Args),
     /// List instances, their files and status
     List(list::Args),
     /// Print one value, decrypting it if needed
@@ -92,6 +95,7 @@ pub fn main() -> i32 {
         Command::Generate(a) => generate::run(&cli.global, a),
         Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Scan(a) => scan::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),

@@ -16,8 +16,11 @@ use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::spec::{self, Backend, NeededFor, PromptKind, SandboxChoice};
 use crate::{fs_util, shipped};
 
+mod allow;
 mod resolve;
 mod validate;
+
+pub use allow::{AllowRule, ScanConfig, is_fingerprint, load_scan_file};
 
 use resolve::Resolver;
 use validate::Validator;
@@ -305,6 +308,8 @@ pub struct Config {
     pub generators: BTreeMap<String, Generator>,
     /// Every instance, by id.
     pub instances: BTreeMap<InstanceId, Instance>,
+    /// `scan:`: what `vars scan` is told to accept.
+    pub scan: ScanConfig,
 }
 
 impl Config {

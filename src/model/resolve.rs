@@ -112,6 +112,7 @@ impl<'a> Resolver<'a> {
                 machines: Default::default(),
                 tags: Default::default(),
                 generators: Default::default(),
+                scan: Default::default(),
             },
         );
         if vars.version.value != spec::FORMAT_VERSION {
@@ -277,6 +278,7 @@ impl<'a> Resolver<'a> {
                 },
             );
         }
+        let scan = super::allow::validate(self.v, self.file, self.src, &vars.scan);
         if !self.v.diags.is_empty() {
             return Err(ConfigError::Invalid(Diagnostics(std::mem::take(
                 &mut self.v.diags,
@@ -418,6 +420,7 @@ impl<'a> Resolver<'a> {
             machines,
             generators: self.generators,
             instances: self.instances,
+            scan,
         })
     }
 
