@@ -111,7 +111,8 @@ fn human_bytes(n: u64) -> String {
 pub fn github(report: &Report) -> Vec<u8> {
     let mut out = String::new();
     for f in &report.findings {
-        let mut props = format!("file={}", gh_property(&f.path));
+        // Escaped for the terminal first: a CI log is one, and the runner does not escape.
+        let mut props = format!("file={}", gh_property(&text::escape(&f.path)));
         if f.line > 0 {
             let _ = write!(
                 props,

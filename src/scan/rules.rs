@@ -296,10 +296,10 @@ static MATCHERS: LazyLock<Matchers> = LazyLock::new(|| {
             .build(KEYWORDS.iter().map(|(k, _)| k))
             .expect("the keywords build an automaton"),
         pem_begin: re(r"^-----BEGIN ([A-Z0-9 _-]{0,100}?)PRIVATE KEY( BLOCK)?-----"),
-        putty: re(r"^PuTTY-User-Key-File-[23]: [a-z0-9@.-]+\r?\n"),
+        putty: re(r"^PuTTY-User-Key-File-[23]: [a-z0-9@.-]+"),
         age: re(r"^(?i)AGE-SECRET-KEY-(?:PQ-)?1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58,400}"),
         wireguard: re(
-            r#"^(?i)(?:private|preshared)[_-]?key["']?[ \t]*[:=][ \t]*["']?([A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)"#,
+            r#"^(?i)(?:private|preshared)[_-]?key\\*["']?[ \t]*[:=][ \t]*\\*["']?([A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=)"#,
         ),
         nix_password: re(
             r#"(?:^|[^A-Za-z0-9_'-])((?:[A-Za-z0-9_.'-]*\.)?(?:initialPassword|password))\s*=\s*"([^"\\]|\\.)+"\s*;"#,
@@ -549,14 +549,13 @@ fn putty_at(m: &Matchers, bytes: &[u8], at: usize) -> Option<Hit> {
     m.putty.find(window)?;
     // A .ppk always carries Private-Lines; a document quoting the first line does not.
     let rest = &bytes[at..bytes.len().min(at + 64 * 1024)];
-    let p = memchr::memmem::find(rest, b"\nPrivate-Lines: ")?;
-    let after = &rest[p + 16..];
+    let p = memchr::memmem::find(rest, b"Private-Lines: ")?;
+    let after = &rest[p + 15..];
     let digits = after.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits == 0 {
         return None;
     }
-    let line_end = memchr::memchr(b'\n', &after[digits..]).map_or(after.len(), |e| digits + e);
-    let end = at + p + 16 + line_end;
+    let end = at + p + 15 + digits;
     Some(Hit {
         rule: Rule::PuttyPrivateKey,
         start: at,

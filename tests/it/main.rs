@@ -13,4 +13,5 @@ mod leaks;
 mod rekey;
 mod rekey_props;
 mod robustness;
+mod scan;
 mod schema;
