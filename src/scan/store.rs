@@ -145,7 +145,11 @@ pub(super) fn check(
             Some((d, n)) => (d, n),
             None => ("", rel.as_str()),
         };
-        if dir.is_empty() && name == ".gitignore" {
+        // vars' own .gitignore, and the (empty) lock file it ignores, which a scan of files
+        // on disk (a flake check) sees.
+        if dir.is_empty()
+            && (name == ".gitignore" || (name == ".lock" && bytes(i).is_some_and(<[u8]>::is_empty)))
+        {
             continue;
         }
         if dir == layout::KEYS_DIR {

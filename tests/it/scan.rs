@@ -1016,3 +1016,89 @@ fn the_hooks_file_runs_what_the_tests_run() {
         );
     }
 }
+
+/// `nix/scan-check.nix` (the flake's `lib.mkCheck`) evaluated with plain nix-instantiate and a
+/// stand-in `runCommand`, then its build script run on a generated fleet: it passes on the
+/// healthy fleet and fails once a key is in it.
+#[test]
+fn the_flake_check_runs_vars_check_and_vars_scan() {
+    if !common::require_tool("nix-instantiate", "apt-get install nix-bin")
+        || !common::require_tool("bwrap", "apt-get install bubblewrap")
+        || !common::require_tool("ssh-keygen", "apt-get install openssh-client")
+    {
+        return;
+    }
+    let env = crate::bad_input::mini(
+        "head -c 24 /dev/urandom | base64 > \"$out/key\"",
+        "{ key: {} }",
+    );
+    env.ok(&["generate"]);
+    let expr = format!(
+        r#"import {} {{
+          pkgs = {{
+            runCommand = name: env: script: {{ inherit name script; inputs = env.nativeBuildInputs; }};
+            lib.escapeShellArgs = xs: builtins.concatStringsSep " " (map (x: "'" + x + "'") xs);
+          }};
+          vars = "vars-package";
+          src = "{}";
+          scanArgs = [ "--strict" ];
+        }}"#,
+        common::repo().join("nix/scan-check.nix").display(),
+        env.root().display()
+    );
+    let out = Command::new("nix-instantiate")
+        .args([
+            "--eval",
+            "--strict",
+            "--json",
+            "--readonly-mode",
+            "-E",
+            &expr,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let drv: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drv["name"], "vars-check");
+    assert_eq!(drv["inputs"], serde_json::json!(["vars-package"]));
+    let script = drv["script"].as_str().unwrap().to_owned();
+    assert!(
+        script.contains("vars check") && script.contains("vars scan '--strict' ."),
+        "{script}"
+    );
+    let build = |label: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = Path::new(env!("CARGO_BIN_EXE_vars"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let path = std::env::join_paths(
+            std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        let out = Command::new("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &env.home)
+            .env("out", dir.path().join("out"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            dir.path().join("out").exists(),
+            format!("{label}: {}", common::stderr(&out)),
+        )
+    };
+    let (code, built, log) = build("healthy");
+    assert_eq!((code, built), (Some(0), true), "{log}");
+    run(
+        &env.root(),
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", "host_key"],
+    );
+    let (code, built, log) = build("with a key");
+    assert_eq!((code, built), (Some(3), false), "{log}");
+    assert!(log.contains("host_key:1:1: error[private-key]"), "{log}");
+}
