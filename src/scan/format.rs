@@ -262,7 +262,7 @@ mod tests {
         let out = String::from_utf8(github(&report())).unwrap();
         assert_eq!(
             out,
-            "::error file=a dir/k%2Ce%3Ay%25%0A.pem,line=3,col=5,endLine=9,endColumn=36,title=vars scan (private-key)::RSA private key in plaintext (rotate it)\n"
+            "::error file=a dir/k%2Ce%3Ay%25\\n.pem,line=3,col=5,endLine=9,endColumn=36,title=vars scan (private-key)::RSA private key in plaintext (rotate it)\n"
         );
     }
 

@@ -13,17 +13,18 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::model::Config;
 
+mod bech32;
+mod catalogue;
 pub mod format;
 pub mod rules;
 mod source;
 mod store;
 
-pub use rules::{Level, Rule};
+pub use catalogue::{Level, Rule};
 pub use source::Origin;
 
 use source::{Content, Source, Want};
@@ -201,39 +202,43 @@ pub fn scan(req: &Request, config: Option<&Config>) -> Result<Report, ScanError>
         .as_ref()
         .map(|s| store::entries_in_store(s, &source.entries))
         .unwrap_or_default();
-    let in_store_set: std::collections::BTreeSet<usize> = in_store.iter().copied().collect();
+    let mut in_store_set = vec![false; source.entries.len()];
+    for &i in &in_store {
+        in_store_set[i] = true;
+    }
     // Read each entry once: the selected ones for the content rules, the whole store for
     // the store rules (a store file may be ciphertext slightly over the content cap).
     let pick: Vec<usize> = (0..source.entries.len())
-        .filter(|i| source.entries[*i].selected || in_store_set.contains(i))
+        .filter(|&i| source.entries[i].selected || in_store_set[i])
         .collect();
-    let store_cap = req.max_size.saturating_mul(2);
     let cap_for = |i: usize| {
-        if in_store_set.contains(&i) {
-            store_cap.max(req.max_size)
+        if in_store_set[i] {
+            req.max_size.saturating_mul(2)
         } else {
             req.max_size
         }
     };
-    let read = source.read(&pick, cap_for);
-    let mut contents: BTreeMap<usize, Content> = BTreeMap::new();
-    for (i, c) in read {
-        contents.insert(i, c?);
-    }
-
     let allow = req.allow.as_slice();
+    // Content rules run on the thread that read the file; only store files are kept, for
+    // the store rules.
+    let judged = source.read(&pick, cap_for, |i, c| {
+        let e = &source.entries[i];
+        let in_store = in_store_set[i];
+        let verdict = e
+            .selected
+            .then(|| content_findings(e, &c, req.max_size, in_store, allow));
+        (verdict, in_store.then_some(c))
+    })?;
     let mut summary = Summary::default();
-    // Content rules, in parallel over files.
-    let per_file: Vec<(Vec<Finding>, usize, FileCount)> = contents
-        .par_iter()
-        .filter(|(i, _)| source.entries[**i].selected)
-        .map(|(&i, c)| {
-            let e = &source.entries[i];
-            content_findings(e, c, req.max_size, in_store_set.contains(&i), allow)
-        })
-        .collect();
     let mut findings = Vec::new();
-    for (f, allowed, count) in per_file {
+    let mut contents: BTreeMap<usize, Content> = BTreeMap::new();
+    for (i, (verdict, kept)) in judged {
+        if let Some(c) = kept {
+            contents.insert(i, c);
+        }
+        let Some((f, allowed, count)) = verdict else {
+            continue;
+        };
         findings.extend(f);
         summary.allowed += allowed;
         match count {

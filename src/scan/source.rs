@@ -255,24 +255,23 @@ impl Source {
     }
 
     /// Read the entries `pick` selects (indices into [`Self::entries`]) in parallel, each
-    /// once, skipping any larger than `max_size(index)`.
-    pub fn read(
+    /// once, skipping any larger than `max_size(index)`, and hand each to `judge` on the
+    /// thread that read it, so only what `judge` keeps stays in memory.
+    pub fn read<T: Send>(
         &self,
         pick: &[usize],
         max_size: impl Fn(usize) -> u64 + Sync,
-    ) -> Vec<(usize, Result<Content, ScanError>)> {
+        judge: impl Fn(usize, Content) -> T + Sync,
+    ) -> Result<Vec<(usize, T)>, ScanError> {
+        let one = |r: Option<&gix::Repository>, i: usize| {
+            read_entry(r, &self.entries[i], max_size(i)).map(|c| (i, judge(i, c)))
+        };
         match &self.repo {
             Some(repo) => pick
                 .par_iter()
-                .map_init(
-                    || repo.to_thread_local(),
-                    |r, &i| (i, read_entry(Some(r), &self.entries[i], max_size(i))),
-                )
+                .map_init(|| repo.to_thread_local(), |r, &i| one(Some(r), i))
                 .collect(),
-            None => pick
-                .par_iter()
-                .map(|&i| (i, read_entry(None, &self.entries[i], max_size(i))))
-                .collect(),
+            None => pick.par_iter().map(|&i| one(None, i)).collect(),
         }
     }
 }

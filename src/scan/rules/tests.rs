@@ -3,6 +3,8 @@
 //! `tests/it/scan.rs` use keys made by the real tools.
 
 use super::*;
+use crate::scan::Level;
+use crate::scan::bech32::bech32_encode;
 
 /// Deterministic pseudo-random bytes (xorshift), enough for base64 bodies of any variety.
 fn bytes(seed: u64, n: usize) -> Vec<u8> {
