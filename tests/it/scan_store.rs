@@ -200,3 +200,29 @@ fn the_flake_check_runs_vars_check_and_vars_scan() {
     assert_eq!((code, built), (Some(3), false), "{log}");
     assert!(log.contains("host_key:1:1: error[private-key]"), "{log}");
 }
+
+/// A store that is itself a symlink (to a directory elsewhere holding a plaintext key) is a
+/// finding, and nothing behind the link is read.
+#[test]
+fn a_symlinked_store_is_refused_and_not_followed() {
+    let Some(repo) = generated_store() else {
+        return;
+    };
+    let elsewhere = tempfile::tempdir().unwrap();
+    std::fs::write(
+        elsewhere.path().join("key"),
+        "-----BEGIN PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    repo.git(&["rm", "-r", "-q", "--cached", "vars"]);
+    std::fs::rename(repo.root().join("vars"), repo.env.dir.path().join("moved")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), repo.root().join("vars")).unwrap();
+    repo.git(&["add", "vars"]);
+    let (code, r) = repo.json(&["--untracked"]);
+    assert_eq!(code, 3);
+    assert_eq!(
+        found(&r),
+        [("vars".to_owned(), "store-not-regular".to_owned())],
+        "{r:#}"
+    );
+}
