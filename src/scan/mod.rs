@@ -259,15 +259,19 @@ pub fn scan(req: &Request, config: Option<&Config>) -> Result<Report, ScanError>
         let staged_meta: std::collections::BTreeSet<PathBuf> = in_store
             .iter()
             .map(|&i| &source.entries[i])
-            .filter(|e| e.selected && e.path.ends_with(crate::store::layout::META_FILE))
+            .filter(|e| {
+                e.selected
+                    && e.abs.file_name()
+                        == Some(std::ffi::OsStr::new(crate::store::layout::META_FILE))
+            })
             .filter_map(|e| e.abs.parent().map(Path::to_path_buf))
             .collect();
         for f in store::check(spec, &source.entries, &in_store, &contents) {
             let e = &source.entries[f.entry];
             let relevant = e.selected
                 || (req.staged
-                    && e.abs.parent().is_some_and(|p| staged_meta.contains(p))
-                    && req.paths.is_empty());
+                    && req.paths.is_empty()
+                    && e.abs.parent().is_some_and(|p| staged_meta.contains(p)));
             if !relevant {
                 continue;
             }

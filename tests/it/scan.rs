@@ -882,30 +882,70 @@ fn the_match_never_appears_in_any_output() {
 #[test]
 fn the_hooks_file_runs_what_the_tests_run() {
     let text = std::fs::read_to_string(common::repo().join(".pre-commit-hooks.yaml")).unwrap();
-    for want in [
-        "entry: vars scan --staged",
-        "entry: vars scan\n",
-        "pass_filenames: false",
-        "stages: [pre-push, manual]",
-        "language: rust",
-        "language: system",
+    let hooks: Vec<serde_json::Value> = serde_saphyr::from_str(&text).unwrap();
+    let by_id = |id: &str| {
+        hooks
+            .iter()
+            .find(|h| h["id"] == id)
+            .unwrap_or_else(|| panic!("no hook {id}"))
+    };
+    // The commands the hook test above runs through `git commit`, and a pre-push scan.
+    for (id, entry, stage, language) in [
+        ("vars-scan", "vars scan --staged", "pre-commit", "rust"),
+        (
+            "vars-scan-system",
+            "vars scan --staged",
+            "pre-commit",
+            "system",
+        ),
+        ("vars-scan-all", "vars scan", "pre-push", "rust"),
+        ("vars-scan-all-system", "vars scan", "pre-push", "system"),
     ] {
+        let h = by_id(id);
+        assert_eq!(h["entry"], entry, "{id}");
+        assert_eq!(h["language"], language, "{id}");
+        assert_eq!(
+            h["pass_filenames"], false,
+            "{id}: the store rules need the whole store"
+        );
+        assert_eq!(h["always_run"], true, "{id}");
         assert!(
-            text.contains(want),
-            "{want:?} missing from .pre-commit-hooks.yaml"
+            h["stages"].as_array().unwrap().iter().any(|s| s == stage),
+            "{id}"
         );
     }
-    let workflow =
-        std::fs::read_to_string(common::repo().join("examples/github-actions-vars.yml")).unwrap();
-    for want in [
-        "vars check",
-        "vars scan --format sarif --output vars.sarif",
-        "upload-sarif",
-        "security-events: write",
+    for file in [
+        "examples/github-actions-vars.yml",
+        ".github/workflows/ci.yml",
     ] {
+        let text = std::fs::read_to_string(common::repo().join(file)).unwrap();
+        let workflow: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         assert!(
-            workflow.contains(want),
-            "{want:?} missing from the workflow example"
+            workflow["jobs"].as_object().is_some_and(|j| !j.is_empty()),
+            "{file}"
         );
     }
+    let example: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(common::repo().join("examples/github-actions-vars.yml")).unwrap(),
+    )
+    .unwrap();
+    let job = &example["jobs"]["vars"];
+    assert_eq!(job["permissions"]["security-events"], "write");
+    let steps = job["steps"].as_array().unwrap();
+    let runs: Vec<&str> = steps.iter().filter_map(|s| s["run"].as_str()).collect();
+    assert!(runs.contains(&"vars check"), "{runs:?}");
+    assert!(
+        runs.contains(&"vars scan --format sarif --output vars.sarif"),
+        "{runs:?}"
+    );
+    let upload = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("github/codeql-action/upload-sarif"))
+        })
+        .expect("an upload-sarif step");
+    assert_eq!(upload["if"], "always()");
+    assert_eq!(upload["with"]["sarif_file"], "vars.sarif");
 }
