@@ -7,7 +7,8 @@
 //! regex on a bounded window and a structural check that tells a key from a document that
 //! mentions one: a PEM body must be base64 lines of some length and variety, an age identity
 //! must pass its bech32 checksum, a Nix signing key must hold an ed25519 seed and its own public
-//! key. [`super::store`] has the store rules; [`super::allow`] the false-positive escapes.
+//! key. The store rules are in `scan/store.rs`; [`crate::model::AllowRule`] and inline
+//! `vars:allow` marks set false positives aside.
 
 use std::sync::LazyLock;
 
