@@ -6,7 +6,7 @@
 //! changes, untracked files, or paths on disk) and reads each blob once, in parallel;
 //! [`rules`] finds key material in each file's bytes; `store` judges the vars store against
 //! its `meta.json` files; then inline `vars:allow` comments and vars.yaml's `scan.allow`
-//! ([`crate::model::ScanConfig`]) set known false positives aside, and [`format`](self::format) renders
+//! ([`crate::model::ScanConfig`]) set known false positives aside, and [`format`](mod@format) renders
 //! the [`Report`] as JSON, SARIF or GitHub annotations. No output ever contains the matched
 //! text: findings carry positions and a fingerprint (a hash), never content.
 
