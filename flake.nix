@@ -51,8 +51,12 @@
       homeManagerModules.vars = self.homeManagerModules.default;
       flakeModules.default = import ./nix/flake-parts.nix self;
 
-      # Reading manifests without the module system (builtins only): `vars.lib.machine ./vars "m"`.
-      lib = import ./nix/lib.nix;
+      # Reading manifests without the module system (builtins only): `vars.lib.machine ./vars "m"`;
+      # `vars.lib.mkCheck { pkgs; vars; src = ./.; }`: a check running `vars check` and
+      # `vars scan` on a fleet repository (nix/scan-check.nix).
+      lib = import ./nix/lib.nix // {
+        mkCheck = import ./nix/scan-check.nix;
+      };
 
       # The project's Nix tests (nix/tests/README.md) on stores generated from the example fleets
       # with this flake's vars, the module tests with this flake's nixpkgs `lib`.
@@ -60,6 +64,18 @@
         system: pkgs:
         {
           package = self.packages.${system}.default;
+          # Dogfooding: nothing in this repository is committed unencrypted (no vars.yaml at
+          # its root, so no `vars check`).
+          scan = self.lib.mkCheck {
+            inherit pkgs;
+            vars = self.packages.${system}.default;
+            src = self;
+            check = false;
+            scanArgs = [
+              "--allow-file"
+              ".ci/scan-allow.yaml"
+            ];
+          };
         }
         # The generators' plaintext needs a tmpfs (/dev/shm), which only a Linux build has.
         // lib.optionalAttrs pkgs.stdenv.hostPlatform.isLinux {

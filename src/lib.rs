@@ -30,9 +30,11 @@
 //!    identities, no generation), reading with [`store::Store`] and writing with
 //!    [`fs_util::Dir`].
 //!
-//! Where new parts go: `vars scan` reads git, not
-//! the store: a module `scan/` that only uses [`store::layout`] and [`meta`] to judge store
-//! files. A sops backend is one more arm in [`seal`] (and a `sops` module that spawns the
+//! 9. [`scan`] proves that no tracked or staged file holds plaintext key material: it reads git
+//!    (the only module that does), not the store, and judges store files with
+//!    [`store::layout`] and [`meta`] alone.
+//!
+//! Where new parts go: a sops backend is one more arm in [`seal`] (and a `sops` module that spawns the
 //! program); [`store::layout`] already names `<file>.sops`.
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
@@ -63,6 +65,7 @@ pub mod prompt;
 pub mod recipients;
 pub mod rekey;
 pub mod sandbox;
+pub mod scan;
 pub mod seal;
 pub mod secret;
 pub mod spec;

@@ -143,6 +143,35 @@ pub struct VarsFile {
     /// Inline generator definitions (also read from `generators/*.yaml` beside vars.yaml).
     #[serde(default)]
     pub generators: NameMap<GeneratorSpec>,
+    /// `vars scan` settings: known false positives, each with its reason.
+    #[serde(default)]
+    pub scan: ScanSpec,
+}
+
+/// `scan:` in vars.yaml.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ScanSpec {
+    /// Findings of content rules that are known and accepted. Store rules cannot be allowed.
+    #[serde(default)]
+    pub allow: Vec<Loc<AllowSpec>>,
+}
+
+/// One entry of `scan.allow`: findings matching every given condition are allowed.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AllowSpec {
+    /// A glob over repository-relative paths (`testdata/keys/**`); `*` stays within one
+    /// directory, `**` spans any number.
+    pub path: Option<Loc<String>>,
+    /// Only these rules (default: every content rule).
+    #[serde(default)]
+    pub rules: Vec<Loc<String>>,
+    /// One finding, by the `fingerprint` vars scan prints (`sha256:…`): it survives edits
+    /// elsewhere in the file and line moves.
+    pub fingerprint: Option<Loc<String>>,
+    /// Why this is not a leak (shown in reviews; required).
+    pub reason: Loc<String>,
 }
 
 /// `settings:` in vars.yaml.

@@ -171,8 +171,12 @@ in
         checks = [
           "nix-tests"
           "package"
+          "scan"
         ];
-        darwinChecks = [ "package" ];
+        darwinChecks = [
+          "package"
+          "scan"
+        ];
         modules = [
           [
             "default"

@@ -15,6 +15,7 @@ mod keygen;
 mod list;
 mod man;
 mod rekey;
+mod scan;
 mod schema;
 mod terminal;
 mod ui;
@@ -59,6 +60,8 @@ pub enum Command {
     Rekey(rekey::Args),
     /// Check that every var exists, is current and is encrypted to the right recipients
     Check(check::Args),
+    /// Check that no tracked or staged file holds plaintext key material
+    Scan(scan::Args),
     /// List instances, their files and status
     List(list::Args),
     /// List the shipped generators with their files and parameters
@@ -116,6 +119,7 @@ pub fn main() -> i32 {
         Command::Generate(a) => generate::run(&cli.global, a),
         Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
+        Command::Scan(a) => scan::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
         Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),

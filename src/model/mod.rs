@@ -21,9 +21,12 @@ use crate::spec::{self, Backend, NeededFor, PromptKind, SandboxChoice};
 use crate::store::Store;
 use crate::text;
 
+mod allow;
 mod resolve;
 pub mod shipped;
 mod validate;
+
+pub use allow::{AllowRule, ScanConfig, is_fingerprint, load_scan_file};
 
 use resolve::Resolver;
 use validate::Validator;
@@ -394,6 +397,8 @@ pub struct Config {
     pub dag: Dag,
     /// Every recipient of every machine and user, parsed once.
     pub recipients: ParsedRecipients,
+    /// `scan:`: what `vars scan` is told to accept.
+    pub scan: ScanConfig,
 }
 
 impl Config {

@@ -125,6 +125,7 @@ impl<'a> Resolver<'a> {
                 machines: Default::default(),
                 tags: Default::default(),
                 generators: Default::default(),
+                scan: Default::default(),
             },
         );
         if vars.version.value != spec::FORMAT_VERSION {
@@ -339,6 +340,7 @@ impl<'a> Resolver<'a> {
                 },
             );
         }
+        let scan = super::allow::validate(self.v, self.file, self.src, &vars.scan);
         if !self.v.diags.is_empty() {
             return Err(ConfigError::Invalid(Diagnostics(std::mem::take(
                 &mut self.v.diags,
@@ -483,6 +485,7 @@ impl<'a> Resolver<'a> {
             instances: self.instances,
             dag,
             recipients: self.parsed,
+            scan,
         })
     }
 

@@ -73,6 +73,20 @@ pub enum KeyFile {
 }
 
 impl KeyFile {
+    /// Every key file, in the order `keys/` lists them.
+    pub const ALL: [KeyFile; 5] = [
+        KeyFile::NextAge,
+        KeyFile::NextPub,
+        KeyFile::VaultAge,
+        KeyFile::VaultJson,
+        KeyFile::VaultPub,
+    ];
+
+    /// Whether the file is encrypted (`vault.age`, `next.age`) rather than public.
+    pub fn is_encrypted(self) -> bool {
+        matches!(self, KeyFile::VaultAge | KeyFile::NextAge)
+    }
+
     /// The file name inside `keys/`.
     pub fn name(self) -> &'static str {
         match self {
@@ -444,15 +458,7 @@ impl Store {
                     let keys = root.open_dir(layout::KEYS_DIR)?.expect("listed");
                     for e in keys.entries()? {
                         let n = e.name.to_string_lossy();
-                        let known = [
-                            KeyFile::VaultPub,
-                            KeyFile::VaultAge,
-                            KeyFile::VaultJson,
-                            KeyFile::NextPub,
-                            KeyFile::NextAge,
-                        ]
-                        .iter()
-                        .any(|k| k.name() == n);
+                        let known = KeyFile::ALL.iter().any(|k| k.name() == n);
                         if !known || e.kind != Kind::File {
                             stray(&mut listing, format!("{}/{n}", layout::KEYS_DIR), e.kind);
                         }

@@ -22,5 +22,7 @@ mod rekey;
 mod rekey_props;
 mod robustness;
 mod sandbox;
+mod scan;
+mod scan_store;
 mod schema;
 mod snapshots;
