@@ -21,8 +21,6 @@ use crate::store::layout;
 use super::Rule;
 use super::source::{Content, Entry, EntryKind};
 
-/// The files of `keys/` (see [`crate::vault`]): public ones, and age-encrypted ones.
-
 /// What the store rules need from the declarations.
 pub(super) struct StoreSpec {
     /// The store directory, absolute and lexically normalised.
