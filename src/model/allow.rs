@@ -218,10 +218,13 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/fleets/darwin2");
         let text = std::fs::read_to_string(fleet.join("vars.yaml")).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("generators")).unwrap();
-        for e in std::fs::read_dir(fleet.join("generators")).unwrap() {
-            let e = e.unwrap();
-            std::fs::copy(e.path(), dir.path().join("generators").join(e.file_name())).unwrap();
+        if let Ok(generators) = std::fs::read_dir(fleet.join("generators")) {
+            std::fs::create_dir(dir.path().join("generators")).unwrap();
+            for e in generators {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), dir.path().join("generators").join(e.file_name()))
+                    .unwrap();
+            }
         }
         let file = dir.path().join("vars.yaml");
         std::fs::write(
