@@ -222,8 +222,7 @@ mod tests {
             std::fs::create_dir(dir.path().join("generators")).unwrap();
             for e in generators {
                 let e = e.unwrap();
-                std::fs::copy(e.path(), dir.path().join("generators").join(e.file_name()))
-                    .unwrap();
+                std::fs::copy(e.path(), dir.path().join("generators").join(e.file_name())).unwrap();
             }
         }
         let file = dir.path().join("vars.yaml");
