@@ -13,8 +13,9 @@
 
 use std::time::{Duration, Instant};
 
-use vars::sandbox::{self, InputFile, Job, SandboxKind, SandboxSetting};
+use vars::sandbox::{self, InputFile, Job, SandboxKind};
 use vars::secret::SecretBytes;
+use vars::spec::SandboxChoice;
 
 fn job(network: bool) -> Job {
     let mut job = Job::new(
@@ -60,7 +61,7 @@ fn main() {
         .nth(1)
         .map(|n| n.parse().expect("RUNS must be a number"))
         .unwrap_or(50);
-    let bwrap = match sandbox::detect(SandboxSetting::Auto) {
+    let bwrap = match sandbox::detect(SandboxChoice::Auto) {
         Ok(kind) => kind,
         Err(e) => {
             eprintln!("error: {e}");

@@ -78,9 +78,10 @@ pub fn sandbox(
     no_sandbox: bool,
     will_run: bool,
 ) -> Result<vars::sandbox::SandboxKind, CliError> {
-    use vars::sandbox::{SandboxKind, SandboxSetting, detect};
+    use vars::sandbox::{SandboxKind, detect};
+    use vars::spec::SandboxChoice;
     let setting = if no_sandbox {
-        SandboxSetting::None
+        SandboxChoice::None
     } else {
         if config.sandbox == vars::spec::SandboxChoice::None && will_run {
             return Err(CliError::new(
@@ -88,7 +89,7 @@ pub fn sandbox(
             )
             .hint("the repository could have been changed by anyone who can commit to it; if you mean it, also pass --no-sandbox (or set VARS_NO_SANDBOX=1)"));
         }
-        SandboxSetting::Auto
+        SandboxChoice::Auto
     };
     let kind = detect(setting).map_err(|e| CliError::new(e.to_string()))?;
     if matches!(kind, SandboxKind::Unsandboxed) && will_run {

@@ -19,7 +19,7 @@ use crate::text::{escape as esc, escape_lines};
 /// Why a sandboxed generator run could not produce its outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// `detect(SandboxSetting::Auto)` on Linux: no `bwrap` program on `PATH`.
+    /// `detect(SandboxChoice::Auto)` on Linux: no `bwrap` program on `PATH`.
     #[error(
         "no sandbox available: bubblewrap (bwrap) was not found on PATH; install bubblewrap: \
          apt-get install bubblewrap / nix profile install nixpkgs#bubblewrap, or opt out with \
@@ -27,7 +27,7 @@ pub enum SandboxError {
     )]
     BubblewrapNotFound,
 
-    /// `detect(SandboxSetting::Auto)` on Linux: `bwrap` exists but a trial run failed, usually
+    /// `detect(SandboxChoice::Auto)` on Linux: `bwrap` exists but a trial run failed, usually
     /// because unprivileged user namespaces are disabled on this kernel.
     #[error(
         "bubblewrap ({}) cannot create a sandbox on this machine: {stderr}; allow unprivileged \
@@ -43,14 +43,14 @@ pub enum SandboxError {
         stderr: String,
     },
 
-    /// `detect(SandboxSetting::Auto)` on macOS: `/usr/bin/sandbox-exec` is missing.
+    /// `detect(SandboxChoice::Auto)` on macOS: `/usr/bin/sandbox-exec` is missing.
     #[error(
         "no sandbox available: /usr/bin/sandbox-exec was not found; it ships with macOS, so \
          check the system installation, or opt out with settings.sandbox: none or --no-sandbox"
     )]
     SandboxExecNotFound,
 
-    /// `detect(SandboxSetting::Auto)` on an operating system without a supported sandbox.
+    /// `detect(SandboxChoice::Auto)` on an operating system without a supported sandbox.
     #[error(
         "no sandbox is supported on {os}; opt out with settings.sandbox: none or --no-sandbox \
          (generators then run unsandboxed)"

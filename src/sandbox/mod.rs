@@ -60,6 +60,7 @@ pub use process::STDERR_CAP;
 pub use workdir::install_interrupt_cleanup;
 
 use crate::secret::SecretBytes;
+use crate::spec::SandboxChoice;
 use programs::Programs;
 
 /// Largest output file a generator may produce: 16 MiB.
@@ -67,15 +68,6 @@ pub const MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The timeout of a generator that does not set one (DESIGN §2).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// What the user asked for: `settings.sandbox` in `vars.yaml`, or `--no-sandbox`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxSetting {
-    /// Use the platform's sandbox; fail with an install hint if it is missing.
-    Auto,
-    /// Explicit opt-out: run generators directly on the host (the caller warns).
-    None,
-}
 
 /// The mechanism [`detect`] found, passed to every [`run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,12 +97,12 @@ impl fmt::Display for SandboxKind {
     }
 }
 
-/// Find the sandbox for `setting`: on Linux `Auto` means bubblewrap (found on `PATH` and
+/// Find the sandbox for `setting` (`settings.sandbox`, or `none` for `--no-sandbox`): on Linux `Auto` means bubblewrap (found on `PATH` and
 /// checked with a trial run), on macOS `sandbox-exec`; `None` means [`SandboxKind::Unsandboxed`].
-pub fn detect(setting: SandboxSetting) -> Result<SandboxKind, SandboxError> {
+pub fn detect(setting: SandboxChoice) -> Result<SandboxKind, SandboxError> {
     match setting {
-        SandboxSetting::None => Ok(SandboxKind::Unsandboxed),
-        SandboxSetting::Auto => detect_platform(),
+        SandboxChoice::None => Ok(SandboxKind::Unsandboxed),
+        SandboxChoice::Auto => detect_platform(),
     }
 }
 

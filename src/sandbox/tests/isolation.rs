@@ -203,7 +203,7 @@ fn keyring_child() {
     let Some(root) = std::env::var_os(KEYRING_ROOT) else {
         return;
     };
-    let kind = detect(SandboxSetting::Auto).unwrap();
+    let kind = detect(SandboxChoice::Auto).unwrap();
     let tag = format!("{}-{}", std::process::id(), rand_tag());
     let secrets = [
         format!("SESSION-SECRET-{tag}"),

@@ -74,7 +74,7 @@ fn bwrap() -> Option<SandboxKind> {
     if !require_tool("bwrap", BWRAP_HINT) {
         return None;
     }
-    Some(detect(SandboxSetting::Auto).expect("bwrap is on PATH and works"))
+    Some(detect(SandboxChoice::Auto).expect("bwrap is on PATH and works"))
 }
 
 /// The kinds that must behave alike: bubblewrap (when available) and unsandboxed.
@@ -96,7 +96,7 @@ fn secret(bytes: &[u8]) -> SecretBytes {
 #[test]
 fn detect_finds_bubblewrap_or_honours_opt_out() {
     assert_eq!(
-        detect(SandboxSetting::None).unwrap(),
+        detect(SandboxChoice::None).unwrap(),
         SandboxKind::Unsandboxed
     );
     if let Some(SandboxKind::Bubblewrap(path)) = bwrap() {
@@ -647,7 +647,7 @@ fn interrupt_child() {
         return;
     };
     let kind = match std::env::var("VARS_TEST_INTERRUPT_KIND").as_deref() {
-        Ok("bwrap") => detect(SandboxSetting::Auto).unwrap(),
+        Ok("bwrap") => detect(SandboxChoice::Auto).unwrap(),
         _ => SandboxKind::Unsandboxed,
     };
     install_interrupt_cleanup().unwrap();
