@@ -75,4 +75,5 @@ pub mod vault;
 pub mod zerotier;
 
 #[cfg(test)]
+#[path = "../tests/common/tools.rs"]
 pub(crate) mod test_support;

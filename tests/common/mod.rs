@@ -12,21 +12,9 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether `tool` is on PATH. Missing under `CI`: panic with the install hint. Missing
-/// elsewhere: print a loud SKIP and return false.
-pub fn require_tool(tool: &str, install: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if found {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{tool} is required by this test but is not installed: {install}");
-    }
-    eprintln!("\n!!! SKIPPING: {tool} is not installed ({install}); CI runs this test\n");
-    false
-}
+#[path = "tools.rs"]
+mod tools;
+pub use tools::require_tool;
 
 /// A temporary copy of a fleet with a private HOME.
 pub struct TestEnv {
