@@ -31,3 +31,7 @@ pub const XDG_STATE_HOME: &str = "XDG_STATE_HOME";
 /// Set to `1` to run generator scripts without a sandbox, as `--no-sandbox` does (needed
 /// together with `settings.sandbox: none`, which alone comes from the repository).
 pub const NO_SANDBOX: &str = "VARS_NO_SANDBOX";
+
+/// The sops program to run for `settings.backend: sops` (default: `sops` on `PATH`, a Python
+/// wrapper script followed to the program it runs; see `src/sops/mod.rs`).
+pub const SOPS: &str = "VARS_SOPS";

@@ -43,6 +43,7 @@ pub mod sandbox;
 pub mod seal;
 pub mod secret;
 pub mod shipped;
+pub mod sops;
 pub mod spec;
 pub mod store;
 pub mod text;

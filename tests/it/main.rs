@@ -14,3 +14,4 @@ mod rekey;
 mod rekey_props;
 mod robustness;
 mod schema;
+mod sops;
