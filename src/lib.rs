@@ -42,6 +42,7 @@ pub mod rekey;
 pub mod sandbox;
 pub mod seal;
 pub mod secret;
+pub mod set;
 pub mod shipped;
 pub mod sops;
 pub mod spec;

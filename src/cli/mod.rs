@@ -12,6 +12,7 @@ mod keygen;
 mod list;
 mod rekey;
 mod schema;
+mod set;
 mod ui;
 mod unlock;
 
@@ -57,6 +58,8 @@ pub enum Command {
     List(list::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
+    /// Replace one value (from standard input or --from-file); its dependents become stale
+    Set(set::Args),
     /// Print the dependency graph
     Graph(graph::Args),
     /// Print the JSON schema of vars.yaml or of a generator file
@@ -94,6 +97,7 @@ pub fn main() -> i32 {
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
         Command::Get(a) => get::run(&cli.global, a),
+        Command::Set(a) => set::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),

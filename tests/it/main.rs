@@ -14,4 +14,5 @@ mod rekey;
 mod rekey_props;
 mod robustness;
 mod schema;
+mod set;
 mod sops;
