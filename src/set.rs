@@ -487,7 +487,7 @@ mod tests {
         }];
         let report = set(&config, &store, both, &Options::default()).unwrap();
         assert!(report.created_vault);
-        assert_eq!(report.created, [id.clone()]);
+        assert_eq!(report.created, std::slice::from_ref(&id));
         let first = store.read_meta(&id).unwrap().unwrap();
         assert_eq!(
             first.files["key.pub"].sha256.as_deref(),
