@@ -35,3 +35,7 @@ pub const NO_SANDBOX: &str = "VARS_NO_SANDBOX";
 /// The sops program to run for `settings.backend: sops` (default: `sops` on `PATH`, a Python
 /// wrapper script followed to the program it runs; see `src/sops/mod.rs`).
 pub const SOPS: &str = "VARS_SOPS";
+
+/// sops' age key file, which `vars import` also decrypts with when no `--identity` is given
+/// (default `~/.config/sops/age/keys.txt`, where clan and sops-nix admins keep their key).
+pub const SOPS_AGE_KEY_FILE: &str = "SOPS_AGE_KEY_FILE";

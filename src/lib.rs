@@ -31,6 +31,7 @@ pub mod env;
 pub mod fs_util;
 pub mod generate;
 pub mod identity;
+pub mod import;
 pub mod keyring;
 pub mod manifest;
 pub mod meta;

@@ -7,6 +7,7 @@ mod error;
 mod generate;
 mod get;
 mod graph;
+mod import;
 mod init;
 mod keygen;
 mod list;
@@ -60,6 +61,8 @@ pub enum Command {
     Get(get::Args),
     /// Replace one value (from standard input or --from-file); its dependents become stale
     Set(set::Args),
+    /// Bring in secrets from agenix, clan vars or sops-nix, values and readers kept
+    Import(import::Args),
     /// Print the dependency graph
     Graph(graph::Args),
     /// Print the JSON schema of vars.yaml or of a generator file
@@ -98,6 +101,7 @@ pub fn main() -> i32 {
         Command::List(a) => list::run(&cli.global, a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Set(a) => set::run(&cli.global, a),
+        Command::Import(a) => import::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),

@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod fleets;
 mod identity;
+mod import;
 mod leaks;
 mod rekey;
 mod rekey_props;
