@@ -1,6 +1,6 @@
 //! The `sops` program (DESIGN §11): the only place vars spawns it. vars' sops backend writes
 //! each secret as `<file>.sops` in sops' binary format, so `sops decrypt` and sops-nix
-//! (`format = "binary"`) read it; reading it back is done in-process ([`file`]).
+//! (`format = "binary"`) read it; reading it back is done in-process ([`mod@file`]).
 //!
 //! sops only ever *encrypts* here, to public recipients, so no identity ever reaches it. Each
 //! run gets:

@@ -110,7 +110,38 @@ in {{
     );
     age_encrypt(&dir.join("maya-note.age"), b"note", &[&seth, &maya], false);
     age_encrypt(&dir.join("admin-only.age"), b"adm", &[&seth], false);
+    age_encrypt(
+        &dir.join("sentinel.age"),
+        sentinel().as_bytes(),
+        &[&seth, &mbp],
+        false,
+    );
+    let rules = std::fs::read_to_string(dir.join("secrets.nix")).unwrap();
+    let rules = rules.replace(
+        "\"admin-only.age\".publicKeys = [ seth ];",
+        "\"admin-only.age\".publicKeys = [ seth ];\n  \"sentinel.age\".publicKeys = [ seth megabookpro ];",
+    );
+    std::fs::write(dir.join("secrets.nix"), rules).unwrap();
     dir
+}
+
+/// A value made fresh each run: no file can hold it by accident.
+fn sentinel() -> &'static str {
+    static S: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    S.get_or_init(|| format!("SENTINEL-{}", &vars::crypto::new_identity().1[5..29]))
+}
+
+/// Files below `dir` holding the sentinel in plaintext.
+fn holding_sentinel(dir: &Path) -> Vec<PathBuf> {
+    common::walk(dir)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|b| {
+                b.windows(sentinel().len())
+                    .any(|w| w == sentinel().as_bytes())
+            })
+        })
+        .collect()
 }
 
 #[test]
@@ -140,7 +171,10 @@ fn agenix_moves_to_vars_with_one_command() {
 
     let out = env.vars(&["import", "agenix", &rules, "-i", &seth]);
     assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(!common::stderr(&out).contains(sentinel()));
     let table = String::from_utf8(out.stdout).unwrap();
+    assert!(!table.contains(sentinel()));
+    assert_eq!(holding_sentinel(env.dir.path()), Vec::<PathBuf>::new());
     assert!(
         table.contains("(age.secrets.<name>.file = …/api/token.age)")
             && table.contains("config.vars.generators.api-token.files.token.path"),

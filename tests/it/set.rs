@@ -305,12 +305,26 @@ fn set_with_the_sops_backend_writes_what_sops_reads() {
     let mut args = vec!["generate".to_owned(), "-i".into(), seth];
     args.extend(fleets::prompts("darwin2"));
     env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let out = with_stdin(&env, &["set", "shared/wifi-psk/psk"], b"new-psk");
+    let sentinel = format!("SENTINEL-{}", &vars::crypto::new_identity().1[5..25]);
+    let out = with_stdin(&env, &["set", "shared/wifi-psk/psk"], sentinel.as_bytes());
     assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(!common::stderr(&out).contains(&sentinel));
     env.ok(&["check"]);
     let psk = env.store().join("shared/wifi-psk/psk.sops");
     assert_eq!(
         crate::sops::sops_decrypt(&sops, &psk, &env.key("hosts/air13"), &[]).unwrap(),
-        b"new-psk"
+        sentinel.as_bytes()
     );
+    // The plaintext went to sops on a pipe: no file of the run holds it.
+    for file in common::walk(env.dir.path()) {
+        if let Ok(bytes) = std::fs::read(&file) {
+            assert!(
+                !bytes
+                    .windows(sentinel.len())
+                    .any(|w| w == sentinel.as_bytes()),
+                "{} holds the plaintext",
+                file.display()
+            );
+        }
+    }
 }
