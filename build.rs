@@ -10,7 +10,8 @@ fn main() {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     entries.retain(|p: &std::path::PathBuf| p.extension().is_some_and(|e| e == "yaml"));
-    entries.sort();
+    // By generator name (the file stem): "user-password" before "user-password-yescrypt".
+    entries.sort_by(|a, b| a.file_stem().cmp(&b.file_stem()));
     let mut out = String::from("&[\n");
     for p in entries {
         println!("cargo:rerun-if-changed={}", p.display());

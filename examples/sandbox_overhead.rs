@@ -1,7 +1,8 @@
 //! Measures what the sandbox costs per generator run: a trivial script run N times
 //! unsandboxed and N times under bubblewrap, through the same `vars::sandbox::run` (work dir
 //! on tmpfs, inputs, verification and cleanup included), printing the mean of each and the
-//! difference. Target (DESIGN §10 spirit): at most 5 ms of overhead per run.
+//! difference. Target (DESIGN §10 spirit): at most 5 ms of overhead per run. A last row runs
+//! the same job with `network: true` (slirp4netns attached), when slirp4netns is installed.
 //!
 //! ```text
 //! cargo run --release --example sandbox_overhead [RUNS]
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use vars::sandbox::{self, InputFile, Job, SandboxKind, SandboxSetting};
 use vars::secret::SecretBytes;
 
-fn job() -> Job {
+fn job(network: bool) -> Job {
     let mut job = Job::new(
         "machines/bench/overhead",
         "overhead",
@@ -28,12 +29,13 @@ fn job() -> Job {
         file: "seed".into(),
         bytes: SecretBytes::new(b"0123456789abcdef".to_vec()),
     }];
+    job.network = network;
     job
 }
 
 /// Mean, median and minimum wall time of `runs` runs, in milliseconds.
-fn measure(kind: &SandboxKind, runs: u32) -> [f64; 3] {
-    let job = job();
+fn measure(kind: &SandboxKind, runs: u32, network: bool) -> [f64; 3] {
+    let job = job(network);
     // Warm-up: page cache, the core-set resolution (cached per process), bwrap's binary.
     for _ in 0..3 {
         sandbox::run(kind, &job).expect("warm-up run");
@@ -65,8 +67,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let bare = measure(&SandboxKind::Unsandboxed, runs);
-    let sandboxed = measure(&bwrap, runs);
+    let bare = measure(&SandboxKind::Unsandboxed, runs, false);
+    let sandboxed = measure(&bwrap, runs, false);
     // The minimum approximates an idle machine; the mean includes whatever else is running.
     println!("{runs} runs each          mean    median  min  (ms)");
     let row = |name: &str, [mean, median, min]: [f64; 3]| {
@@ -78,5 +80,10 @@ fn main() {
         "sandbox overhead",
         [0, 1, 2].map(|i| sandboxed[i] - bare[i]),
     );
+    let network_probe = sandbox::run(&bwrap, &job(true));
+    match network_probe {
+        Ok(_) => row("bubblewrap, network", measure(&bwrap, runs, true)),
+        Err(e) => println!("bubblewrap, network    (not measured: {e})"),
+    }
     println!("({bwrap})");
 }

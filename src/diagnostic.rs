@@ -53,12 +53,18 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
+        // The file's lines and names come from the repository: escape terminal controls.
+        write!(
+            f,
+            "{}",
+            crate::text::escape(&self.file.display().to_string())
+        )?;
         if self.line > 0 {
             write!(f, ":{}:{}", self.line, self.column)?;
         }
-        write!(f, ": {}", self.message)?;
+        write!(f, ": {}", crate::text::escape_lines(&self.message))?;
         if let Some(text) = &self.source_line {
+            let text = crate::text::escape(text);
             let gutter = self.line.to_string();
             let pad = " ".repeat(gutter.len());
             write!(f, "\n {pad} |\n {gutter} | {text}")?;
@@ -108,5 +114,14 @@ mod tests {
             d.to_string(),
             "vars.yaml:3:3: bad name\n   |\n 3 |   ../x: {}\n   |   ^\n  hint: use letters"
         );
+    }
+
+    #[test]
+    fn terminal_escapes_in_the_source_are_shown_not_sent() {
+        let src = "version: 1\nx: \"\x1b]0;owned\x07\"\n";
+        let d = Diagnostic::at("vars.yaml", src, 2, 1, "unknown field `\x1b[2J`");
+        let text = d.to_string();
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(text.contains("\\e]0;owned\\x07"), "{text}");
     }
 }

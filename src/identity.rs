@@ -1,22 +1,20 @@
-//! Finding the admin's (or user's) identities in the documented order (DESIGN §4), reading
-//! every kind of identity vars accepts, and creating new ones for `vars keygen`. What they
-//! unlock is [`crate::vault`]'s business; parsing and decrypting is [`crate::crypto`]'s; the
-//! OS keyring is [`crate::keyring`]'s.
-//!
-//! Kinds of identity, told apart by content:
-//!
-//! - age identity files (`AGE-SECRET-KEY-1…`, and `AGE-PLUGIN-…` lines that run
-//!   `age-plugin-<name>` from `PATH`, e.g. `age-plugin-yubikey`);
-//! - passphrase-protected age identity files (`age -p` output, binary or armored);
-//! - OpenSSH ed25519 (and RSA) private keys, with or without a passphrase.
+//! Finding the admin's (or user's) identities in the documented order (DESIGN §4) and creating
+//! new ones for `vars keygen`. This module decides *which* identity is read: the order, the
+//! environment (`$VARS_IDENTITY_FILE`, `$VARS_PASSPHRASE_FILE`), the file checks (an identity
+//! named but missing is an error; one readable by group or others is refused, as ssh does,
+//! DESIGN §9.5) and the keyring entry. Telling the format, passphrases, plugins and decryption
+//! are [`crate::crypto::identities`]' business: each file's bytes go there once, one way. What
+//! the identities unlock is [`crate::vault`]'s; the OS keyring is [`crate::keyring`]'s.
 //!
 //! Passphrases come from the file named by `$VARS_PASSPHRASE_FILE` when it is set (one
-//! trailing newline is ignored), else from the terminal. With neither, the error says so.
+//! trailing newline is ignored), else through the [`crate::crypto::Interaction`] the program
+//! installed (the `vars` binary asks on its terminal). With neither, the error says so.
 
-use std::io::IsTerminal as _;
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::crypto::{self, CryptoError, Identities, IdentityFormat};
+use crate::crypto::{self, CryptoError, Identities, PassphraseSource};
 use crate::env;
 use crate::fs_util::{self, IoError};
 use crate::keyring::{self, KeyringError};
@@ -34,9 +32,28 @@ pub enum IdentityError {
         /// Every place tried, in order.
         tried: Vec<String>,
     },
+    /// An identity file named explicitly (`--identity`, `$VARS_IDENTITY_FILE`) does not exist.
+    #[error("{} (named by {named_by}) does not exist", path.display())]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// `--identity` or `$VARS_IDENTITY_FILE`.
+        named_by: String,
+    },
+    /// An identity file can be read or written by its group or by others.
+    #[error(
+        "{} can be read or written by its group or others (permissions {mode:04o}): an identity must be private to its owner",
+        path.display()
+    )]
+    TooOpen {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// An identity exists but cannot be parsed or read.
     #[error(transparent)]
-    Bad(#[from] CryptoError),
+    Bad(CryptoError),
     /// An identity is protected by a passphrase, `$VARS_PASSPHRASE_FILE` is not set and
     /// standard input is not a terminal to ask on.
     #[error("{source_name} is protected by a passphrase, and there is no terminal to ask for it")]
@@ -83,9 +100,35 @@ pub enum IdentityError {
     Keyring(#[from] KeyringError),
 }
 
+impl From<CryptoError> for IdentityError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::NoPassphrase { source_name } => {
+                IdentityError::NoPassphrase { source_name }
+            }
+            CryptoError::WrongPassphrase { source_name } => {
+                IdentityError::WrongPassphrase { source_name }
+            }
+            CryptoError::PassphraseFile(e) => IdentityError::PassphraseFile(e),
+            CryptoError::PluginMissing {
+                source_name,
+                binary,
+            } => IdentityError::PluginMissing {
+                source_name,
+                binary,
+            },
+            other => IdentityError::Bad(other),
+        }
+    }
+}
+
 /// One place identities are looked for.
 enum Candidate {
-    File(PathBuf),
+    /// A file, and whether it was named explicitly (then it must exist).
+    File {
+        path: PathBuf,
+        named: bool,
+    },
     Keyring,
 }
 
@@ -102,43 +145,35 @@ pub fn default_identity_path() -> Option<PathBuf> {
 fn candidates() -> Vec<Candidate> {
     let mut out = Vec::new();
     if let Some(p) = std::env::var_os(env::IDENTITY_FILE).filter(|p| !p.is_empty()) {
-        out.push(Candidate::File(PathBuf::from(p)));
+        out.push(Candidate::File {
+            path: PathBuf::from(p),
+            named: true,
+        });
     }
     out.push(Candidate::Keyring);
-    if let Some(p) = default_identity_path() {
-        out.push(Candidate::File(p));
+    if let Some(path) = default_identity_path() {
+        out.push(Candidate::File { path, named: false });
     }
     if let Some(h) = std::env::var_os(env::HOME) {
-        out.push(Candidate::File(PathBuf::from(h).join(".ssh/id_ed25519")));
+        out.push(Candidate::File {
+            path: PathBuf::from(h).join(".ssh/id_ed25519"),
+            named: false,
+        });
     }
     out
 }
 
-/// The identity files looked for, in order: explicit `--identity` files, else
-/// `$VARS_IDENTITY_FILE`, `~/.config/vars/identity.txt`, `~/.ssh/id_ed25519`. The keyring
-/// entry, tried between the first two defaults, is not a file and is not listed.
-pub fn candidate_paths(explicit: &[PathBuf]) -> Vec<PathBuf> {
-    if !explicit.is_empty() {
-        return explicit.to_vec();
-    }
-    candidates()
-        .into_iter()
-        .filter_map(|c| match c {
-            Candidate::File(p) => Some(p),
-            Candidate::Keyring => None,
-        })
-        .collect()
-}
-
 /// Load identities: every explicit file (any error is fatal), or else the first default that
 /// exists, in the order of DESIGN §4: `$VARS_IDENTITY_FILE`, the keyring entry written by
-/// `vars keygen --keyring`, `~/.config/vars/identity.txt`, `~/.ssh/id_ed25519`. A keyring that
-/// is not usable here is skipped (and named in the error if nothing is found).
+/// `vars keygen --keyring`, `~/.config/vars/identity.txt`, `~/.ssh/id_ed25519`. A file that is
+/// named (`--identity`, `$VARS_IDENTITY_FILE`) must exist; a keyring that is not usable here
+/// is skipped (and named in the error if nothing is found). Every file found must be private
+/// to its owner ([`IdentityError::TooOpen`]).
 pub fn load(explicit: &[PathBuf]) -> Result<Identities, IdentityError> {
     let mut ids = Identities::default();
     if !explicit.is_empty() {
         for p in explicit {
-            add_file(&mut ids, p)?;
+            read_into(&mut ids, p, Some("--identity"))?;
         }
         return Ok(ids);
     }
@@ -146,18 +181,20 @@ pub fn load(explicit: &[PathBuf]) -> Result<Identities, IdentityError> {
     if std::env::var_os(env::IDENTITY_FILE).is_none_or(|p| p.is_empty()) {
         tried.push(format!("${}", env::IDENTITY_FILE));
     }
+    let named_by = format!("${}", env::IDENTITY_FILE);
     for c in candidates() {
         match c {
-            Candidate::File(p) => {
-                if p.is_file() {
-                    add_file(&mut ids, &p)?;
+            Candidate::File { path, named } => {
+                let named = named.then_some(named_by.as_str());
+                if named.is_some() || path.exists() {
+                    read_into(&mut ids, &path, named)?;
                     return Ok(ids);
                 }
-                tried.push(p.display().to_string());
+                tried.push(path.display().to_string());
             }
             Candidate::Keyring => match keyring::load_identity() {
                 Ok(Some(text)) => {
-                    add_bytes(&mut ids, &text, KEYRING_SOURCE, true)?;
+                    ids.add_identity(&text, KEYRING_SOURCE, passphrase_source().as_source())?;
                     return Ok(ids);
                 }
                 Ok(None) => tried.push(format!("{KEYRING_SOURCE} (empty)")),
@@ -171,98 +208,94 @@ pub fn load(explicit: &[PathBuf]) -> Result<Identities, IdentityError> {
     Err(IdentityError::NoneFound { tried })
 }
 
-/// Load one identity file of any supported kind into `ids`.
+/// Load one identity file of any supported kind into `ids`, refusing one that is readable by
+/// group or others.
 pub fn add_file(ids: &mut Identities, path: &Path) -> Result<(), IdentityError> {
-    let bytes = SecretBytes::new(fs_util::read(path).map_err(CryptoError::from)?);
-    add_bytes(ids, &bytes, &path.display().to_string(), true)
+    read_into(ids, path, None)
 }
 
-/// Load identity bytes named `source` in messages. `outer` is false for the content of a
-/// passphrase-protected file, which may not be passphrase-protected again.
-fn add_bytes(
+fn read_into(
     ids: &mut Identities,
-    bytes: &SecretBytes,
-    source: &str,
-    outer: bool,
+    path: &Path,
+    named_by: Option<&str>,
 ) -> Result<(), IdentityError> {
-    let bad = |reason: String| {
-        IdentityError::Bad(CryptoError::BadIdentity {
-            path: PathBuf::from(source),
-            reason,
-        })
-    };
-    match crypto::identity_format(bytes.expose()).map_err(bad)? {
-        IdentityFormat::Age => {
-            for name in crypto::plugin_names(bytes.expose()) {
-                let binary = format!("age-plugin-{name}");
-                if !on_path(&binary) {
-                    return Err(IdentityError::PluginMissing {
-                        source_name: source.to_owned(),
-                        binary,
-                    });
-                }
-            }
-            ids.add_bytes(bytes.expose(), source).map_err(bad)
-        }
-        IdentityFormat::Ssh => ids.add_bytes(bytes.expose(), source).map_err(bad),
-        IdentityFormat::SshEncrypted => {
-            let pass = passphrase(source)?;
-            if ids
-                .add_encrypted_ssh(bytes.expose(), source, &pass)
-                .map_err(bad)?
-            {
-                Ok(())
-            } else {
-                Err(IdentityError::WrongPassphrase {
-                    source_name: source.to_owned(),
-                })
-            }
-        }
-        IdentityFormat::PassphraseProtected if outer => {
-            let pass = passphrase(source)?;
-            let inner =
-                crypto::decrypt_with_passphrase(bytes.expose(), &pass)?.ok_or_else(|| {
-                    IdentityError::WrongPassphrase {
-                        source_name: source.to_owned(),
-                    }
-                })?;
-            add_bytes(ids, &inner, source, false)
-        }
-        IdentityFormat::PassphraseProtected => Err(bad(
-            "it is passphrase-protected twice; decrypt the outer layer first".into(),
-        )),
-    }
+    let bytes = read_private(path, named_by)?;
+    ids.add_identity(
+        &bytes,
+        &path.display().to_string(),
+        passphrase_source().as_source(),
+    )?;
+    Ok(())
 }
 
-/// The passphrase for `source`: from `$VARS_PASSPHRASE_FILE`, else asked on the terminal.
-fn passphrase(source: &str) -> Result<SecretBytes, IdentityError> {
-    if let Some(file) = std::env::var_os(env::PASSPHRASE_FILE).filter(|p| !p.is_empty()) {
-        let mut bytes = fs_util::read(Path::new(&file)).map_err(IdentityError::PassphraseFile)?;
-        // `echo pass > file` adds a newline that is not part of the passphrase.
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
-            if bytes.last() == Some(&b'\r') {
-                bytes.pop();
-            }
+/// Read an identity file that only its owner may read. The mode is that of the opened file
+/// (no window between checking and reading); a symlink is followed, as ssh does.
+fn read_private(path: &Path, named_by: Option<&str>) -> Result<SecretBytes, IdentityError> {
+    let io = |action: &'static str| {
+        move |source: std::io::Error| {
+            IdentityError::Bad(CryptoError::Io(IoError {
+                action,
+                path: path.to_path_buf(),
+                source,
+            }))
         }
-        return Ok(SecretBytes::new(bytes));
-    }
-    let no_passphrase = || IdentityError::NoPassphrase {
-        source_name: source.to_owned(),
     };
-    if !std::io::stdin().is_terminal() {
-        return Err(no_passphrase());
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(match named_by {
+                Some(by) => IdentityError::Missing {
+                    path: path.to_path_buf(),
+                    named_by: by.to_owned(),
+                },
+                None => io("read")(e),
+            });
+        }
+        Err(e) => return Err(io("read")(e)),
+    };
+    let meta = file.metadata().map_err(io("read"))?;
+    if meta.is_dir() {
+        return Err(IdentityError::Bad(CryptoError::BadIdentity {
+            path: path.to_path_buf(),
+            reason: "it is a directory".into(),
+        }));
     }
-    rpassword::prompt_password(format!("Passphrase for {source}: "))
-        .map(|s| SecretBytes::new(s.into_bytes()))
-        .map_err(|_| no_passphrase())
+    let mode = meta.permissions().mode();
+    // ssh's rule (`UNPROTECTED PRIVATE KEY FILE`): no bit for group or others.
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::TooOpen {
+            path: path.to_path_buf(),
+            mode: mode & 0o7777,
+        });
+    }
+    // Sized up front, so that reading does not reallocate (and leave copies behind).
+    let size = usize::try_from(meta.len()).unwrap_or(0);
+    let mut buf = Vec::with_capacity(size + 1);
+    let read = file.read_to_end(&mut buf);
+    // Whatever was read is in a zeroizing buffer before anything can fail.
+    let bytes = SecretBytes::new(buf);
+    read.map_err(io("read"))?;
+    Ok(bytes)
 }
 
-/// Whether a program is on `PATH` (as age looks for plugins).
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+/// `$VARS_PASSPHRASE_FILE`, if set.
+struct PassphraseFile(Option<PathBuf>);
+
+fn passphrase_source() -> PassphraseFile {
+    PassphraseFile(
+        std::env::var_os(env::PASSPHRASE_FILE)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+    )
+}
+
+impl PassphraseFile {
+    fn as_source(&self) -> PassphraseSource<'_> {
+        match &self.0 {
+            Some(p) => PassphraseSource::File(p),
+            None => PassphraseSource::Ask,
+        }
+    }
 }
 
 /// Where `vars keygen` put a new identity.
@@ -331,7 +364,6 @@ fn write_identity_file(path: &Path, text: &SecretBytes, force: bool) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -360,45 +392,41 @@ mod tests {
     }
 
     #[test]
-    fn loads_plain_and_passphrase_protected_identity_bytes() {
-        let (text, recipient) = crypto::new_identity();
-        let r = crypto::Recipient::parse(&recipient).unwrap();
-        let ct = crypto::encrypt(&SecretBytes::new(b"hi".to_vec()), &[&r], false).unwrap();
-
-        let mut ids = Identities::default();
-        add_bytes(&mut ids, &text, "plain", true).unwrap();
-        assert_eq!(ids.decrypt(&ct).unwrap().expose(), b"hi");
-
-        // Passphrase-protected twice is refused before any passphrase is asked for.
-        let pass = SecretBytes::new(b"pw".to_vec());
-        let once = SecretBytes::new(crypto::encrypt_with_passphrase(&text, &pass, true).unwrap());
-        let mut ids = Identities::default();
-        let err = add_bytes(&mut ids, &once, "twice", false).unwrap_err();
-        assert!(err.to_string().contains("twice"), "{err}");
-        let inner = crypto::decrypt_with_passphrase(once.expose(), &pass)
-            .unwrap()
-            .unwrap();
-        assert_eq!(inner.expose(), text.expose());
-        assert!(
-            crypto::decrypt_with_passphrase(once.expose(), &SecretBytes::new(b"no".to_vec()))
-                .unwrap()
-                .is_none(),
-            "a wrong passphrase is reported as such"
-        );
+    fn a_file_readable_by_group_or_others_is_refused_with_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.txt");
+        let (text, _) = crypto::new_identity();
+        std::fs::write(&path, text.expose()).unwrap();
+        for bad in [0o644, 0o640, 0o604, 0o620, 0o602] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(bad)).unwrap();
+            let err = add_file(&mut Identities::default(), &path).unwrap_err();
+            match &err {
+                IdentityError::TooOpen { mode, .. } => assert_eq!(*mode, bad),
+                other => panic!("{bad:o}: unexpected {other}"),
+            }
+            assert!(err.to_string().contains(&format!("{bad:04o}")), "{err}");
+        }
+        for fine in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(fine)).unwrap();
+            add_file(&mut Identities::default(), &path).unwrap();
+        }
     }
 
     #[test]
-    fn missing_plugin_is_named() {
-        // What `age-plugin-yubikey --identity` prints has this shape; the plugin is absent here.
-        let line = crypto::plugin_default_identity("yubikey").unwrap();
-        let mut ids = Identities::default();
-        let err =
-            add_bytes(&mut ids, &SecretBytes::new(line.into_bytes()), "yk", true).unwrap_err();
-        match err {
-            IdentityError::PluginMissing { binary, .. } => {
-                assert_eq!(binary, "age-plugin-yubikey");
-            }
-            other => panic!("unexpected {other}"),
-        }
+    fn a_named_identity_that_does_not_exist_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing");
+        let Err(err) = read_private(&missing, Some("--identity")) else {
+            panic!("read a missing file");
+        };
+        assert!(matches!(err, IdentityError::Missing { .. }));
+        let Err(dir) = read_private(dir.path(), Some("--identity")) else {
+            panic!("read a directory");
+        };
+        assert!(dir.to_string().contains("is a directory"), "{dir}");
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
     }
 }

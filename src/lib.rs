@@ -1,28 +1,46 @@
 //! vars: declarative secrets for fleets of NixOS, nix-darwin and home-manager machines.
 //!
-//! The pipeline, module by module (DESIGN §1):
+//! The pipeline, module by module (DESIGN §1); each depends only on those above it:
 //!
 //! 1. [`spec`] — the YAML formats as written (`vars.yaml`, `generators/*.yaml`), strict serde
 //!    types with source positions; [`diagnostic`] renders positioned errors.
-//! 2. [`model`] — validated declarations: names checked, tags expanded, recipients parsed,
-//!    generator instances resolved into machine / user / shared scopes ([`shipped`] supplies the
-//!    built-in generators).
-//! 3. [`dag`] — dependency order between instances, cycles with their path.
-//! 4. [`plan`] — what is missing, stale or mis-keyed, as plain data, from `meta.json` alone.
-//! 5. [`sandbox`] — running a generator script under bubblewrap / sandbox-exec and verifying
-//!    its outputs; [`prompt`] collects prompt values.
-//! 6. [`crypto`] — the only user of the `age` crate; [`recipients`] says who reads what;
-//!    [`identity`] finds the admin's keys; [`vault`] is the store's vault key.
-//! 7. [`store`] — the `vars/` tree, atomic instance swaps, lock, crash recovery; [`meta`] and
+//! 2. [`model`] — validated declarations: names checked, tags expanded, recipients parsed once
+//!    ([`recipients::ParsedRecipients`]), generator instances resolved into machine / user /
+//!    shared scopes ([`model::shipped`] supplies the built-in generators and `extends:`), and the one [`dag`] order.
+//! 3. [`store`] — the `vars/` tree: [`store::layout`] names everything in it (the only place
+//!    that spells `<file>.age`), [`store::Store`] does all its I/O beneath one directory handle
+//!    that never follows a link ([`fs_util::Dir`]), atomic instance swaps, the lock, crash
+//!    recovery, and [`store::Store::instances`], the one walk of the tree; [`meta`] and
 //!    [`manifest`] are its bookkeeping files.
-//! 8. [`generate`] applies a plan; [`check`] is CI's read-only verdict.
+//! 4. [`plan`] — the state of every instance (missing, stale and why, secrets to re-encrypt),
+//!    from `meta.json` alone, with regeneration spreading to dependents.
+//! 5. [`sandbox`] — running a generator script under bubblewrap / sandbox-exec and verifying
+//!    its outputs; [`prompt`] resolves prompt values (the CLI supplies the terminal);
+//!    [`hardening`] keeps vars' own process from leaking (no core dumps, no inherited
+//!    descriptors for any child).
+//! 6. [`seal`] — every encryption, decryption and header read, whichever backend; below it
+//!    [`crypto`] is the only user of the `age` crate; [`identity`] finds keys; [`vault`] is the
+//!    store's vault key (and the check that `keys/vault.pub` is genuine).
+//! 7. [`generate`] plans ([`generate::plan`]) and applies a generate; [`rekey`] re-encrypts
+//!    what is stale (its `Resealer` is shared with generate); [`check`] is CI's read-only
+//!    verdict.
+//!
+//! Where new parts go: `vars install` is a consumer of the store and of [`seal`] (decrypt with
+//! host identities, no generation): a module `install/` beside [`check`], using
+//! [`store::Store`]'s reads and [`fs_util::Dir`] for the target. `vars scan` reads git, not
+//! the store: a module `scan/` that only uses [`store::layout`] and [`meta`] to judge store
+//! files. A sops backend is one more arm in [`seal`] (and a `sops` module that spawns the
+//! program); [`store::layout`] already names `<file>.sops`.
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
 //! through [`text::escape`].
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: `hardening` is the one module allowed `unsafe` (system calls std and
+// rustix have no safe wrapper for); it justifies each block.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod bootstrap;
 pub mod check;
 pub mod crypto;
 pub mod dag;
@@ -30,6 +48,7 @@ pub mod diagnostic;
 pub mod env;
 pub mod fs_util;
 pub mod generate;
+pub mod hardening;
 pub mod identity;
 pub mod import;
 pub mod keyring;
@@ -44,12 +63,12 @@ pub mod sandbox;
 pub mod seal;
 pub mod secret;
 pub mod set;
-pub mod shipped;
 pub mod sops;
 pub mod spec;
 pub mod store;
 pub mod text;
 pub mod vault;
+pub mod zerotier;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -105,9 +105,15 @@ pub enum Action {
 }
 
 impl Action {
-    /// Whether the instance is (re)generated for a reason other than being damaged.
-    pub fn is_damaged(&self) -> bool {
-        matches!(self, Action::Generate { reasons } if reasons.iter().any(|r| matches!(r, Reason::Damaged { .. })))
+    /// What is damaged, when the instance is (re)generated because it is.
+    pub fn damage(&self) -> Option<&str> {
+        match self {
+            Action::Generate { reasons } => reasons.iter().find_map(|r| match r {
+                Reason::Damaged { detail } => Some(detail.as_str()),
+                _ => None,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -246,25 +252,42 @@ fn read(config: &Config, store: &Store, id: &InstanceId) -> Result<Read, StoreEr
             let mut absent = Vec::new();
             let mut converting = BTreeMap::new();
             for (name, def) in &config.generator(id).files {
-                if def.secret {
-                    match store.secret_backend(id, name)? {
-                        None => absent.push(name.clone()),
-                        Some(b) if b != store.backend() => {
-                            converting.insert(name.clone(), b);
+                let own = store.stored_name(name, def.secret);
+                let (stored, kind) = match store.kind(&format!("{id}/{own}"))? {
+                    // A secret still stored by the other backend (a conversion under way) is
+                    // stale, not missing: re-encryption converts it.
+                    None if def.secret => {
+                        let from = crate::store::layout::other_backend(store.backend());
+                        let other = crate::store::layout::stored_name(name, true, from);
+                        match store.kind(&format!("{id}/{other}"))? {
+                            Some(crate::fs_util::Kind::File) => {
+                                converting.insert(name.clone(), from);
+                                continue;
+                            }
+                            kind => (other, kind),
                         }
-                        Some(_) => {}
                     }
-                    continue;
-                }
-                let rel = store.file_rel(id, name, def.secret);
-                if store.kind(&rel)? != Some(crate::fs_util::Kind::File) {
-                    absent.push(name.clone());
+                    kind => (own, kind),
+                };
+                match kind {
+                    Some(crate::fs_util::Kind::File) => {}
+                    None => absent.push(name.clone()),
+                    // Not something vars writes: the store was tampered with. Not "missing",
+                    // which would regenerate it silently (and rotate its secrets).
+                    Some(kind) => {
+                        return Ok(Read::Damaged(format!(
+                            "{stored} is a {}, not a regular file",
+                            kind.describe()
+                        )));
+                    }
                 }
             }
             Ok(Read::Present(meta, absent, converting))
         }
         Ok(None) => Ok(Read::Missing),
-        Err(StoreError::BadMeta { reason, .. }) => Ok(Read::Damaged(reason)),
+        Err(StoreError::BadMeta { reason, .. }) => {
+            Ok(Read::Damaged(format!("meta.json: {reason}")))
+        }
         Err(e) => Err(e),
     }
 }
@@ -287,7 +310,7 @@ fn evaluate(
         match &reads[id] {
             Read::Missing => reasons.push(Reason::Missing),
             Read::Damaged(detail) => reasons.push(Reason::Damaged {
-                detail: format!("meta.json: {detail}"),
+                detail: detail.clone(),
             }),
             Read::Present(meta, absent, converting) => {
                 for (name, def) in &generator.files {
@@ -299,7 +322,7 @@ fn evaluate(
                 if meta.validation_hash != generator.validation_hash {
                     reasons.push(Reason::ValidationChanged);
                 }
-                definition_changed = meta.definition_hash != generator.definition_hash;
+                definition_changed = !generator.is_definition(&meta.definition_hash);
                 let instance = &config.instances[id];
                 let current: BTreeSet<String> =
                     instance.dependency_ids().map(ToString::to_string).collect();

@@ -130,9 +130,12 @@ pub fn recipients_for(
     file: &FileDef,
     vault: &str,
 ) -> Vec<String> {
+    // An instance holding a machine's generated key is not encrypted to that key.
+    let own = config.own_generated_recipients(id);
     let set: BTreeSet<String> = principals_for(config, id, file)
         .iter()
         .flat_map(|p| principal_recipients(config, p, vault))
+        .filter(|r| !own.contains(r))
         .map(str::to_owned)
         .collect();
     set.into_iter().collect()

@@ -9,7 +9,7 @@
 //! key alone. At every moment each secret decrypts with `vault.age` or `next.age`, and a
 //! re-run finishes the job.
 //!
-//! [`Resealer`] re-encrypts one instance and carries its other declared files as they are;
+//! `Resealer` re-encrypts one instance and carries its other declared files as they are;
 //! `generate` uses it too for the stale secrets of instances it does not regenerate.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -37,10 +37,23 @@ pub enum SealError {
     Vault(Box<crate::vault::OpenError>),
     /// The sops program is missing or failed.
     #[error(transparent)]
-    Sops(#[from] SopsError),
+    Sops(Box<SopsError>),
     /// A sops file could not be read.
     #[error(transparent)]
-    SopsFile(#[from] FileError),
+    SopsFile(Box<FileError>),
+}
+
+// Boxed: an error is passed up through every command's result, which stays small.
+impl From<SopsError> for SealError {
+    fn from(e: SopsError) -> Self {
+        SealError::Sops(Box::new(e))
+    }
+}
+
+impl From<FileError> for SealError {
+    fn from(e: FileError) -> Self {
+        SealError::SopsFile(Box::new(e))
+    }
 }
 
 /// Encrypts secrets to the recipients DESIGN §4 computes, the vault's stanza first.

@@ -211,9 +211,11 @@ pub struct UserSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MachineSpec {
-    /// The host's recipients, usually its ssh host key.
+    /// The host's recipients, usually its ssh host key: a recipient string, or
+    /// `{ generated: GEN/FILE }`, a public file of one of the machine's own instances (a host
+    /// key vars generates; see `vars bootstrap`).
     #[serde(default)]
-    pub recipients: Vec<Loc<String>>,
+    pub recipients: Vec<Loc<RecipientSpec>>,
     /// Tags whose generators this machine gets.
     #[serde(default)]
     pub tags: Vec<Loc<Name>>,
@@ -223,6 +225,25 @@ pub struct MachineSpec {
     /// Generators assigned directly.
     #[serde(default)]
     pub generators: Vec<Loc<Name>>,
+}
+
+/// One entry of a machine's `recipients`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RecipientSpec {
+    /// An age recipient string (`age1…`, `ssh-ed25519 …`, `ssh-rsa …`, a plugin recipient).
+    Key(String),
+    /// A public file of one of the machine's own instances, e.g.
+    /// `{ generated: ssh-host-ed25519/ssh_host_ed25519_key.pub }`.
+    Generated(GeneratedRecipient),
+}
+
+/// `{ generated: GEN/FILE }` in a machine's `recipients`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratedRecipient {
+    /// `GEN/FILE`: a generator assigned to this machine and one of its public files.
+    pub generated: String,
 }
 
 /// `tags.<name>`.
@@ -242,8 +263,17 @@ pub struct TagSpec {
     description = "One vars generator definition."
 )]
 pub struct GeneratorSpec {
-    /// Shown by `vars list`.
+    /// Start from this shipped generator and change only what is given here: `description`,
+    /// `validation` (merged key by key), `share`, `timeout`, `runtime-inputs`, and per file
+    /// `owner`, `group`, `mode`, `deploy`, `needed-for`, per prompt `description`, `type`,
+    /// `persist`. The script, files, prompts and dependencies stay the shipped generator's.
+    pub extends: Option<Loc<Name>>,
+    /// Shown by `vars list` and `vars generators`.
     pub description: Option<String>,
+    /// The options the script reads from `validation` (as `$validation_<name>`), each with a
+    /// description and a default. `validation` may then only name these.
+    #[serde(default)]
+    pub parameters: NameMap<ParameterSpec>,
     /// The files the script writes to `$out`.
     #[serde(default)]
     pub files: NameMap<FileSpec>,
@@ -257,18 +287,29 @@ pub struct GeneratorSpec {
     /// The only programs on PATH besides bash and coreutils.
     #[serde(default)]
     pub runtime_inputs: Vec<Loc<String>>,
-    /// Run with `bash -euo pipefail` in the sandbox.
-    pub script: Loc<String>,
-    /// One value for every machine that uses it, stored under `shared/`.
-    #[serde(default)]
-    pub share: bool,
-    /// Any value; changing it regenerates the instance.
-    pub validation: Option<serde_json::Value>,
+    /// Run with `bash -euo pipefail` in the sandbox. Required unless `extends` is given.
+    pub script: Option<Loc<String>>,
+    /// One value for every machine that uses it, stored under `shared/`. Default: false.
+    pub share: Option<bool>,
+    /// Any value; changing it regenerates the instance. With `parameters`, a mapping of
+    /// parameter values.
+    pub validation: Option<Loc<serde_json::Value>>,
     /// Allow network access in the sandbox.
     #[serde(default)]
     pub network: bool,
     /// Kill the script after this long: `90s`, `5m`, `1h`. Default: `60s`.
     pub timeout: Option<Loc<String>>,
+}
+
+/// `parameters.<name>` of a generator: one option its script reads from `validation`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ParameterSpec {
+    /// What the parameter means and which values it takes.
+    pub description: String,
+    /// The value the script sees when `validation` does not set it. A default is part of the
+    /// definition (like the script), not of `validation`: changing it regenerates nothing.
+    pub default: Option<serde_json::Value>,
 }
 
 /// `files.<name>` of a generator.
@@ -310,9 +351,8 @@ pub struct PromptSpec {
     /// How the value is entered. Default: `line`.
     #[serde(rename = "type")]
     pub kind: Option<PromptKind>,
-    /// Store the value as a secret file of the same name.
-    #[serde(default)]
-    pub persist: bool,
+    /// Store the value as a secret file of the same name. Default: false.
+    pub persist: Option<bool>,
 }
 
 /// `prompts.<name>.type`.
@@ -327,6 +367,18 @@ pub enum PromptKind {
     Multiline,
     /// Several lines until end of input, not echoed.
     MultilineHidden,
+}
+
+impl PromptKind {
+    /// The name as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PromptKind::Line => "line",
+            PromptKind::Hidden => "hidden",
+            PromptKind::Multiline => "multiline",
+            PromptKind::MultilineHidden => "multiline-hidden",
+        }
+    }
 }
 
 /// The JSON Schema of `vars.yaml`, as committed in `schema/vars.schema.json`.

@@ -16,7 +16,7 @@ use crate::model::Config;
 use crate::recipients::{Principal, principal_recipients};
 use crate::secret::SecretBytes;
 use crate::store::{KeyFile, StagedFile, Store, StoreError};
-use crate::{env, fs_util, meta};
+use crate::{fs_util, meta};
 
 /// Errors creating, reading or unwrapping the vault.
 #[derive(Debug, thiserror::Error)]
@@ -212,22 +212,39 @@ pub fn write_keys(
 /// Decrypt `keys/next.age` (an interrupted rotation's new vault key), checked against
 /// `keys/next.pub`.
 pub fn unwrap_next(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
-    unwrap_at(store, KeyFile::NextAge, KeyFile::NextPub, ids)
+    let public = read_pub(store, KeyFile::NextPub)?.unwrap_or_default();
+    unwrap_at(store, KeyFile::NextAge, (KeyFile::NextPub, &public), ids)
 }
 
 /// Decrypt `keys/vault.age` with the caller's identities, checked against `keys/vault.pub`
 /// (a mismatch means the store was tampered with), and remember its recipient as this
 /// machine's known vault of the store.
 pub fn unwrap_vault(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
-    let key = unwrap_at(store, KeyFile::VaultAge, KeyFile::VaultPub, ids)?;
+    let public = read_pub(store, KeyFile::VaultPub)?.unwrap_or_default();
+    unwrap_vault_for(store, &public, ids)
+}
+
+/// [`unwrap_vault`] when `keys/vault.pub` was read already (`recipient`).
+fn unwrap_vault_for(
+    store: &Store,
+    recipient: &str,
+    ids: &Identities,
+) -> Result<VaultKey, VaultError> {
+    let key = unwrap_at(
+        store,
+        KeyFile::VaultAge,
+        (KeyFile::VaultPub, recipient),
+        ids,
+    )?;
     pin(store, &key.recipient());
     Ok(key)
 }
 
+/// Decrypt `private` and check that its recipient is `public` (the file and what it said).
 fn unwrap_at(
     store: &Store,
     private: KeyFile,
-    public: KeyFile,
+    (public, found): (KeyFile, &str),
     ids: &Identities,
 ) -> Result<VaultKey, VaultError> {
     let path = store.key_path(private);
@@ -242,12 +259,11 @@ fn unwrap_at(
         tried: ids.sources.clone(),
     })?;
     let key = VaultKey::from_secret(&secret)?;
-    let found = read_pub(store, public)?.unwrap_or_default();
     if found != key.recipient() {
         return Err(VaultError::Mismatch {
             public: store.key_path(public),
             private: path,
-            found,
+            found: found.to_owned(),
             unwrapped: key.recipient(),
         });
     }
@@ -255,17 +271,9 @@ fn unwrap_at(
 }
 
 /// Where this machine remembers the vault recipient of each store it used:
-/// `$XDG_STATE_HOME/vars/known-vaults.json` (default `~/.local/state/vars/…`).
-fn pins_path() -> Option<PathBuf> {
-    let state = std::env::var_os(env::XDG_STATE_HOME)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os(env::HOME)
-                .filter(|h| !h.is_empty())
-                .map(|h| PathBuf::from(h).join(".local/state"))
-        })?;
-    Some(state.join("vars/known-vaults.json"))
+/// `known-vaults.json` in the store's state directory ([`Store::state_dir`]).
+fn pins_path(store: &Store) -> Option<PathBuf> {
+    Some(store.state_dir()?.join("known-vaults.json"))
 }
 
 /// The key a store is remembered by: its canonical path.
@@ -286,7 +294,7 @@ fn read_pins(path: &Path) -> BTreeMap<String, String> {
 /// Remember `recipient` as the vault of `store` on this machine. Best effort: a machine
 /// without a writable state directory just cannot pin.
 fn pin(store: &Store, recipient: &str) {
-    let Some(path) = pins_path() else {
+    let Some(path) = pins_path(store) else {
         return;
     };
     let mut pins = read_pins(&path);
@@ -302,7 +310,7 @@ fn pin(store: &Store, recipient: &str) {
 /// of a store on a machine records it. `trusted` is a recipient the person confirmed on the
 /// command line (`--trust-vault`), accepted and recorded when it is the one in the store.
 pub fn check_pin(store: &Store, recipient: &str, trusted: Option<&str>) -> Result<(), VaultError> {
-    let Some(path) = pins_path() else {
+    let Some(path) = pins_path(store) else {
         return Ok(());
     };
     let pins = read_pins(&path);
@@ -376,16 +384,24 @@ fn cached_for(recipient: &str) -> Result<Option<VaultKey>, crate::keyring::Keyri
 /// when present and matching, else unwrapped from `keys/vault.age` with the identities that
 /// [`crate::identity::load`] finds (`identity_files` are the `--identity` arguments).
 pub fn open(store: &Store, identity_files: &[PathBuf]) -> Result<VaultKey, OpenError> {
-    if let Some(v) = cached(store)? {
+    let recipient = vault_recipient(store)?.ok_or_else(|| OpenError::NoVault {
+        path: store.vault_pub_path(),
+    })?;
+    open_for(store, &recipient, identity_files)
+}
+
+/// [`open`] when `keys/vault.pub` was read already (`recipient`): the cache is keyed by it and
+/// the unwrapped key checked against it.
+pub fn open_for(
+    store: &Store,
+    recipient: &str,
+    identity_files: &[PathBuf],
+) -> Result<VaultKey, OpenError> {
+    if let Some(v) = cached_for(recipient).ok().flatten() {
         return Ok(v);
     }
-    if vault_recipient(store)?.is_none() {
-        return Err(OpenError::NoVault {
-            path: store.vault_pub_path(),
-        });
-    }
     let ids = crate::identity::load(identity_files)?;
-    Ok(unwrap_vault(store, &ids)?)
+    Ok(unwrap_vault_for(store, recipient, &ids)?)
 }
 
 /// `vars unlock`: unwrap the vault once and cache its key in the OS keyring for `ttl`, keyed
@@ -403,7 +419,10 @@ pub fn unlock(
         Some(v) => (v, Unlocked::Cache),
         None => {
             let ids = crate::identity::load(identity_files)?;
-            (unwrap_vault(store, &ids)?, Unlocked::Identities)
+            (
+                unwrap_vault_for(store, &recipient, &ids)?,
+                Unlocked::Identities,
+            )
         }
     };
     crate::keyring::cache_vault(&recipient, &vault.to_secret(), ttl)?;

@@ -105,6 +105,9 @@ impl From<vars::identity::IdentityError> for CliError {
         use vars::identity::IdentityError as I;
         let err = CliError::new(e.to_string());
         match e {
+            I::TooOpen { ref path, .. } => err.hint(format!("make it private: chmod 600 {} (ssh refuses such keys too)", path.display())),
+            I::Missing { ref named_by, .. } => err.hint(format!("check the path given by {named_by}, or unset it to use the default places")),
+            I::Bad(vars::crypto::CryptoError::RsaIdentity { .. }) => err.hint("use an ed25519 ssh key (ssh-keygen -t ed25519) or an age identity (vars keygen) as your identity; ssh-rsa recipients keep working"),
             I::NoneFound { .. } => err.hint("pass --identity FILE (an age identity, ssh private key or plugin identity of an admin), set VARS_IDENTITY_FILE, or create one with vars keygen"),
             I::NoPassphrase { .. } => err.hint("set VARS_PASSPHRASE_FILE to a file (mode 0600) holding the passphrase, or run vars on a terminal"),
             I::WrongPassphrase { .. } => err.hint("check the passphrase (VARS_PASSPHRASE_FILE, if set, must hold exactly the passphrase; one trailing newline is ignored)"),
@@ -177,7 +180,7 @@ impl From<vars::generate::GenerateError> for CliError {
             G::Seal {
                 source: vars::seal::SealError::Sops(s),
                 ..
-            } => sops_error(s),
+            } => sops_error(*s),
             G::Damaged { .. } => CliError::new(e.to_string()).hint("restore them from version control, or replace them with new values: vars generate --regenerate <GEN> --machine/--user …"),
             G::RotationInterrupted => CliError::new(e.to_string()).hint("finish it first: vars rekey --yes"),
             G::Identity(i) => i.into(),

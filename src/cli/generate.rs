@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, short = 'j', value_name = "N")]
     pub jobs: Option<usize>,
     /// Run generator scripts without a sandbox (also needed for settings.sandbox: none)
-    #[arg(long, env = "VARS_NO_SANDBOX")]
+    #[arg(long, env = "VARS_NO_SANDBOX", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_sandbox: bool,
     /// Identity that unwraps the vault (age identity file or ssh private key; repeatable)
     #[arg(long = "identity", short = 'i', value_name = "FILE")]
@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let config = global.load()?;
+    let mut config = global.load()?;
     let store = config.store();
     let request = Request {
         selection: Selection {
@@ -59,6 +59,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             items: args.generators,
         },
         regenerate: args.regenerate,
+        trust_vault: args.trust_vault,
     };
     let mut prompts = ui::prompt_values(&args.prompts, &args.prompt_files)?;
     prompts
@@ -99,10 +100,9 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         prompts: &prompts,
         asker: asker.as_ref().map(|a| a as &dyn vars::prompt::Asker),
         identity_files: args.identities,
-        trust_vault: args.trust_vault,
         on_done,
     };
-    let result = vars::generate::apply(&config, &store, plan, &opts);
+    let result = vars::generate::apply(&mut config, &store, plan, &opts);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

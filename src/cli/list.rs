@@ -62,7 +62,8 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             "description": generator.description,
             "status": status,
             "origin": origin,
-            "shadows-shipped": generator.shadows_shipped,
+            "shadows-shipped": generator.shadows_shipped && generator.extends.is_none(),
+            "extends": generator.extends,
             "implicit": config.instances[&p.id].implicit,
             "files": generator.files.iter().map(|(n, f)| serde_json::json!({"name": n, "secret": f.secret, "deploy": f.deploy})).collect::<Vec<_>>(),
         }));
@@ -89,6 +90,12 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
             })
             .collect();
         let mut notes = Vec::new();
+        if r["origin"] == "shipped" {
+            notes.push("shipped".to_owned());
+        }
+        if let Some(base) = r["extends"].as_str() {
+            notes.push(format!("extends shipped {base}"));
+        }
         if r["shadows-shipped"].as_bool() == Some(true) {
             notes.push("local definition shadows the shipped one".to_owned());
         }

@@ -1,21 +1,26 @@
 //! Argument parsing and dispatch. Each subcommand lives in its own file as an `Args` struct and
 //! a `run` function; they parse, call the library, and print (data to stdout, the rest to stderr).
 
+mod bootstrap;
 mod check;
 mod completions;
 mod error;
 mod generate;
+mod generators;
 mod get;
 mod graph;
 mod import;
 mod init;
 mod keygen;
 mod list;
+mod man;
 mod rekey;
 mod schema;
 mod set;
+mod terminal;
 mod ui;
 mod unlock;
+mod zerotier;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -57,6 +62,8 @@ pub enum Command {
     Check(check::Args),
     /// List instances, their files and status
     List(list::Args),
+    /// List the shipped generators with their files and parameters
+    Generators(generators::Args),
     /// Print one value, decrypting it if needed
     Get(get::Args),
     /// Replace one value (from standard input or --from-file); its dependents become stale
@@ -75,10 +82,22 @@ pub enum Command {
     Unlock(unlock::UnlockArgs),
     /// Forget the unlocked vault of this store
     Lock(unlock::LockArgs),
+    /// Write a new machine's generated host key into DIR for its first boot
+    Bootstrap(bootstrap::Args),
+    /// Write the man pages into a directory
+    #[command(hide = true)]
+    Man(man::Args),
+    /// Write a new ZeroTier identity (used by the shipped zerotier generators)
+    #[command(hide = true)]
+    ZerotierIdentity(zerotier::Args),
 }
 
 /// Parse, run, print the error if any, and return the exit code.
 pub fn main() -> i32 {
+    // First, while the process has one thread: no core dumps, no inherited descriptors.
+    if let Err(e) = vars::hardening::harden_process() {
+        let _ = writeln!(std::io::stderr(), "warning: {e}");
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -90,6 +109,8 @@ pub fn main() -> i32 {
             };
         }
     };
+    // Plugin messages and passphrases go through the terminal; the library never reads it.
+    vars::crypto::set_interaction(std::sync::Arc::new(terminal::Terminal));
     if let Err(e) = vars::sandbox::install_interrupt_cleanup() {
         let _ = writeln!(std::io::stderr(), "warning: {e}");
     }
@@ -99,6 +120,7 @@ pub fn main() -> i32 {
         Command::Rekey(a) => rekey::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::List(a) => list::run(&cli.global, a),
+        Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Set(a) => set::run(&cli.global, a),
         Command::Import(a) => import::run(&cli.global, a),
@@ -108,6 +130,9 @@ pub fn main() -> i32 {
         Command::Keygen(a) => keygen::run(&cli.global, a),
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
+        Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
+        Command::Man(a) => man::run(a),
+        Command::ZerotierIdentity(a) => zerotier::run(a),
     };
     match result {
         Ok(()) => 0,
@@ -132,9 +157,11 @@ impl Global {
     /// Find and load the declarations: the file named with `--config`, else the `vars.yaml`
     /// found by walking up (read without following links: the repository is untrusted).
     pub fn load(&self) -> Result<vars::model::Config, CliError> {
-        Ok(match &self.config {
+        let mut config = match &self.config {
             Some(f) => vars::model::load(&self.cwd()?.join(f))?,
             None => vars::model::discover(&self.cwd()?)?,
-        })
+        };
+        config.resolve_generated(&config.store())?;
+        Ok(config)
     }
 }

@@ -200,7 +200,7 @@ pub(super) fn rekey_error(e: vars::rekey::RekeyError) -> CliError {
         R::Seal {
             source: vars::seal::SealError::Sops(s),
             ..
-        } => super::error::sops_error(s),
+        } => super::error::sops_error(*s),
         e @ R::Seal { .. } => CliError::new(e.to_string()),
         R::Store(s) => s.into(),
     }

@@ -129,7 +129,7 @@ pub(super) fn set_error(e: SetError) -> CliError {
         SetError::Seal {
             source: vars::seal::SealError::Sops(s),
             ..
-        } => super::error::sops_error(s),
+        } => super::error::sops_error(*s),
         SetError::TooLarge { .. } | SetError::Seal { .. } => err.hint("nothing was changed"),
     }
 }

@@ -256,7 +256,10 @@ pub fn print_generate_plan(config: &vars::model::Config, plan: &vars::generate::
             status(format!("  reuse the stored value of {id}.{name}"));
         }
     }
-    for (kind, name) in &plan.manifests {
-        status(format!("  rewrite {}/{name}/manifest.json", kind.dir()));
+    // Manifests follow from what is generated; listed only when they are all there is to do.
+    if plan.plan.is_empty() && plan.moved.is_empty() {
+        for (kind, name) in &plan.manifests {
+            status(format!("  rewrite {}/{name}/manifest.json", kind.dir()));
+        }
     }
 }

@@ -326,7 +326,7 @@ impl Dir {
     }
 
     /// Rename `from` (below this directory) to `to` below `to_dir`; with `exchange`, atomically
-    /// swap the two (both must exist). Errors keep their errno ([`rename_errno`]) so callers
+    /// swap the two (both must exist). Errors keep their errno (in `source`) so callers
     /// can fall back where a file system cannot exchange.
     pub fn rename(
         &self,

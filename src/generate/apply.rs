@@ -22,8 +22,61 @@ use crate::secret::SecretBytes;
 use crate::store::{StagedFile, Store, StoreError};
 use crate::vault;
 
-/// Apply `plan`. The caller holds the store lock.
+/// Apply `plan`. The caller holds the store lock. When the plan creates a machine's
+/// `{ generated: … }` recipient, that instance runs first; then `config` learns the new
+/// recipient, the rest is planned again and applied, encrypted to it.
 pub fn apply(
+    config: &mut Config,
+    store: &Store,
+    plan: GeneratePlan,
+    opts: &Options<'_>,
+) -> Result<Report, GenerateError> {
+    let sources = plan.recipient_sources(config);
+    if sources.is_empty() {
+        return apply_once(config, store, plan, opts);
+    }
+    let mut report = apply_once(config, store, plan.restricted(&sources), opts)?;
+    config
+        .resolve_generated(store)
+        .map_err(|e| StoreError::BadMeta {
+            path: store.dir.clone(),
+            reason: e.to_string(),
+        })?;
+    // Everything the machines with a new key read is planned again (their secrets are stale
+    // now); what ran already is not regenerated again.
+    let machines: BTreeSet<&String> = sources
+        .iter()
+        .filter_map(|id| match &id.scope {
+            Scope::Machine(m) => Some(m),
+            _ => None,
+        })
+        .collect();
+    let affected = config.instances.keys().filter(|id| {
+        recipients::readers(config, id)
+            .iter()
+            .any(|p| matches!(p, recipients::Principal::Machine(m) if machines.contains(m)))
+    });
+    let targets: BTreeSet<InstanceId> = plan.targets.iter().chain(affected).cloned().collect();
+    let regenerate = plan.regenerate.difference(&sources).cloned().collect();
+    let rest = super::plan_for(
+        config,
+        store,
+        &plan.request,
+        targets,
+        regenerate,
+        opts.prompts,
+    )?;
+    let more = apply_once(config, store, rest, opts)?;
+    report.generated.extend(more.generated);
+    report.rekeyed.extend(more.rekeyed);
+    report.removed.extend(more.removed);
+    report.manifests.extend(more.manifests);
+    report.manifests.sort();
+    report.manifests.dedup();
+    Ok(report)
+}
+
+fn apply_once(
     config: &Config,
     store: &Store,
     plan: GeneratePlan,
@@ -52,20 +105,30 @@ pub fn apply(
         report.created_vault = true;
         Some(vault::create_vault(config, store)?)
     } else if plan.needs_vault(config) {
-        Some(vault::open(store, &opts.identity_files).map_err(|e| stored_prompts_error(&plan, e))?)
+        // Unwrapping proves keys/vault.pub (it must match vault.age); if it cannot be
+        // unwrapped and vault.pub changed, the change is what to report.
+        let recipient = plan.vault.as_deref().expect("a store with a vault");
+        match vault::open_for(store, recipient, &opts.identity_files) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                if let Some(changed) = plan.vault_changed {
+                    return Err(changed.into());
+                }
+                return Err(stored_prompts_error(&plan, e));
+            }
+        }
     } else {
+        if let Some(changed) = plan.vault_changed {
+            return Err(changed.into());
+        }
         None
     };
     let vault_recipient = match &vault {
         Some(v) => v.recipient(),
-        None => {
-            let recipient = plan
-                .vault
-                .clone()
-                .expect("a store without a vault creates one");
-            vault::check_pin(store, &recipient, opts.trust_vault.as_deref())?;
-            recipient
-        }
+        None => plan
+            .vault
+            .clone()
+            .expect("a store without a vault creates one"),
     };
     let opener = vault.as_ref().map(Opener::vault);
 

@@ -1,5 +1,5 @@
 //! `vars generate` as a library: a [`Request`] (what the person selected) becomes a
-//! [`GeneratePlan`] ([`plan`]: instances to generate and why, stale secrets to re-encrypt,
+//! [`GeneratePlan`] ([`plan()`]: instances to generate and why, stale secrets to re-encrypt,
 //! instances a `share` flip moved, manifests to rewrite, where each prompt value comes from,
 //! whether the vault must be created or opened), which the CLI prints and [`apply`] carries out
 //! (`apply.rs`: sandboxed runs wave by wave, encryption, atomic swaps, manifests).
@@ -40,10 +40,10 @@ pub enum GenerateError {
     Plan(#[from] PlanError),
     /// Instances whose `meta.json` is damaged: they are not silently regenerated (which
     /// would rotate their secrets); `--regenerate` names them explicitly.
-    #[error("damaged instance(s): {}", instances.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    #[error("damaged instance(s): {}", instances.iter().map(|(id, why)| format!("{id} ({why})")).collect::<Vec<_>>().join("; "))]
     Damaged {
-        /// The damaged instances.
-        instances: Vec<InstanceId>,
+        /// The damaged instances and what is wrong with each.
+        instances: Vec<(InstanceId, String)>,
     },
     /// A vault rotation was interrupted; `rekey` must finish it first.
     #[error("a vault key rotation was interrupted")]
@@ -222,6 +222,8 @@ pub struct Request {
     pub selection: Selection,
     /// `--regenerate`: regenerate the selection's own instances even if current.
     pub regenerate: bool,
+    /// `--trust-vault`: a changed `keys/vault.pub` the person confirmed.
+    pub trust_vault: Option<String>,
 }
 
 /// Everything `vars generate` will do, computed before anything changes.
@@ -231,11 +233,16 @@ pub struct GeneratePlan {
     pub create_vault: bool,
     /// `keys/vault.pub`, when the store has a vault.
     pub vault: Option<String>,
+    /// `keys/vault.pub` is not the vault this machine last saw for the store (DESIGN §4):
+    /// applying must prove it by unwrapping `vault.age`, or the person confirms it.
+    pub vault_changed: Option<VaultError>,
     /// The instances: the selection, what it depends on, and whatever depends on what is
     /// regenerated (with their reasons).
     pub plan: Plan,
     /// The instances that were selected (the rest of `plan` is there because of them).
     pub targets: BTreeSet<InstanceId>,
+    /// The instances `--regenerate` named.
+    pub regenerate: BTreeSet<InstanceId>,
     /// Instances of a generator whose `share` setting flipped, left in their old scope:
     /// removed once the generator's new instances exist (issue 10).
     pub moved: Vec<InstanceId>,
@@ -245,6 +252,9 @@ pub struct GeneratePlan {
     pub manifests: Vec<(PrincipalKind, String)>,
     /// The `meta.json` of every declared instance that has a valid one.
     pub(crate) metas: BTreeMap<InstanceId, Meta>,
+    /// What was asked for (a plan that creates a machine's generated recipient is applied in
+    /// two steps, the second planned again once the recipient exists).
+    pub(crate) request: Request,
 }
 
 impl GeneratePlan {
@@ -284,27 +294,39 @@ pub fn plan(
     given: &PromptValues,
 ) -> Result<GeneratePlan, GenerateError> {
     let selected = request.selection.resolve(config)?;
-    let state = vault::state(store)?;
-    if state.next.is_some() {
-        return Err(GenerateError::RotationInterrupted);
-    }
     let regenerate = if request.regenerate {
         selected.own.clone()
     } else {
         BTreeSet::new()
     };
+    plan_for(config, store, request, selected.targets, regenerate, given)
+}
+
+/// [`plan`] for instance sets already resolved.
+pub(crate) fn plan_for(
+    config: &Config,
+    store: &Store,
+    request: &Request,
+    targets: BTreeSet<InstanceId>,
+    regenerate: BTreeSet<InstanceId>,
+    given: &PromptValues,
+) -> Result<GeneratePlan, GenerateError> {
+    let state = vault::state(store)?;
+    if state.next.is_some() {
+        return Err(GenerateError::RotationInterrupted);
+    }
     let mut plan = plan::plan(
         config,
         store,
-        &selected.targets,
+        &targets,
         &regenerate,
         state.recipient.as_deref(),
     )?;
-    let damaged: Vec<InstanceId> = plan
+    let damaged: Vec<(InstanceId, String)> = plan
         .instances
         .iter()
-        .filter(|p| p.action.is_damaged() && !regenerate.contains(&p.id))
-        .map(|p| p.id.clone())
+        .filter(|p| !regenerate.contains(&p.id))
+        .filter_map(|p| Some((p.id.clone(), p.action.damage()?.to_owned())))
         .collect();
     if !damaged.is_empty() {
         return Err(GenerateError::Damaged { instances: damaged });
@@ -331,16 +353,77 @@ pub fn plan(
             .into_iter()
             .map(|m| (m.kind, m.name))
             .collect();
+    let vault_changed = match &state.recipient {
+        Some(r) => vault::check_pin(store, r, request.trust_vault.as_deref()).err(),
+        None => None,
+    };
     Ok(GeneratePlan {
         create_vault: state.recipient.is_none(),
         vault: state.recipient,
+        vault_changed,
         metas: std::mem::take(&mut plan.metas),
         plan,
-        targets: selected.targets,
+        targets,
+        regenerate,
         moved,
         prompts,
         manifests,
+        request: request.clone(),
     })
+}
+
+impl GeneratePlan {
+    /// Instances this plan generates that hold a machine's generated recipient, and what they
+    /// depend on that is generated too: they run first, so that everything else can be
+    /// encrypted to the new key (issue 11: a new host in one deploy).
+    pub(crate) fn recipient_sources(&self, config: &Config) -> BTreeSet<InstanceId> {
+        let generating: BTreeSet<InstanceId> =
+            self.plan.to_generate().map(|p| p.id.clone()).collect();
+        let sources = generating.iter().filter(|id| match &id.scope {
+            Scope::Machine(m) => config.machines[m]
+                .generated
+                .iter()
+                .any(|g| g.generator == id.generator),
+            _ => false,
+        });
+        config
+            .dag
+            .closure(sources.cloned())
+            .into_iter()
+            .filter(|id| generating.contains(id))
+            .collect()
+    }
+
+    /// The part of this plan that generates `only`.
+    pub(crate) fn restricted(&self, only: &BTreeSet<InstanceId>) -> GeneratePlan {
+        GeneratePlan {
+            create_vault: self.create_vault,
+            vault: self.vault.clone(),
+            vault_changed: None,
+            plan: Plan {
+                instances: self
+                    .plan
+                    .instances
+                    .iter()
+                    .filter(|p| only.contains(&p.id))
+                    .cloned()
+                    .collect(),
+                metas: BTreeMap::new(),
+            },
+            targets: only.clone(),
+            regenerate: self.regenerate.intersection(only).cloned().collect(),
+            moved: Vec::new(),
+            prompts: self
+                .prompts
+                .iter()
+                .filter(|(id, _, _)| only.contains(id))
+                .cloned()
+                .collect(),
+            manifests: Vec::new(),
+            metas: self.metas.clone(),
+            request: self.request.clone(),
+        }
+    }
 }
 
 /// Stored instances of a generator whose `share` setting no longer matches their scope,
@@ -392,8 +475,6 @@ pub struct Options<'a> {
     pub asker: Option<&'a dyn prompt::Asker>,
     /// `--identity` files.
     pub identity_files: Vec<PathBuf>,
-    /// `--trust-vault`: a changed `keys/vault.pub` the person confirmed.
-    pub trust_vault: Option<String>,
     /// Called with each instance as it finishes.
     pub on_done: Option<OnDone>,
 }

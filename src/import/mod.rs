@@ -639,7 +639,7 @@ impl<'a> Builder<'a> {
                         },
                     });
                 }
-                _ if crate::shipped::find(&name).is_some() => self.finding(
+                _ if crate::model::shipped::find(&name).is_some() => self.finding(
                     Severity::Note,
                     &c.origin,
                     format!("generator {name} hides the shipped generator of that name"),

@@ -3,7 +3,8 @@
 //! generator instances resolved into scopes (DESIGN §2).
 //!
 //! [`load`] is the only way in. It reports every problem at once, each with file, line, column
-//! and a hint ([`Diagnostics`]). The dependency order between instances lives in [`crate::dag`].
+//! and a hint ([`Diagnostics`]). [`shipped`] holds the generators embedded in the binary and
+//! `extends:`. The dependency order between instances lives in [`crate::dag`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,13 +15,14 @@ use sha2::Digest as _;
 
 use crate::dag::{Dag, DagError};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::fs_util::{Dir, Kind};
+use crate::fs_util::{self, Dir, Kind};
 use crate::recipients::ParsedRecipients;
 use crate::spec::{self, Backend, NeededFor, PromptKind, SandboxChoice};
 use crate::store::Store;
-use crate::{fs_util, shipped, text};
+use crate::text;
 
 mod resolve;
+pub mod shipped;
 mod validate;
 
 use resolve::Resolver;
@@ -47,6 +49,16 @@ pub enum ConfigError {
     /// The instances' dependencies form a cycle.
     #[error(transparent)]
     Cycle(#[from] DagError),
+    /// A `{ generated: … }` recipient in the store is not a recipient.
+    #[error("machine {machine:?}: {file} should hold its generated recipient: {reason}")]
+    Generated {
+        /// The machine.
+        machine: String,
+        /// The file, relative to the store.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// Where a generator definition came from.
@@ -65,8 +77,12 @@ pub enum Origin {
 pub struct Generator {
     /// Its name.
     pub name: String,
+    /// The shipped generator this definition extends (`extends:`), if any.
+    pub extends: Option<String>,
     /// `description`.
     pub description: Option<String>,
+    /// The options its script reads from `validation`, by name.
+    pub parameters: BTreeMap<String, ParameterDef>,
     /// Declared files, by name.
     pub files: BTreeMap<String, FileDef>,
     /// Prompts, by name.
@@ -89,16 +105,26 @@ pub struct Generator {
     pub origin: Origin,
     /// A local definition hides a shipped generator of the same name.
     pub shadows_shipped: bool,
-    /// `validation` as canonical JSON (`null` when absent). Scripts see it as `$validation`;
-    /// shipped generators read their parameters from it.
+    /// What the script sees as `$validation`: `validation` as written (`null` when absent),
+    /// or, for a generator with `parameters`, a mapping of every parameter's default
+    /// overlaid with the values `validation` gives.
     pub validation: serde_json::Value,
-    /// `sha256:` of the canonical JSON of `validation` (or of `null`).
+    /// `sha256:` of the canonical JSON of `validation` as written (or of `null`): parameter
+    /// defaults are not part of it, so a new default in a vars release regenerates nothing.
     pub validation_hash: String,
-    /// `sha256:` of the definition (script, files, prompts, …): warnings only (DESIGN §5).
+    /// `sha256:` of what the outputs are made from (script, files, prompts, dependencies,
+    /// runtime inputs, share, network): warnings only (DESIGN §5).
     pub definition_hash: String,
+    /// The same as vars 0.1 hashed it (with install attributes), still accepted as current.
+    pub legacy_definition_hash: String,
 }
 
 impl Generator {
+    /// Whether a recorded definition hash is this definition's (now or as vars 0.1 hashed it).
+    pub fn is_definition(&self, recorded: &str) -> bool {
+        recorded == self.definition_hash || recorded == self.legacy_definition_hash
+    }
+
     /// Files the script must write: declared files minus persisted prompts (vars writes those).
     pub fn script_outputs(&self) -> Vec<String> {
         self.files
@@ -141,6 +167,15 @@ impl Generator {
         }
         env
     }
+}
+
+/// A declared parameter (`parameters.<name>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParameterDef {
+    /// What it means.
+    pub description: String,
+    /// Its value when `validation` does not set it.
+    pub default: Option<serde_json::Value>,
 }
 
 /// A declared output file.
@@ -223,14 +258,29 @@ pub struct User {
 /// A host.
 #[derive(Debug, Clone)]
 pub struct Machine {
-    /// Recipient strings as declared (validated).
+    /// Recipient strings as declared (validated), and those of `generated` once
+    /// [`Config::resolve_generated`] read them from the store.
     pub recipients: Vec<String>,
+    /// `{ generated: GEN/FILE }` recipients: public files of the machine's own instances.
+    pub generated: Vec<GeneratedRecipient>,
     /// Tags.
     pub tags: Vec<String>,
     /// Users of this machine.
     pub users: Vec<String>,
     /// Generators assigned directly or through tags, in order, without repeats.
     pub generators: Vec<String>,
+}
+
+/// A machine recipient that is a public file of one of its own instances (issue 11: a host
+/// key vars generates, so a new host needs one deploy, not two).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedRecipient {
+    /// The generator (assigned to the machine, not shared).
+    pub generator: String,
+    /// Its public file holding the recipient.
+    pub file: String,
+    /// The recipient read from the store, once generated.
+    pub resolved: Option<String>,
 }
 
 /// The scope an instance lives in (DESIGN §2).
@@ -357,6 +407,66 @@ impl Config {
     /// The store these declarations name, opened beneath `root` without following links.
     pub fn store(&self) -> Store {
         Store::beneath(&self.root, &self.store_rel, self.backend)
+    }
+
+    /// Read the `{ generated: GEN/FILE }` recipients of every machine from `store` (never
+    /// through a link) and add those that exist to the machine's recipients. One that is not
+    /// generated yet is left out: until it exists, that machine's secrets are readable by the
+    /// vault (and its other recipients) only.
+    pub fn resolve_generated(&mut self, store: &Store) -> Result<(), ConfigError> {
+        for (name, machine) in &mut self.machines {
+            for g in &mut machine.generated {
+                // Read again: the instance may have been (re)generated since.
+                if let Some(old) = g.resolved.take() {
+                    machine.recipients.retain(|r| *r != old);
+                }
+                let id = InstanceId {
+                    scope: Scope::Machine(name.clone()),
+                    generator: g.generator.clone(),
+                };
+                let rel = store.file_rel(&id, &g.file, false);
+                let bytes = match store.read_rel(&rel, 64 * 1024) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Err(ConfigError::Generated {
+                            machine: name.clone(),
+                            file: rel,
+                            reason: e.to_string(),
+                        });
+                    }
+                };
+                let text = String::from_utf8_lossy(&bytes);
+                let parsed = crate::crypto::Recipient::parse(text.trim()).map_err(|e| {
+                    ConfigError::Generated {
+                        machine: name.clone(),
+                        file: rel.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                let text = parsed.text().to_owned();
+                if !machine.recipients.contains(&text) {
+                    machine.recipients.push(text.clone());
+                }
+                g.resolved = Some(text);
+                self.recipients.insert(parsed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The generated recipients of machine `m` that instance `id` holds itself (it cannot be
+    /// encrypted to the key it contains).
+    pub fn own_generated_recipients(&self, id: &InstanceId) -> Vec<&str> {
+        match &id.scope {
+            Scope::Machine(m) => self.machines[m]
+                .generated
+                .iter()
+                .filter(|g| g.generator == id.generator)
+                .filter_map(|g| g.resolved.as_deref())
+                .collect(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -528,6 +638,17 @@ fn load_from(config_file: &Path, named: bool) -> Result<Config, ConfigError> {
     let mut broken = BTreeSet::new();
     for (name, (g, origin, path, src, line, col)) in defs {
         let shadows = shipped::find(&name).is_some();
+        let g = if g.extends.is_some() {
+            match shipped::extend(&mut v, &name, g, &path, &src) {
+                Some(g) => g,
+                None => {
+                    broken.insert(name);
+                    continue;
+                }
+            }
+        } else {
+            g
+        };
         match v.generator(&name, g, origin, shadows, &path, &src, line, col) {
             Some(gdef) => {
                 generators.insert(name.clone(), gdef);

@@ -9,13 +9,12 @@ use crate::crypto::Recipient;
 use crate::dag::Dag;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::recipients::ParsedRecipients;
-use crate::shipped;
 use crate::spec::{self, Backend, Loc, Name, SandboxChoice};
 
 use super::validate::Validator;
 use super::{
     Config, ConfigError, DepRef, Dependency, Generator, Instance, InstanceId, Machine, Origin,
-    Scope, User,
+    Scope, User, shipped,
 };
 
 pub(super) struct Resolver<'a> {
@@ -71,7 +70,7 @@ impl<'a> Resolver<'a> {
         let Some(text) = shipped::find(name) else {
             return false;
         };
-        let path = PathBuf::from(format!("<shipped>/generators/{name}.yaml"));
+        let path = shipped::display_path(name);
         let before = self.v.diags.len();
         if let Some(g) = self.v.parse::<spec::GeneratorSpec>(&path, text)
             && let Some(gdef) = self
@@ -84,15 +83,17 @@ impl<'a> Resolver<'a> {
         self.v.diags.len() == before
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn recipients(
         &mut self,
         who: &str,
         list: &[Loc<String>],
+        may_be_empty: bool,
         line: u64,
         column: u64,
         hint: &str,
     ) -> Vec<String> {
-        if list.is_empty() {
+        if list.is_empty() && !may_be_empty {
             self.diag(
                 line,
                 column,
@@ -181,6 +182,7 @@ impl<'a> Resolver<'a> {
             let recipients = self.recipients(
                 &format!("user {:?}", name.value.0),
                 &u.recipients,
+                false,
                 name.line,
                 name.column,
                 "add the user's age recipient (vars keygen prints one) or ssh public key under recipients:",
@@ -226,9 +228,34 @@ impl<'a> Resolver<'a> {
             if !self.v.name(self.file, self.src, "machine", name) {
                 continue;
             }
+            let keys: Vec<Loc<String>> = m
+                .recipients
+                .iter()
+                .filter_map(|r| match &r.value {
+                    spec::RecipientSpec::Key(k) => Some(Loc {
+                        value: k.clone(),
+                        line: r.line,
+                        column: r.column,
+                    }),
+                    spec::RecipientSpec::Generated(_) => None,
+                })
+                .collect();
+            let generated_specs: Vec<Loc<String>> = m
+                .recipients
+                .iter()
+                .filter_map(|r| match &r.value {
+                    spec::RecipientSpec::Generated(g) => Some(Loc {
+                        value: g.generated.clone(),
+                        line: r.line,
+                        column: r.column,
+                    }),
+                    spec::RecipientSpec::Key(_) => None,
+                })
+                .collect();
             let recipients = self.recipients(
                 &format!("machine {:?}", name.value.0),
-                &m.recipients,
+                &keys,
+                !generated_specs.is_empty(),
                 name.line,
                 name.column,
                 &format!(
@@ -264,6 +291,18 @@ impl<'a> Resolver<'a> {
                     }
                 }
             }
+            let mut generated = Vec::new();
+            for g in &generated_specs {
+                match self.generated_recipient(&name.value.0, &gens, &g.value) {
+                    Ok(r) => generated.push(r),
+                    Err(msg) => self.diag(
+                        g.line,
+                        g.column,
+                        format!("machine {:?}: {{ generated: {} }} {msg}", name.value.0, crate::text::escape(&g.value)),
+                        "name a public file of a generator assigned to this machine, e.g. { generated: ssh-host-ed25519/ssh_host_ed25519_key.pub }",
+                    ),
+                }
+            }
             for u in &m.users {
                 if !users.contains_key(&u.value.0) {
                     self.diag(
@@ -281,6 +320,7 @@ impl<'a> Resolver<'a> {
                 name.value.0.clone(),
                 Machine {
                     recipients,
+                    generated,
                     tags: m.tags.iter().map(|t| t.value.0.clone()).collect(),
                     users: m.users.iter().map(|u| u.value.0.clone()).collect(),
                     generators: gens,
@@ -454,6 +494,42 @@ impl<'a> Resolver<'a> {
         inst
     }
 
+    /// Check a `{ generated: GEN/FILE }` recipient of `machine`, whose generators are `gens`.
+    fn generated_recipient(
+        &self,
+        machine: &str,
+        gens: &[String],
+        text: &str,
+    ) -> Result<super::GeneratedRecipient, String> {
+        let (generator, file) = text
+            .split_once('/')
+            .ok_or_else(|| "is not GEN/FILE".to_owned())?;
+        if !gens.iter().any(|g| g == generator) {
+            return Err(format!(
+                "names {generator:?}, which is not assigned to {machine:?}"
+            ));
+        }
+        let def = &self.generators[generator];
+        if def.share {
+            return Err(format!(
+                "names {generator:?}, which is shared: a host key is the host's own"
+            ));
+        }
+        match def.files.get(file) {
+            Some(f) if !f.secret => Ok(super::GeneratedRecipient {
+                generator: generator.to_owned(),
+                file: file.to_owned(),
+                resolved: None,
+            }),
+            Some(_) => Err(format!(
+                "names {file:?}, a secret file: the recipient must be public"
+            )),
+            None => Err(format!(
+                "names {file:?}, which {generator:?} does not declare"
+            )),
+        }
+    }
+
     /// A generator named in an assignment: valid name and known (shipped ones load here).
     fn assignable(&mut self, g: &Loc<Name>) -> bool {
         if !self.v.name(self.file, self.src, "generator", g) {
@@ -465,10 +541,13 @@ impl<'a> Resolver<'a> {
         if self.broken.contains(&g.value.0) {
             return false;
         }
-        self.diag(g.line, g.column, format!("unknown generator {:?}", g.value.0), format!(
-                "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a shipped one: {}",
-                shipped::SHIPPED.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
-            ));
+        self.diag(
+            g.line,
+            g.column,
+            format!("unknown generator {:?}", g.value.0),
+            "define it under generators:, in generators/<name>.yaml beside vars.yaml, or use a \
+             shipped one (vars generators lists them)",
+        );
         false
     }
 
@@ -476,7 +555,7 @@ impl<'a> Resolver<'a> {
         match &g.origin {
             Origin::Inline => self.file.to_path_buf(),
             Origin::Local(p) => p.clone(),
-            Origin::Shipped => PathBuf::from(format!("<shipped>/generators/{}.yaml", g.name)),
+            Origin::Shipped => shipped::display_path(&g.name),
         }
     }
 

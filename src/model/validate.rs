@@ -10,8 +10,8 @@ use crate::diagnostic::Diagnostic;
 use crate::spec::{self, Loc, Name, NeededFor, PromptKind};
 
 use super::{
-    CONFIG_FILE, DepRef, FileDef, Generator, Origin, PromptDef, check_file_name, check_name,
-    hash_json, parse_duration,
+    CONFIG_FILE, DepRef, FileDef, Generator, Origin, ParameterDef, PromptDef, check_file_name,
+    check_name, hash_json, parse_duration,
 };
 
 /// Collects every diagnostic of a load, so one run reports all problems.
@@ -173,7 +173,7 @@ impl Validator {
             let def = PromptDef {
                 description: p.description.clone(),
                 kind: p.kind.unwrap_or(PromptKind::Line),
-                persist: p.persist,
+                persist: p.persist.unwrap_or(false),
             };
             if def.persist && !files.contains_key(&pname.value.0) {
                 // A persisted prompt is stored as a secret file of the same name (DESIGN §2).
@@ -191,13 +191,20 @@ impl Validator {
             }
             prompts.insert(pname.value.0.clone(), def);
         }
+        let Some(script) = &g.script else {
+            self.push(
+                Diagnostic::at(file, src, line, column, format!("generator {name:?} has no script"))
+                    .hint("add script:, or start from a shipped generator with extends: <name> (vars generators lists them)"),
+            );
+            return None;
+        };
         if files.is_empty() && self.diags.len() == before {
             self.push(
                 Diagnostic::at(
                     file,
                     src,
-                    g.script.line,
-                    g.script.column,
+                    script.line,
+                    script.column,
                     format!("generator {name:?} declares no files"),
                 )
                 .hint("list what the script writes to $out under files:, e.g. files: { key: {} }"),
@@ -262,15 +269,112 @@ impl Validator {
                 Duration::from_secs(60)
             }),
         };
+        let mut parameters = BTreeMap::new();
+        for (pname, p) in &g.parameters {
+            if let Err(msg) = check_name(&pname.value.0) {
+                self.push(Diagnostic::at(
+                    file,
+                    src,
+                    pname.line,
+                    pname.column,
+                    format!(
+                        "parameter name {:?} of generator {name:?} {msg}",
+                        pname.value.0
+                    ),
+                ));
+                continue;
+            }
+            parameters.insert(
+                pname.value.0.clone(),
+                ParameterDef {
+                    description: p.description.clone(),
+                    default: p.default.clone(),
+                },
+            );
+        }
+        // What `validation` says is what is hashed (DESIGN §5); with parameters, the script
+        // sees their defaults overlaid with it.
+        let (vline, vcolumn) = g
+            .validation
+            .as_ref()
+            .map(|v| (v.line, v.column))
+            .unwrap_or((line, column));
+        let explicit = g
+            .validation
+            .as_ref()
+            .map(|v| v.value.clone())
+            .unwrap_or(serde_json::Value::Null);
+        let validation = if parameters.is_empty() {
+            explicit.clone()
+        } else {
+            let mut effective: serde_json::Map<String, serde_json::Value> = parameters
+                .iter()
+                .filter_map(|(k, p)| p.default.clone().map(|d| (k.clone(), d)))
+                .collect();
+            match &explicit {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(map) => {
+                    for (k, value) in map {
+                        if parameters.contains_key(k) {
+                            effective.insert(k.clone(), value.clone());
+                        } else {
+                            self.push(
+                                Diagnostic::at(
+                                    file,
+                                    src,
+                                    vline,
+                                    vcolumn,
+                                    format!("generator {name:?} has no parameter {k:?}"),
+                                )
+                                .hint(format!(
+                                    "its parameters are: {}",
+                                    parameters.keys().cloned().collect::<Vec<_>>().join(", ")
+                                )),
+                            );
+                        }
+                    }
+                }
+                _ => self.push(
+                    Diagnostic::at(
+                        file,
+                        src,
+                        vline,
+                        vcolumn,
+                        format!(
+                            "validation of generator {name:?} must be a mapping of its parameters"
+                        ),
+                    )
+                    .hint(format!(
+                        "e.g. validation: {{ {}: … }}",
+                        parameters.keys().next().expect("parameters is not empty")
+                    )),
+                ),
+            }
+            serde_json::Value::Object(effective)
+        };
         if self.diags.len() != before {
             return None;
         }
-        let validation = g.validation.clone().unwrap_or(serde_json::Value::Null);
-        let definition = serde_json::json!({
-            "script": g.script.value,
+        let share = g.share.unwrap_or(false);
+        // What the outputs are made from: the script and what it is given and must write.
+        // Install attributes (deploy, owner, group, mode, needed-for) are not in it: changing
+        // them re-encrypts or rewrites manifests, and must not warn "definition changed".
+        let mut definition = serde_json::json!({
+            "script": script.value,
+            "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({ "secret": f.secret })))
+                .collect::<serde_json::Map<_, _>>(),
+            "prompts": prompts.keys().collect::<Vec<_>>(),
+            "dependencies": g.dependencies.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "runtime-inputs": g.runtime_inputs.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+            "share": share,
+            "network": g.network,
+        });
+        // The hash as vars 0.1 computed it (with the install attributes, without parameters):
+        // instances generated then are not reported as changed.
+        let legacy = serde_json::json!({
+            "script": script.value,
             "files": files.iter().map(|(k, f)| (k.clone(), serde_json::json!({
                 "secret": f.secret, "deploy": f.deploy,
-                // Hashed as before owners became optional, so existing stores keep their hashes.
                 "owner": f.owner.as_deref().unwrap_or("root"),
                 "group": f.group.as_deref().unwrap_or("root"),
                 "mode": f.mode, "needed-for": f.needed_for,
@@ -278,26 +382,38 @@ impl Validator {
             "prompts": prompts.keys().collect::<Vec<_>>(),
             "dependencies": g.dependencies.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
             "runtime-inputs": g.runtime_inputs.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
-            "share": g.share,
+            "share": share,
             "network": g.network,
         });
+        if !parameters.is_empty() {
+            // Only when there are any, so definitions from before parameters keep their hash.
+            definition["parameters"] = serde_json::json!(
+                parameters
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.default.clone()))
+                    .collect::<BTreeMap<_, _>>()
+            );
+        }
         Some(Generator {
             name: name.to_owned(),
+            extends: g.extends.map(|e| e.value.0),
             description: g.description,
+            parameters,
             files,
             prompts,
             dependencies,
             dependency_positions,
             runtime_inputs: g.runtime_inputs.into_iter().map(|r| r.value).collect(),
-            script: g.script.value,
-            share: g.share,
+            script: script.value.clone(),
+            share,
             network: g.network,
             timeout,
             origin,
             shadows_shipped,
-            validation_hash: hash_json(&validation),
+            validation_hash: hash_json(&explicit),
             validation,
             definition_hash: hash_json(&definition),
+            legacy_definition_hash: hash_json(&legacy),
         })
     }
 }
@@ -311,6 +427,10 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     };
     // serde-saphyr's advice about its own options is not for vars users.
     let msg = msg.replace(", set DuplicateKeyPolicy in Options if acceptable", "");
+    let msg = msg.replace(
+        "data did not match any variant of untagged enum RecipientSpec",
+        "a recipient is a string (age1…, ssh-ed25519 …) or { generated: GEN/FILE }",
+    );
     msg.trim().to_owned()
 }
 

@@ -14,20 +14,30 @@
 //!   `resolv.conf` and `hosts`, and its `/etc/ssl/certs` bound read-only;
 //! - runtime inputs living outside `/usr` and `/nix/store`, bound read-only at their own path.
 //!
-//! There is no home (`HOME=/homeless-shelter` does not exist) and, unless the job asks for
-//! network, a private network namespace whose only interface is its own loopback, so not even
-//! services listening on the host's 127.0.0.1 are reachable.
+//! There is no home (`HOME=/homeless-shelter` does not exist) and always a private network
+//! namespace, so neither services listening on the host's 127.0.0.1 nor its abstract unix
+//! sockets are reachable. Without `network: true` its only interface is its own loopback; with
+//! it, `usernet` attaches user-mode networking (slirp4netns) to that namespace.
+//!
+//! Nothing of the invoking user's kernel keyring is reachable (issue 8): bubblewrap starts in a
+//! fresh, empty session keyring (`hardening::isolate_child`) and loads the `seccomp` filter that
+//! makes `keyctl`, `add_key` and `request_key` fail, from a pipe (`--seccomp FD`). The only
+//! descriptors it inherits beyond 0–2 are those pipes, which it closes (the network ones are
+//! closed by the first process in the sandbox before the script starts).
 
 use std::ffi::OsString;
 use std::fs;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
+use super::process::Launch;
 use super::programs::Programs;
 use super::workdir::{HOMELESS, WorkDir};
-use super::{Job, SandboxError};
+use super::{Job, SandboxError, seccomp, usernet};
 use crate::fs_util::{self, IoContext};
 
 /// Where the work dir appears inside the sandbox.
@@ -44,10 +54,16 @@ const USR_LINKS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 const ETC_FILES: &[&str] = &["/etc/ld.so.cache", "/etc/ssl/openssl.cnf", "/etc/localtime"];
 
 /// What name resolution needs, copied only for `network: true` jobs.
-const NETWORK_ETC_FILES: &[&str] = &["/etc/resolv.conf", "/etc/hosts"];
+const NETWORK_ETC_FILES: &[&str] = &["/etc/hosts"];
+
+/// Written for `network: true` jobs from the host's, see [`sandbox_resolv_conf`].
+const RESOLV_CONF: &str = "/etc/resolv.conf";
 
 /// The CA certificates for TLS, bound (a directory) only for `network: true` jobs.
 const CERTS: &str = "/etc/ssl/certs";
+
+/// The kernel's key listings in /proc, hidden behind /dev/null.
+const PROC_KEY_FILES: &[&str] = &["/proc/keys", "/proc/key-users"];
 
 /// Device nodes bound from the host into the sandbox's own `/dev` tmpfs.
 const DEVICES: &[&str] = &[
@@ -83,8 +99,15 @@ const ISOLATION: &[&str] = &[
     "--clearenv",
 ];
 
-/// The full bwrap command for `job` in `work`.
-pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Programs) -> Command {
+/// The full bwrap launch for `job` in `work`: the command, the descriptors it inherits and,
+/// for `network: true`, the pipes `usernet` attaches the network through.
+pub(crate) fn command(
+    bwrap: &Path,
+    work: &WorkDir,
+    job: &Job,
+    programs: &Programs,
+) -> Result<Launch, SandboxError> {
+    let mut keep = Vec::new();
     let mut args = Args::default();
     args.flags(ISOLATION);
     // The script's bash is pid 1 of the sandbox, with no bwrap reaper in between: one process
@@ -92,9 +115,26 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     // init) the kernel completes only once every other process of the sandbox is dead. So
     // when the run is reaped, nothing can still be writing to $out.
     args.flags(&["--as-pid-1"]);
-    if !job.network {
-        args.flags(&["--unshare-net"]);
+    // Never the host's network namespace, not even for network: true (issue 8).
+    args.flags(&["--unshare-net"]);
+    let mut network = match job.network {
+        true => Some(
+            usernet::Pending::new(usernet::program(job)?).map_err(|source| {
+                SandboxError::Spawn {
+                    program: bwrap.to_path_buf(),
+                    source,
+                }
+            })?,
+        ),
+        false => None,
+    };
+    if let Some(pending) = &mut network {
+        args.flags(&["--info-fd", &pending.info_fd().to_string()]);
+        keep.extend(pending.take_child_ends());
     }
+    let filter = seccomp_pipe(bwrap)?;
+    args.flags(&["--seccomp", &filter.as_raw_fd().to_string()]);
+    keep.push(filter);
     // A fixed host name: ssh-keygen's default comment is user@host, and the real host name
     // is none of the generator's business.
     args.flags(&["--hostname", "localhost"]);
@@ -116,6 +156,13 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
         args.bind("--ro-bind", "/nix/store", "/nix/store");
     }
     args.flags(&["--proc", "/proc"]);
+    // /proc/keys lists the descriptions of every key the user may view (the vault cache's
+    // names the store); with the keyring calls filtered there is nothing else to see.
+    for file in PROC_KEY_FILES {
+        if Path::new(file).exists() {
+            args.bind("--ro-bind", "/dev/null", file);
+        }
+    }
     // A hand-made /dev rather than `--dev`: the same host device nodes minus the devpts
     // instance and the tty, which a generator with no terminal does not need, and each
     // mount left out is start-up time saved on every run.
@@ -148,11 +195,36 @@ pub(crate) fn command(bwrap: &Path, work: &WorkDir, job: &Job, programs: &Progra
     }
     args.0.push("--".into());
     args.0.push(programs.bash.clone().into());
-    args.flags(&["-euo", "pipefail", &format!("{MOUNT}/script")]);
+    match &network {
+        // bash -c WRAPPER BASH: the wrapper waits for the network, then execs BASH -euo
+        // pipefail script.
+        Some(pending) => {
+            args.flags(&["-c", &pending.wrapper()]);
+            args.0.push(programs.bash.clone().into());
+        }
+        None => args.flags(&["-euo", "pipefail", &format!("{MOUNT}/script")]),
+    }
 
     let mut cmd = Command::new(bwrap);
     cmd.args(args.0);
-    cmd
+    Ok(Launch {
+        cmd,
+        isolate: Some(keep),
+        network,
+    })
+}
+
+/// A pipe holding the compiled seccomp filter, for `--seccomp`: its read end. The program is
+/// a few hundred bytes, far below a pipe's capacity, so writing cannot block.
+fn seccomp_pipe(bwrap: &Path) -> Result<OwnedFd, SandboxError> {
+    let program = seccomp::program()?;
+    let spawn_error = |source| SandboxError::Spawn {
+        program: bwrap.to_path_buf(),
+        source,
+    };
+    let (reader, mut writer) = std::io::pipe().map_err(spawn_error)?;
+    writer.write_all(program).map_err(spawn_error)?;
+    Ok(reader.into())
 }
 
 /// Write the sandbox's `/etc` into the work dir: a minimal user database, copies of a few
@@ -184,17 +256,35 @@ pub(crate) fn prepare(work: &WorkDir, job: &Job) -> Result<(), SandboxError> {
         write(path, bytes)?;
     }
     if job.network {
-        // Read per run: resolv.conf changes when the host changes networks.
+        // Read per run: they change when the host changes networks.
         for path in NETWORK_ETC_FILES {
             if let Ok(bytes) = fs::read(path) {
                 write(path, &bytes)?;
             }
         }
+        let host_resolv = fs::read_to_string(RESOLV_CONF).unwrap_or_default();
+        write(RESOLV_CONF, sandbox_resolv_conf(&host_resolv).as_bytes())?;
         if Path::new(CERTS).is_dir() {
             fs_util::create_dir_all(&inside(&etc, CERTS))?;
         }
     }
     Ok(())
+}
+
+/// The sandbox's resolv.conf: the host's search domains and options, but slirp4netns's DNS
+/// forwarder as the only name server. The host's own servers are often on its loopback
+/// (systemd-resolved's 127.0.0.53), which the sandbox cannot and must not reach; the forwarder
+/// passes queries to them from outside.
+fn sandbox_resolv_conf(host: &str) -> String {
+    let mut conf = format!("nameserver {}\n", usernet::DNS);
+    for line in host.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if matches!(first, "search" | "domain" | "options") {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+    }
+    conf
 }
 
 /// Where the host path `/etc/…` goes in the work dir's `etc/`.
@@ -229,11 +319,13 @@ fn user_database() -> (String, String) {
 }
 
 /// Check that `bwrap` can create the namespaces a run needs (unprivileged user namespaces
-/// are disabled on some kernels and by Ubuntu's AppArmor policy), so that `detect` fails with
-/// a clear message instead of every generator failing with a bwrap error.
+/// are disabled on some kernels and by Ubuntu's AppArmor policy) and load the keyring filter
+/// (a kernel without seccomp filters), so that `detect` fails with a clear message instead of
+/// every generator failing with a bwrap error.
 pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
-    let output = Command::new(bwrap)
-        .args(ISOLATION)
+    let filter = seccomp_pipe(bwrap)?;
+    let mut cmd = Command::new(bwrap);
+    cmd.args(ISOLATION)
         .args([
             "--unshare-net",
             "--ro-bind",
@@ -243,16 +335,18 @@ pub(crate) fn probe(bwrap: &Path) -> Result<(), SandboxError> {
             "/proc",
             "--dev",
             "/dev",
+            "--seccomp",
+            &filter.as_raw_fd().to_string(),
         ])
         .args(["--", "/bin/sh", "-c", ":"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| SandboxError::Spawn {
-            program: bwrap.to_path_buf(),
-            source,
-        })?;
+        .stderr(Stdio::piped());
+    crate::hardening::isolate_child(&mut cmd, vec![filter]);
+    let output = cmd.output().map_err(|source| SandboxError::Spawn {
+        program: bwrap.to_path_buf(),
+        source,
+    })?;
     if output.status.success() {
         return Ok(());
     }
@@ -298,8 +392,10 @@ mod tests {
         job.network = network;
         job.env = vec![("machine".into(), "m".into())];
         let programs = programs::resolve(&job).unwrap();
-        let cmd = command(Path::new("/usr/bin/bwrap"), &work, &job, &programs);
-        cmd.get_args()
+        let launch = command(Path::new("/usr/bin/bwrap"), &work, &job, &programs).unwrap();
+        launch
+            .cmd
+            .get_args()
             .map(|a| a.to_string_lossy().into_owned())
             .collect()
     }
@@ -325,9 +421,28 @@ mod tests {
     }
 
     #[test]
-    fn network_jobs_share_the_network_and_certificates() {
+    fn every_run_gets_the_keyring_filter() {
+        for network in [false, true] {
+            if network && usernet::program(&Job::new("m/g", "g", "")).is_err() {
+                continue; // the sandbox tests fail loudly without slirp4netns
+            }
+            let args = args_of(network);
+            let i = args
+                .iter()
+                .position(|a| a == "--seccomp")
+                .expect("--seccomp");
+            assert!(args[i + 1].parse::<i32>().unwrap() > 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn network_jobs_get_their_own_namespace_and_the_certificates() {
+        if usernet::program(&Job::new("m/g", "g", "")).is_err() {
+            return; // the sandbox tests fail loudly without slirp4netns
+        }
         let args = args_of(true);
-        assert!(!args.iter().any(|a| a == "--unshare-net"));
+        assert!(args.iter().any(|a| a == "--unshare-net"), "{args:?}");
+        assert!(args.iter().any(|a| a == "--info-fd"), "{args:?}");
         assert!(has_seq(&args, &["--ro-bind-try", CERTS, CERTS]));
         let etc = args.iter().position(|a| a == "/etc").unwrap();
         let certs = args.iter().position(|a| a == CERTS).unwrap();
@@ -335,6 +450,17 @@ mod tests {
             etc < certs,
             "the certificates are bound over the sandbox's /etc"
         );
+    }
+
+    #[test]
+    fn resolv_conf_names_the_forwarder_and_keeps_search_domains() {
+        let host = "# generated\nnameserver 127.0.0.53\nnameserver 10.1.1.1\n\
+                    search example.org\noptions edns0 trust-ad\n";
+        assert_eq!(
+            sandbox_resolv_conf(host),
+            "nameserver 10.0.2.3\nsearch example.org\noptions edns0 trust-ad\n"
+        );
+        assert_eq!(sandbox_resolv_conf(""), "nameserver 10.0.2.3\n");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! and pairs the problem with the fix. No message ever contains secret content: only names,
 //! paths, sizes, exit statuses and the script's own stderr (DESIGN §6 says stderr is reported,
 //! stdout never).
+//!
+//! Everything in a message that came from the repository or a script (names, runtime inputs,
+//! stderr) is printed through [`crate::text`], so a terminal escape in it shows as text instead
+//! of rewriting the user's terminal (issue 8).
 
 use std::io;
 use std::path::PathBuf;
@@ -10,6 +14,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::fs_util::IoError;
+use crate::text::{escape as esc, escape_lines};
 
 /// Why a sandboxed generator run could not produce its outputs.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +33,8 @@ pub enum SandboxError {
         "bubblewrap ({}) cannot create a sandbox on this machine: {stderr}; allow unprivileged \
          user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ an \
          AppArmor profile for bwrap), or opt out with settings.sandbox: none or --no-sandbox",
-        path.display()
+        path.display(),
+        stderr = escape_lines(stderr)
     )]
     BubblewrapUnusable {
         /// The `bwrap` binary that was tried.
@@ -72,7 +78,10 @@ pub enum SandboxError {
     /// The job itself is malformed: a name that is not a safe file name, a duplicate, or an
     /// environment variable that would override one the sandbox sets. The model validates
     /// names before this point; this is the sandbox's own defence against path traversal.
-    #[error("generator \"{generator}\" ({instance}) cannot run: {problem}")]
+    #[error(
+        "generator \"{generator}\" ({instance}) cannot run: {problem}",
+        generator = esc(generator), instance = esc(instance)
+    )]
     InvalidJob {
         /// Instance path, e.g. `machines/cinnabar/ssh-host`.
         instance: String,
@@ -87,13 +96,78 @@ pub enum SandboxError {
     #[error(
         "runtime input \"{program}\" of generator \"{generator}\" was not found: a name is looked \
          up on PATH, an absolute path must be an executable file or a directory with bin/; \
-         install the program or fix runtime-inputs"
+         install the program or fix runtime-inputs",
+        generator = esc(generator), program = esc(program)
     )]
     RuntimeInputNotFound {
         /// Generator name.
         generator: String,
         /// The `runtime-inputs` entry as written.
         program: String,
+    },
+
+    /// A `runtime-inputs` entry (or every match of a name on `PATH`) resolves, once every
+    /// symlink on the way is followed, outside the Nix store and the system's own program
+    /// directories: a repository must not be able to bind a directory of the user's into the
+    /// sandbox, e.g. a checkout's `tools/bin -> ~/.ssh` (DESIGN §6, issue 8).
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" resolves to {}, outside \
+         /nix/store and the system's program directories ({}); generators may only use \
+         installed programs: install it system-wide or with Nix, or name its /nix/store path",
+        resolved.display(),
+        super::programs::ALLOWED_PREFIXES[1..].join(", "),
+        generator = esc(generator), program = esc(program)
+    )]
+    RuntimeInputOutside {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
+        /// Its canonical path (for a directory input possibly its `bin/`).
+        resolved: PathBuf,
+    },
+
+    /// The seccomp filter that hides the kernel keyring could not be built (an architecture
+    /// vars has no filter for); no generator runs without it.
+    #[error(
+        "cannot build the sandbox's seccomp filter: {reason}; opt out with --no-sandbox if you \
+         trust the generators"
+    )]
+    Seccomp {
+        /// Why.
+        reason: String,
+    },
+
+    /// A `network: true` generator needs user-mode networking for its own network namespace,
+    /// and `slirp4netns` is not on `PATH`.
+    #[error(
+        "generator \"{generator}\" has network: true, which needs slirp4netns (user-mode \
+         networking for the sandbox's own network namespace), and it was not found on PATH; \
+         install it: apt-get install slirp4netns / nix profile install nixpkgs#slirp4netns",
+        generator = esc(generator)
+    )]
+    UserNetNotFound {
+        /// Generator name.
+        generator: String,
+    },
+
+    /// slirp4netns could not attach the network to a `network: true` run.
+    #[error(
+        "generator \"{generator}\" ({instance}): could not set up its network with {}: {}; \
+         check that slirp4netns works (slirp4netns --version) or run it without network",
+        program.display(),
+        escape_lines(reason),
+        generator = esc(generator), instance = esc(instance)
+    )]
+    UserNetFailed {
+        /// Instance path.
+        instance: String,
+        /// Generator name.
+        generator: String,
+        /// The slirp4netns binary.
+        program: PathBuf,
+        /// What failed, with the end of slirp4netns's own messages.
+        reason: String,
     },
 
     /// Creating, writing or removing something in the work dir failed.
@@ -123,7 +197,8 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}) failed with {status}; fix the script or its \
          inputs. Its stderr was:\n{}",
-        show_stderr(stderr)
+        show_stderr(stderr),
+        generator = esc(generator), instance = esc(instance)
     )]
     Exited {
         /// Instance path.
@@ -139,7 +214,8 @@ pub enum SandboxError {
     /// The run exceeded the job's timeout and every process of it was killed.
     #[error(
         "generator \"{generator}\" ({instance}) did not finish within its timeout of {timeout:?} \
-         and was killed; raise its timeout (e.g. timeout: 5m) if it really needs longer"
+         and was killed; raise its timeout (e.g. timeout: 5m) if it really needs longer",
+        generator = esc(generator), instance = esc(instance)
     )]
     TimedOut {
         /// Instance path.
@@ -153,7 +229,8 @@ pub enum SandboxError {
     /// `$out` itself was removed or replaced (only possible when unsandboxed).
     #[error(
         "generator \"{generator}\" ({instance}) removed or replaced the $out directory; write \
-         files into $out instead of replacing it"
+         files into $out instead of replacing it",
+        generator = esc(generator), instance = esc(instance)
     )]
     OutDirReplaced {
         /// Instance path.
@@ -165,7 +242,8 @@ pub enum SandboxError {
     /// A declared output file does not exist in `$out` after a successful run.
     #[error(
         "generator \"{generator}\" ({instance}) did not create declared file \"{file}\" in $out; \
-         make the script write \"$out/{file}\" or remove \"{file}\" from the generator's files"
+         make the script write \"$out/{file}\" or remove \"{file}\" from the generator's files",
+        generator = esc(generator), instance = esc(instance), file = esc(file)
     )]
     MissingOutput {
         /// Instance path.
@@ -180,7 +258,8 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}) created \"$out/{file}\" as a {kind}, not a \
          regular file; write the content into the file itself (no symlinks, directories, \
-         fifos or devices)"
+         fifos or devices)",
+        generator = esc(generator), instance = esc(instance), file = esc(file)
     )]
     NotRegularFile {
         /// Instance path.
@@ -197,7 +276,8 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}) left undeclared files in $out: {}; declare them \
          under files: or delete them in the script (put scratch files in $TMPDIR)",
-        list_names(names, *total)
+        list_names(names, *total),
+        generator = esc(generator), instance = esc(instance)
     )]
     UndeclaredOutput {
         /// The first few undeclared names, sorted (lossy UTF-8).
@@ -214,7 +294,8 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}) wrote {size} bytes to \"$out/{file}\", more than \
          the limit of {limit} bytes; generated files must be small (keys, passwords, \
-         certificates): keep bulk data out of vars"
+         certificates): keep bulk data out of vars",
+        generator = esc(generator), instance = esc(instance), file = esc(file)
     )]
     OutputTooLarge {
         /// Instance path.
@@ -230,11 +311,13 @@ pub enum SandboxError {
     },
 }
 
-fn show_stderr(stderr: &str) -> &str {
+/// A script's stderr for a message: control characters escaped (`\e]0;…\x07` cannot retitle
+/// the terminal), newlines kept.
+fn show_stderr(stderr: &str) -> std::borrow::Cow<'_, str> {
     if stderr.trim().is_empty() {
-        "(nothing)"
+        "(nothing)".into()
     } else {
-        stderr
+        escape_lines(stderr)
     }
 }
 
@@ -266,6 +349,28 @@ mod tests {
             msg.contains("settings.sandbox: none or --no-sandbox"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn repository_text_in_messages_is_escaped() {
+        let e = SandboxError::Exited {
+            instance: "machines/m/g\x1b[2K".into(),
+            generator: "g\x07".into(),
+            status: std::os::unix::process::ExitStatusExt::from_raw(256),
+            stderr: "boom\x1b]0;x\x07\nsecond line".into(),
+        };
+        let msg = e.to_string();
+        assert!(!msg.contains('\x1b') && !msg.contains('\x07'), "{msg:?}");
+        assert!(msg.contains("boom\\e]0;x\\x07\nsecond line"), "{msg}");
+        assert!(
+            msg.contains("generator \"g\\x07\" (machines/m/g\\e[2K)"),
+            "{msg}"
+        );
+        let e = SandboxError::RuntimeInputNotFound {
+            generator: "g".into(),
+            program: "tool\x1b]52;c;AAAA\x07".into(),
+        };
+        assert!(!e.to_string().contains('\x1b'), "{e}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! Seatbelt cannot remap paths the way bubblewrap's mounts do, so the script sees the work dir
 //! at its real (canonical: `/var` is `/private/var`) host path, and the profile decides what
 //! may be touched: system programs and libraries read-only, the work dir read-only, `$out` and
-//! the run's private `tmp/` writable, nothing else — in particular not the user's home — and
-//! no network unless the job asks for it.
+//! the run's private `tmp/` writable, nothing else — in particular not the user's home or
+//! keychains, whose service (securityd) is denied — and no network unless the job asks for it.
+//! macOS has no kernel keyring system calls to filter; the keychain is its counterpart.
 //!
 //! `sandbox-exec` is deprecated by Apple but still shipped and still what Nix uses on macOS.
 //! None of this can run in CI (Linux); [`sandbox_exec_profile`] is unit-tested as text.
@@ -61,7 +62,8 @@ const NETWORK_READ: &[&str] = &[
     "/private/etc/ssl",
 ];
 
-/// Mach services for DNS and certificate checks, needed only with network.
+/// Mach services for DNS and certificate checks, needed only with network. Not
+/// `com.apple.SecurityServer` (securityd): it serves the user's keychains.
 const NETWORK_SERVICES: &[&str] = &[
     "com.apple.SystemConfiguration.configd",
     "com.apple.SystemConfiguration.DNSConfiguration",
@@ -70,7 +72,21 @@ const NETWORK_SERVICES: &[&str] = &[
     "com.apple.trustd",
     "com.apple.trustd.agent",
     "com.apple.ocspd",
+];
+
+/// The keychain's services (securityd and its agents): macOS's counterpart of the kernel
+/// keyring, which a script must not reach (issue 8). `(deny default)` already denies every
+/// mach-lookup not allowed; the profile states these explicitly, and a test keeps them out of
+/// every allow rule. The keychain files (`~/Library/Keychains`, `/Library/Keychains`) are not
+/// readable either: neither is under a readable path.
+const KEYCHAIN_SERVICES: &[&str] = &[
     "com.apple.SecurityServer",
+    "com.apple.securityd",
+    "com.apple.securityd.xpc",
+    "com.apple.security.agent",
+    "com.apple.security.authhost",
+    "com.apple.secd",
+    "com.apple.security.keychain-circle-notification",
 ];
 
 /// The Seatbelt profile for a run in `work_dir` (a canonical path).
@@ -134,6 +150,12 @@ pub fn sandbox_exec_profile(work_dir: &Path, extra_read: &[PathBuf], network: bo
 
     p.push_str(";; Users and groups by id (ssh-keygen, id) are answered by opendirectoryd.\n");
     p.push_str("(allow mach-lookup (global-name \"com.apple.system.opendirectoryd.libinfo\"))\n\n");
+
+    p.push_str(";; The keychain (securityd) is the user's: never reachable.\n(deny mach-lookup");
+    for s in KEYCHAIN_SERVICES {
+        let _ = write!(p, "\n  (global-name {})", quote(Path::new(s)));
+    }
+    p.push_str(")\n\n");
 
     if network {
         p.push_str(";; network: true — outgoing connections, DNS and certificate checks.\n");
@@ -287,6 +309,20 @@ mod tests {
             !meta.contains("(subpath"),
             "metadata only on exact ancestors"
         );
+    }
+
+    #[test]
+    fn the_keychain_is_denied_with_and_without_network() {
+        for network in [false, true] {
+            let p = sandbox_exec_profile(Path::new(WORK), &[], network);
+            let lookups = allows(&p, "mach-lookup");
+            for service in KEYCHAIN_SERVICES {
+                let name = format!("(global-name \"{service}\")");
+                assert!(!lookups.contains(&name), "{service} allowed: {lookups}");
+                assert!(p.contains(&name), "{service} not denied explicitly");
+            }
+            assert!(!p.contains("Keychains"), "{p}");
+        }
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! One run:
 //!
 //! 1. validate the job's names (defence in depth against path traversal) and resolve its
-//!    `runtime-inputs` on the host (`programs`);
+//!    `runtime-inputs` on the host, refusing anything outside the Nix store and the system's
+//!    program directories (`programs`);
 //! 2. create a private 0700 work dir on tmpfs and fill it with the script, `$in`, `$prompts`
 //!    and program links (`workdir`);
-//! 3. run `bash -euo pipefail script` under bubblewrap (`bwrap`), `sandbox-exec` (`macos`) or,
-//!    as an explicit opt-out, directly — with a cleared environment, stdout discarded and a
+//! 3. run `bash -euo pipefail script` under bubblewrap (`bwrap`: a fresh session keyring, the
+//!    keyring-denying `seccomp` filter, and for `network: true` user-mode networking in the
+//!    sandbox's own network namespace, `usernet`), `sandbox-exec` (`macos`) or, as an
+//!    explicit opt-out, directly — with a cleared environment, stdout discarded and a
 //!    timeout that kills the whole run (`process`);
 //! 4. check that `$out` holds exactly the declared regular files, each within
 //!    [`MAX_OUTPUT_BYTES`], and read them (`verify`);
@@ -25,8 +28,21 @@ mod error;
 mod macos;
 mod process;
 mod programs;
+#[cfg(target_os = "linux")]
+mod seccomp;
+mod usernet;
 mod verify;
 mod workdir;
+
+/// bubblewrap, and so its keyring filter, exists only on Linux.
+#[cfg(not(target_os = "linux"))]
+mod seccomp {
+    pub(crate) fn program() -> Result<&'static [u8], super::SandboxError> {
+        Err(super::SandboxError::Seccomp {
+            reason: "bubblewrap runs only on Linux".into(),
+        })
+    }
+}
 
 #[cfg(test)]
 mod tests;
@@ -209,15 +225,17 @@ fn run_in(
     work: &workdir::WorkDir,
 ) -> Result<BTreeMap<String, SecretBytes>, SandboxError> {
     work.populate(job, programs)?;
-    let cmd = match kind {
+    let launch = match kind {
         SandboxKind::Bubblewrap(bwrap_path) => {
             bwrap::prepare(work, job)?;
-            bwrap::command(bwrap_path, work, job, programs)
+            bwrap::command(bwrap_path, work, job, programs)?
         }
-        SandboxKind::SandboxExec => macos::command(work, job, programs)?,
-        SandboxKind::Unsandboxed => unsandboxed_command(work, job, programs),
+        SandboxKind::SandboxExec => process::Launch::plain(macos::command(work, job, programs)?),
+        SandboxKind::Unsandboxed => {
+            process::Launch::plain(unsandboxed_command(work, job, programs))
+        }
     };
-    match process::run(cmd, work, job.timeout)? {
+    match process::run(launch, job, work, job.timeout)? {
         process::Outcome::TimedOut => Err(SandboxError::TimedOut {
             instance: job.label.clone(),
             generator: job.generator.clone(),

@@ -1,5 +1,7 @@
-//! Running the prepared command: its own process group, stdout discarded, the tail of stderr
-//! kept, and a timeout that kills the whole run.
+//! Running the prepared [`Launch`]: its own process group, stdout discarded, the tail of stderr
+//! kept, a timeout that kills the whole run, and for bubblewrap a fresh session keyring and
+//! exactly the descriptors it is given (`hardening::isolate_child`), plus the network of a
+//! `network: true` run attached once the sandbox runs (`usernet`).
 //!
 //! Waiting is race-free without `unsafe`: a waiter thread blocks in
 //! `waitid(…, WEXITED | WNOWAIT)`, which reports the exit but leaves the child a zombie. While
@@ -13,18 +15,19 @@
 //! with `setsid` — one reason the unsandboxed mode is only an explicit opt-out.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 
-use super::SandboxError;
 use super::workdir::WorkDir;
+use super::{Job, SandboxError, usernet};
 
 /// How much of a failing script's stderr is kept: the last 16 KiB.
 pub const STDERR_CAP: usize = 16 * 1024;
@@ -45,13 +48,42 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
-/// Spawn `cmd` in its own process group, registered with `work` for the interrupt handler,
-/// and wait at most `timeout`.
+/// How to start one run.
+pub(crate) struct Launch {
+    /// The sandbox (or bash) command.
+    pub cmd: Command,
+    /// Linux sandboxes: start the child in a fresh, empty session keyring, and keep these
+    /// descriptors open across its exec (their numbers are on its command line).
+    pub isolate: Option<Vec<OwnedFd>>,
+    /// `network: true` under bubblewrap: attach user-mode networking once the sandbox runs.
+    pub network: Option<usernet::Pending>,
+}
+
+impl Launch {
+    /// A command with nothing else to do.
+    pub(crate) fn plain(cmd: Command) -> Self {
+        Launch {
+            cmd,
+            isolate: None,
+            network: None,
+        }
+    }
+}
+
+/// Spawn the launch's command in its own process group, registered with `work` for the
+/// interrupt handler, attach its network if it has one, and wait at most `timeout` in all.
 pub(crate) fn run(
-    mut cmd: Command,
+    launch: Launch,
+    job: &Job,
     work: &WorkDir,
     timeout: Duration,
 ) -> Result<Outcome, SandboxError> {
+    let started = Instant::now();
+    let Launch {
+        mut cmd,
+        isolate,
+        network,
+    } = launch;
     let program = PathBuf::from(cmd.get_program());
     cmd.stdin(Stdio::null())
         // stdout is discarded at the source: generators must never print secrets anywhere
@@ -59,9 +91,13 @@ pub(crate) fn run(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|source| SandboxError::Spawn { program, source })?;
+    if let Some(keep) = isolate {
+        crate::hardening::isolate_child(&mut cmd, keep);
+    }
+    let spawned = cmd.spawn();
+    // Closes this process's copies of the descriptors the child inherited.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| SandboxError::Spawn { program, source })?;
     let pid = Pid::from_child(&child);
     work.set_group(Some(pid));
 
@@ -91,7 +127,23 @@ pub(crate) fn run(
         return Err(SandboxError::Supervise(source));
     }
 
-    let timed_out = match exited_rx.recv_timeout(timeout) {
+    // A network run's helper lives as long as the run, and goes (killed) with it.
+    let mut _helper = None;
+    if let Some(pending) = network {
+        match pending.attach(job, work, started + timeout) {
+            Ok(helper) => _helper = helper,
+            Err(e) => {
+                let _ = rustix::process::kill_process_group(pid, Signal::KILL);
+                let _ = exited_rx.recv();
+                let _ = child.wait();
+                work.set_group(None);
+                return Err(e);
+            }
+        }
+    }
+
+    let left = timeout.saturating_sub(started.elapsed());
+    let timed_out = match exited_rx.recv_timeout(left) {
         Ok(_) => false,
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let _ = rustix::process::kill_process_group(pid, Signal::KILL);

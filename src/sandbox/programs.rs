@@ -9,6 +9,14 @@
 //! single-binary coreutils) keep working. Programs whose canonical path lies outside the
 //! system prefixes are listed in [`Programs::host_paths`] so the bwrap backend binds them.
 //!
+//! Only programs that resolve into [`ALLOWED_PREFIXES`] (the Nix store and the system's own
+//! program directories) are exposed (DESIGN §6, issue 8): every path is canonicalised first,
+//! so a repository cannot name `runtime-inputs: [/path/to/checkout/tools]` with
+//! `tools/bin -> ~/.ssh` and have the home's keys bound into the sandbox, and a name found on
+//! `PATH` in the user's home (`~/bin/deploy`, which may embed credentials, or a pyenv shim that
+//! would not run without the home anyway) is skipped in favour of the next match on `PATH`;
+//! `~/.nix-profile/bin/x` resolves into `/nix/store` and is fine.
+//!
 //! `PATH` is hygiene, not a wall: a script can still run `/usr/bin/foo` by absolute path.
 //! The security boundary is the sandbox (no home, no network, read-only system).
 
@@ -97,9 +105,40 @@ const CORE_PROGRAMS: &[&str] = &[
     "yes",
 ];
 
+/// The runtime input that names the running vars binary itself, whatever `PATH` says (`nix run`
+/// puts none on it): the shipped zerotier generators call `vars zerotier-identity`.
+pub(crate) const VARS_ITSELF: &str = "vars";
+
 /// Host prefixes the bwrap sandbox mounts read-only anyway; anything canonical outside them
 /// needs its own bind.
 const SYSTEM_PREFIXES: &[&str] = &["/usr", "/nix/store"];
+
+/// Where the canonical path of a runtime input or core program must lie: the Nix store and the
+/// directories the system's package manager owns (root's to change). Not `/opt`, `/home`,
+/// `/tmp`, `/root`, `/etc` or a checkout.
+#[cfg(not(target_os = "macos"))]
+pub(crate) const ALLOWED_PREFIXES: &[&str] = &[
+    "/nix/store",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+];
+
+/// macOS: the same, plus the prefixes of Homebrew (Apple silicon) and MacPorts, where macOS
+/// users' command-line tools live (Intel Homebrew's `/usr/local` is under `/usr`).
+#[cfg(target_os = "macos")]
+pub(crate) const ALLOWED_PREFIXES: &[&str] = &[
+    "/nix/store",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/opt/homebrew",
+    "/opt/local",
+];
 
 /// The resolved program set of one job.
 pub(crate) struct Programs {
@@ -125,13 +164,31 @@ struct Core {
 pub(crate) fn resolve(job: &Job) -> Result<Programs, SandboxError> {
     // The host PATH does not change while vars runs, so the core set is resolved once.
     static CORE: OnceLock<Option<Core>> = OnceLock::new();
-    let core = CORE.get_or_init(resolve_core).as_ref().ok_or_else(|| {
-        SandboxError::RuntimeInputNotFound {
+    let core = CORE
+        .get_or_init(|| resolve_core(&host_path(), &allowed()))
+        .as_ref()
+        .ok_or_else(|| SandboxError::RuntimeInputNotFound {
             generator: job.generator.clone(),
             program: "bash".into(),
-        }
-    })?;
+        })?;
+    resolve_with(job, core, &host_path(), &allowed())
+}
 
+fn host_path() -> std::ffi::OsString {
+    env::var_os("PATH").unwrap_or_default()
+}
+
+fn allowed() -> Vec<PathBuf> {
+    ALLOWED_PREFIXES.iter().map(PathBuf::from).collect()
+}
+
+/// [`resolve`] with an explicit `PATH` and allowed prefixes (tests use temporary ones).
+fn resolve_with(
+    job: &Job,
+    core: &'static Core,
+    path_var: &std::ffi::OsStr,
+    allowed: &[PathBuf],
+) -> Result<Programs, SandboxError> {
     let mut programs = Programs {
         bash: core.bash.clone(),
         bin: Vec::new(),
@@ -148,11 +205,25 @@ pub(crate) fn resolve(job: &Job) -> Result<Programs, SandboxError> {
             generator: job.generator.clone(),
             program: input.clone(),
         };
+        let outside = |resolved: PathBuf| SandboxError::RuntimeInputOutside {
+            generator: job.generator.clone(),
+            program: input.clone(),
+            resolved,
+        };
         let path = Path::new(input);
         if path.is_absolute() {
+            // Canonical first: every symlink on the way, wherever it points, is resolved
+            // before the prefix check.
             let canonical = fs::canonicalize(path).map_err(|_| not_found())?;
+            if !is_allowed(&canonical, allowed) {
+                return Err(outside(canonical));
+            }
             if canonical.is_dir() {
-                let bin = canonical.join("bin");
+                // `bin` itself may be a symlink out of an allowed directory.
+                let bin = fs::canonicalize(canonical.join("bin")).map_err(|_| not_found())?;
+                if !is_allowed(&bin, allowed) {
+                    return Err(outside(bin));
+                }
                 if !bin.is_dir() {
                     return Err(not_found());
                 }
@@ -167,12 +238,18 @@ pub(crate) fn resolve(job: &Job) -> Result<Programs, SandboxError> {
             } else {
                 return Err(not_found());
             }
+        } else if input == VARS_ITSELF {
+            let exe = env::current_exe().map_err(|_| not_found())?;
+            let canonical = fs::canonicalize(exe).map_err(|_| not_found())?;
+            programs.link(input, canonical);
         } else if input.contains('/') || input.is_empty() || input == "." || input == ".." {
             return Err(not_found());
         } else {
-            let found = find_program(input).ok_or_else(not_found)?;
-            let canonical = fs::canonicalize(&found).map_err(|_| not_found())?;
-            programs.link(input, canonical);
+            match lookup(input, path_var, allowed) {
+                Lookup::Found(canonical) => programs.link(input, canonical),
+                Lookup::OnlyOutside(resolved) => return Err(outside(resolved)),
+                Lookup::Missing => return Err(not_found()),
+            }
         }
     }
     Ok(programs)
@@ -195,8 +272,11 @@ impl Programs {
     }
 }
 
-fn resolve_core() -> Option<Core> {
-    let canonical = |name: &str| find_program(name).and_then(|p| fs::canonicalize(p).ok());
+fn resolve_core(path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Option<Core> {
+    let canonical = |name: &str| match lookup(name, path_var, allowed) {
+        Lookup::Found(path) => Some(path),
+        Lookup::OnlyOutside(_) | Lookup::Missing => None,
+    };
     let bash = canonical("bash")?;
     let programs = std::iter::once(("bash".to_owned(), bash.clone()))
         .chain(
@@ -209,12 +289,48 @@ fn resolve_core() -> Option<Core> {
 }
 
 /// Look `name` up on the host `PATH` like a shell would: the first executable regular file.
+/// For host programs vars itself runs (bubblewrap, slirp4netns), not for the sandbox.
 pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
+}
+
+/// Where a program name given to the sandbox resolves.
+#[derive(Debug, PartialEq)]
+enum Lookup {
+    /// The canonical path of the first match on `PATH` inside the allowed prefixes.
+    Found(PathBuf),
+    /// Matches exist, but all resolve outside them; the first one's canonical path.
+    OnlyOutside(PathBuf),
+    /// No executable of that name on `PATH`.
+    Missing,
+}
+
+/// Like a shell's lookup, but a match whose canonical path lies outside `allowed` is skipped.
+fn lookup(name: &str, path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Lookup {
+    let mut outside = None;
+    for dir in env::split_paths(path_var).filter(|dir| dir.is_absolute()) {
+        let candidate = dir.join(name);
+        if !is_executable(&candidate) {
+            continue;
+        }
+        let Ok(canonical) = fs::canonicalize(&candidate) else {
+            continue;
+        };
+        if is_allowed(&canonical, allowed) {
+            return Lookup::Found(canonical);
+        }
+        outside.get_or_insert(canonical);
+    }
+    outside.map_or(Lookup::Missing, Lookup::OnlyOutside)
+}
+
+/// Whether the canonical `path` lies in (or is) one of the `allowed` prefixes.
+fn is_allowed(path: &Path, allowed: &[PathBuf]) -> bool {
+    allowed.iter().any(|prefix| path.starts_with(prefix))
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -270,19 +386,142 @@ mod tests {
         }
     }
 
-    #[test]
-    fn directory_inputs_contribute_their_bin_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("bin")).unwrap();
-        let p = resolve(&job(&[dir.path().to_str().unwrap()])).unwrap();
-        let bin = fs::canonicalize(dir.path()).unwrap().join("bin");
-        assert_eq!(p.path_dirs, vec![bin.clone()]);
-        assert!(
-            p.host_paths.contains(&bin),
-            "outside /usr, so it must be bound"
-        );
+    fn exe(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
 
-        let empty = tempfile::tempdir().unwrap();
-        assert!(resolve(&job(&[empty.path().to_str().unwrap()])).is_err());
+    #[test]
+    fn vars_is_the_running_binary() {
+        let p = resolve(&job(&["vars"])).unwrap();
+        let exe = fs::canonicalize(env::current_exe().unwrap()).unwrap();
+        assert_eq!(p.bin, vec![("vars".to_owned(), exe.clone())]);
+        assert!(p.host_paths.iter().any(|h| exe.starts_with(h)) || exe.starts_with("/usr"));
+    }
+
+    /// A core set for `resolve_with`, leaked: tests need a `&'static` one.
+    fn core() -> &'static Core {
+        Box::leak(Box::new(resolve_core(&host_path(), &allowed()).unwrap()))
+    }
+
+    fn outside_error(result: Result<Programs, SandboxError>, input: &str) -> PathBuf {
+        match result {
+            Err(SandboxError::RuntimeInputOutside {
+                program,
+                generator,
+                resolved,
+            }) => {
+                assert_eq!(program, input);
+                assert_eq!(generator, "g");
+                resolved
+            }
+            Err(other) => panic!("{input}: wrong error {other}"),
+            Ok(_) => panic!("{input}: resolved"),
+        }
+    }
+
+    #[test]
+    fn system_directory_inputs_contribute_their_bin_dir() {
+        let p = resolve(&job(&["/usr", "/usr/bin/env"])).unwrap();
+        assert_eq!(p.path_dirs, vec![PathBuf::from("/usr/bin")]);
+        assert!(p.host_paths.is_empty(), "/usr is mounted anyway");
+        assert_eq!(p.bin[0].0, "env");
+
+        let store = tempfile::tempdir().unwrap();
+        let pkg = store.path().join("pkg");
+        fs::create_dir_all(pkg.join("bin")).unwrap();
+        let allowed = vec![fs::canonicalize(store.path()).unwrap()];
+        let input = pkg.to_str().unwrap();
+        let p = resolve_with(&job(&[input]), core(), &host_path(), &allowed).unwrap();
+        let bin = fs::canonicalize(&pkg).unwrap().join("bin");
+        assert_eq!(p.path_dirs, vec![bin.clone()]);
+        assert!(p.host_paths.contains(&bin), "outside /usr, so it is bound");
+
+        fs::create_dir(store.path().join("empty")).unwrap();
+        let empty = store.path().join("empty");
+        let result = resolve_with(
+            &job(&[empty.to_str().unwrap()]),
+            core(),
+            &host_path(),
+            &allowed,
+        );
+        assert!(matches!(
+            result,
+            Err(SandboxError::RuntimeInputNotFound { .. })
+        ));
+    }
+
+    /// Issue 8: `tools/bin -> ~/.ssh` in the repo plus `runtime-inputs: [/path/to/checkout/tools]`.
+    #[test]
+    fn a_checkout_directory_with_bin_linked_to_the_home_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let ssh = root.path().join("home/.ssh");
+        fs::create_dir_all(&ssh).unwrap();
+        fs::write(ssh.join("id_ed25519"), "PRIVATE KEY").unwrap();
+        let tools = root.path().join("checkout/tools");
+        fs::create_dir_all(&tools).unwrap();
+        std::os::unix::fs::symlink(&ssh, tools.join("bin")).unwrap();
+        let input = tools.to_str().unwrap();
+        let resolved = outside_error(resolve(&job(&[input])), input);
+        assert_eq!(resolved, fs::canonicalize(&tools).unwrap());
+        let msg = resolve(&job(&[input])).err().unwrap().to_string();
+        assert!(msg.contains(input), "{msg}");
+        assert!(msg.contains("/nix/store"), "{msg}");
+
+        // Also when the directory itself is in an allowed prefix: its `bin` leads out.
+        let allowed = vec![fs::canonicalize(root.path().join("checkout")).unwrap()];
+        let resolved = outside_error(
+            resolve_with(&job(&[input]), core(), &host_path(), &allowed),
+            input,
+        );
+        assert_eq!(resolved, fs::canonicalize(&ssh).unwrap());
+
+        // A file input linked out of an allowed place, and a plain file in the checkout.
+        std::os::unix::fs::symlink(ssh.join("id_ed25519"), tools.join("key")).unwrap();
+        let key = tools.join("key");
+        outside_error(
+            resolve_with(
+                &job(&[key.to_str().unwrap()]),
+                core(),
+                &host_path(),
+                &allowed,
+            ),
+            key.to_str().unwrap(),
+        );
+        for input in ["/etc/passwd", "/tmp", "/root"] {
+            if Path::new(input).exists() {
+                outside_error(resolve(&job(&[input])), input);
+            }
+        }
+    }
+
+    #[test]
+    fn path_lookup_skips_matches_outside_the_allowed_prefixes() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = fs::canonicalize(root.path()).unwrap();
+        let (home, sys) = (root_path.join("home/bin"), root_path.join("sys/bin"));
+        exe(&home.join("tool"));
+        exe(&sys.join("tool"));
+        exe(&home.join("only-home"));
+        // A system-looking link that leads into the home is outside too.
+        std::os::unix::fs::symlink(home.join("only-home"), sys.join("linked")).unwrap();
+        let allowed = vec![root_path.join("sys")];
+        let path = env::join_paths([&home, &sys]).unwrap();
+        assert_eq!(
+            lookup("tool", &path, &allowed),
+            Lookup::Found(sys.join("tool"))
+        );
+        assert_eq!(
+            lookup("only-home", &path, &allowed),
+            Lookup::OnlyOutside(home.join("only-home"))
+        );
+        assert_eq!(
+            lookup("linked", &path, &allowed),
+            Lookup::OnlyOutside(home.join("only-home"))
+        );
+        assert_eq!(lookup("missing", &path, &allowed), Lookup::Missing);
+        let result = resolve_with(&job(&["only-home"]), core(), &path, &allowed);
+        assert_eq!(outside_error(result, "only-home"), home.join("only-home"));
     }
 }

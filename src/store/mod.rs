@@ -109,6 +109,9 @@ pub struct Store {
     backend: Backend,
     /// The open store directory, once it exists.
     root: OnceLock<Dir>,
+    /// Where this machine keeps what it knows about stores (outside any repository):
+    /// `$XDG_STATE_HOME/vars`, default `~/.local/state/vars`; `None` without a home.
+    state_dir: Option<PathBuf>,
 }
 
 /// Held while writing; released on drop.
@@ -176,6 +179,7 @@ impl Store {
             },
             backend,
             root: OnceLock::new(),
+            state_dir: default_state_dir(),
         }
     }
 
@@ -186,7 +190,20 @@ impl Store {
             place: Place::Path,
             backend: Backend::Age,
             root: OnceLock::new(),
+            state_dir: default_state_dir(),
         }
+    }
+
+    /// Keep this machine's knowledge about the store (the vault recipient last seen) in
+    /// `dir` instead of the default (tests; a host with an unusual home).
+    pub fn with_state_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.state_dir = dir;
+        self
+    }
+
+    /// Where this machine keeps what it knows about stores; `None` when it cannot.
+    pub fn state_dir(&self) -> Option<&Path> {
+        self.state_dir.as_deref()
     }
 
     /// The backend whose file names this store uses.
@@ -307,22 +324,6 @@ impl Store {
             let rel = format!("{id}/{}", layout::stored_name(file, true, backend));
             if let Some(bytes) = self.read_rel(&rel, MAX_STORED)? {
                 return Ok(Some((backend, bytes)));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Which backend's name a stored secret has, as [`Store::read_secret`] would read it
-    /// (only regular files count); `None` when neither exists.
-    pub fn secret_backend(
-        &self,
-        id: &InstanceId,
-        file: &str,
-    ) -> Result<Option<Backend>, StoreError> {
-        for backend in [self.backend, layout::other_backend(self.backend)] {
-            let rel = format!("{id}/{}", layout::stored_name(file, true, backend));
-            if self.kind(&rel)? == Some(Kind::File) {
-                return Ok(Some(backend));
             }
         }
         Ok(None)
@@ -618,6 +619,19 @@ impl Store {
         }
         Ok(repaired)
     }
+}
+
+/// `$XDG_STATE_HOME/vars`, else `~/.local/state/vars`.
+fn default_state_dir() -> Option<PathBuf> {
+    let state = std::env::var_os(crate::env::XDG_STATE_HOME)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os(crate::env::HOME)
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/state"))
+        })?;
+    Some(state.join("vars"))
 }
 
 /// Names of vars' own transient files: spares, temporary files, `.D.old`, `.D.removing`.

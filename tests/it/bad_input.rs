@@ -3,25 +3,6 @@
 
 use crate::common::{self, TestEnv};
 
-/// A one-machine fleet whose only generator runs `script` and declares `files`.
-pub fn mini(script: &str, files: &str) -> TestEnv {
-    let mut env = TestEnv::empty();
-    env.fleet = "clan8".into();
-    let admin = std::fs::read_to_string(common::repo().join("testdata/keys/clan8/users/crs58.pub"))
-        .unwrap();
-    let host =
-        std::fs::read_to_string(common::repo().join("testdata/keys/clan8/hosts/cinnabar.pub"))
-            .unwrap();
-    let indented: String = script.lines().map(|l| format!("      {l}\n")).collect();
-    let yaml = format!(
-        "version: 1\nadmins: [alice]\nusers:\n  alice:\n    recipients: [\"{}\"]\nmachines:\n  host1:\n    recipients: [\"{}\"]\n    generators: [g]\ngenerators:\n  g:\n    timeout: 2s\n    files: {files}\n    script: |\n{indented}",
-        admin.trim(),
-        host.trim()
-    );
-    std::fs::write(env.root().join("vars.yaml"), yaml).unwrap();
-    env
-}
-
 fn assert_nothing_written(env: &TestEnv) {
     // Manifests and the vault may be written (they describe what exists); the instance not.
     let instance = env.store().join("machines/host1/g");
@@ -56,7 +37,7 @@ fn failing_script_reports_stderr_not_stdout() {
     if !sandboxed() {
         return;
     }
-    let env = mini(
+    let env = TestEnv::mini(
         "echo STDOUT-SENTINEL\necho 'something broke' >&2\nexit 7",
         "{ key: {} }",
     );
@@ -78,7 +59,7 @@ fn hanging_script_times_out() {
     if !sandboxed() {
         return;
     }
-    let env = mini("sleep 60", "{ key: {} }");
+    let env = TestEnv::mini("sleep 60", "{ key: {} }");
     let start = std::time::Instant::now();
     let out = env.vars(&["generate"]);
     assert!(start.elapsed() < std::time::Duration::from_secs(20));
@@ -115,7 +96,7 @@ fn oversized_symlinked_missing_and_extra_outputs_are_rejected() {
         ),
     ];
     for (script, files, needle) in cases {
-        let env = mini(script, files);
+        let env = TestEnv::mini(script, files);
         let out = env.vars(&["generate"]);
         assert_eq!(out.status.code(), Some(1), "{script}");
         let err = common::stderr(&out);

@@ -22,7 +22,7 @@ const VAULT_SECRET: &str = "shared/restic-password/password";
 
 /// The keyring identity entry is per kernel user (and linked into the persistent keyring), so
 /// tests that may read or write it take turns.
-static KEYRING: Mutex<()> = Mutex::new(());
+pub(crate) static KEYRING: Mutex<()> = Mutex::new(());
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -483,4 +483,105 @@ fn unlock_outside_a_session_keyring_fails_with_the_fix_and_changes_nothing() {
         assert_eq!(out.status.code(), Some(1));
         assert!(common::stderr(&out).contains("keyctl session -"));
     }
+}
+
+/// DESIGN §9.5: an identity file readable by group or others is refused, wherever it was found,
+/// with the fix in the hint; a named identity that is missing is an error naming it (issue
+/// 10.4); an ssh-rsa private key is refused as an identity (SECURITY.md).
+#[test]
+fn open_missing_and_rsa_identities_are_refused_with_the_fix() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    let env = fleets::generated("darwin2");
+    let key = env.key("users/seth.age");
+    let refused = |out: &Output, path: &Path, what: &str| {
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: {}",
+            common::stderr(out)
+        );
+        let err = common::stderr(out);
+        assert!(err.contains(&path.display().to_string()), "{what}: {err}");
+        assert!(
+            err.contains("0644") && err.contains("group or others"),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains(&format!("chmod 600 {}", path.display())),
+            "{what}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{what}: nothing decrypted");
+    };
+
+    // --identity and VARS_IDENTITY_FILE.
+    let open = env.dir.path().join("open.age");
+    std::fs::copy(&key, &open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(
+        &get_with(&env, SETH_SECRET, &open, None),
+        &open,
+        "--identity",
+    );
+    let out = env
+        .command(&["get", SETH_SECRET])
+        .env("VARS_IDENTITY_FILE", &open)
+        .output()
+        .unwrap();
+    refused(&out, &open, "VARS_IDENTITY_FILE");
+
+    // The default places: ~/.config/vars/identity.txt, then ~/.ssh/id_ed25519 (a 0644 one is
+    // refused, not skipped in favour of the next place).
+    let config = env.home.join(".config/vars/identity.txt");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::copy(&key, &config).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&env.vars(&["get", SETH_SECRET]), &config, "identity.txt");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.vars(&["get", SETH_SECRET]);
+    assert!(
+        out.status.success(),
+        "0600 is fine: {}",
+        common::stderr(&out)
+    );
+    std::fs::remove_file(&config).unwrap();
+    let ssh = env.home.join(".ssh/id_ed25519");
+    std::fs::create_dir_all(ssh.parent().unwrap()).unwrap();
+    std::fs::copy(env.key("users/seth_ssh"), &ssh).unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o644)).unwrap();
+    refused(&env.vars(&["get", SETH_SECRET]), &ssh, "id_ed25519");
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = env.vars(&["get", SETH_SECRET]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    std::fs::remove_file(&ssh).unwrap();
+
+    // A named identity that does not exist fails like --identity does, naming the path, even
+    // though a usable default exists.
+    write_0600(&config, &std::fs::read(&key).unwrap());
+    let missing = env.dir.path().join("missing-identity.txt");
+    for out in [
+        env.command(&["get", SETH_SECRET])
+            .env("VARS_IDENTITY_FILE", &missing)
+            .output()
+            .unwrap(),
+        get_with(&env, SETH_SECRET, &missing, None),
+    ] {
+        assert_eq!(out.status.code(), Some(1));
+        let err = common::stderr(&out);
+        assert!(err.contains(&missing.display().to_string()), "{err}");
+        assert!(err.contains("does not exist"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+
+    // ssh-rsa: refused as an identity, with what to use instead.
+    let rsa = env.dir.path().join("id_rsa");
+    write_0600(
+        &rsa,
+        &std::fs::read(common::repo().join("testdata/keys/rsa/id_rsa")).unwrap(),
+    );
+    let out = get_with(&env, SETH_SECRET, &rsa, None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(err.contains("ssh-rsa") && err.contains("ed25519"), "{err}");
 }

@@ -46,7 +46,7 @@ fn sentinel_never_leaks() {
         return;
     }
     let since = std::time::SystemTime::now() - std::time::Duration::from_secs(2);
-    let env = crate::bad_input::mini(
+    let env = common::TestEnv::mini(
         "cat \"$prompts/pw\" > \"$out/key\"\nsha256sum < \"$prompts/pw\" | cut -c1-16 > \"$out/id\"",
         "{ key: {}, id: { secret: false } }",
     );

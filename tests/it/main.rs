@@ -4,16 +4,25 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod attacks;
 mod bad_input;
+mod bootstrap;
 mod cli;
 mod crash;
 mod fleets;
+mod generators;
 mod identity;
 mod import;
 mod leaks;
+mod library;
+mod nix;
+mod plugin;
+mod regenerate;
 mod rekey;
 mod rekey_props;
 mod robustness;
+mod sandbox;
 mod schema;
 mod set;
+mod snapshots;
 mod sops;

@@ -35,6 +35,33 @@ proptest! {
         let _ = vars::model::load(&dir.path().join("vars.yaml"));
     }
 
+    /// Any `timeout:` value loads or is "not a duration"; huge ones used to overflow (a panic
+    /// in debug builds, a silent wrap to 3584 s in release builds).
+    #[test]
+    fn any_timeout_loads_or_is_refused(
+        timeout in prop_oneof![
+            Just("5124095576030432h".to_owned()),
+            Just("18446744073709551615s1s".to_owned()),
+            "[0-9]{1,25}[smh]?([0-9]{1,25}[smh])?",
+        ]
+    ) {
+        let mut text = fixture();
+        let at = text.find("\ngenerators:\n").expect("the fixture has generators");
+        text.insert_str(at + "\ngenerators:\n".len(), &format!(
+            "  timed:\n    files: {{ f: {{}} }}\n    timeout: \"{timeout}\"\n    script: \"true\"\n"
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        common::copy_dir(&common::repo().join("testdata/schema/valid/everything"), dir.path());
+        std::fs::write(dir.path().join("vars.yaml"), &text).unwrap();
+        match vars::model::load(&dir.path().join("vars.yaml")) {
+            Ok(config) => {
+                let t = config.generators["timed"].timeout;
+                prop_assert_eq!(Some(t), vars::model::parse_duration(&timeout));
+            }
+            Err(e) => prop_assert!(e.to_string().contains("is not a duration"), "{}", e),
+        }
+    }
+
     #[test]
     fn meta_json_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1024)) {
         let dir = tempfile::tempdir().unwrap();

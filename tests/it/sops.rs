@@ -216,7 +216,7 @@ fn fleets_with_the_sops_backend_are_read_by_exactly_their_keys() {
         let admin = env.key(fleets::admin_key(fleet)).display().to_string();
         let (path, host) = match fleet {
             "darwin2" => ("shared/wifi-psk/psk", "hosts/air13"),
-            _ => ("shared/zerotier-network/identity-secret", "hosts/cinnabar"),
+            _ => ("shared/backup-repo/password", "hosts/cinnabar"),
         };
         let got = env.ok(&["get", "--identity", &admin, path]);
         let file = env.store().join(format!("{path}.sops"));
@@ -313,7 +313,7 @@ fn in_process_reading_matches_files_sops_wrote() {
     let key = dir.path().join("key.txt");
     std::fs::write(&key, id_text.expose()).unwrap();
     let mut ids = Identities::default();
-    ids.add_bytes(id_text.expose(), "test").unwrap();
+    ids.add_file(&key).unwrap();
 
     let yaml = "\
 # a comment sops keeps (encrypted) but leaves out of the MAC
@@ -567,6 +567,8 @@ fn wide_fleet(n: usize) -> (TestEnv, PathBuf) {
     let key = env.dir.path().join("keys/admin.txt");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
     std::fs::write(&key, admin.expose()).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut yaml = format!(
         "version: 1\nadmins: [admin]\nusers:\n  admin:\n    recipients: [\"{admin_r}\"]\nmachines:\n"
     );

@@ -1,0 +1,412 @@
+//! Attacks from the repository side (issue 8, DESIGN §3): someone who can commit to the fleet
+//! repo controls vars.yaml, generators/ and every byte under vars/. Each test plants what such
+//! a commit could, then runs the real binary and checks that vars neither follows the link nor
+//! reveals, overwrites or encrypts anything it should not, and that `vars check` reports it.
+
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use crate::common::{self, TestEnv};
+
+const SENTINEL: &str = "PRIVATE-KEY-SENTINEL-9f3c";
+
+/// A two-generator fleet: `dep` writes a public and a secret file, `user` copies the public
+/// one (what it got as `$in`) into its own public output.
+fn chained() -> TestEnv {
+    common::TestEnv::yaml(
+        r#"version: 1
+admins: [alice]
+users:
+  alice: { recipients: ["{admin}"] }
+machines:
+  host1: { recipients: ["{host}"], generators: [user] }
+generators:
+  dep:
+    files: { pub: { secret: false }, key: {} }
+    script: |
+      echo public > "$out/pub"
+      head -c 16 /dev/urandom > "$out/key"
+  user:
+    dependencies: [dep]
+    files: { copy: { secret: false } }
+    script: cat "$in/dep/pub" > "$out/copy"
+"#,
+    )
+}
+
+/// A file in the test's HOME that holds the sentinel (what an attacker wants read).
+fn home_secret(env: &TestEnv) -> std::path::PathBuf {
+    let p = env.home.join(".ssh/id_ed25519");
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(
+        &p,
+        format!("-----BEGIN OPENSSH PRIVATE KEY-----\n{SENTINEL}\n"),
+    )
+    .unwrap();
+    p
+}
+
+fn assert_no_sentinel(env: &TestEnv, out: &std::process::Output) {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        common::stderr(out)
+    );
+    assert!(!text.contains(SENTINEL), "the sentinel was printed: {text}");
+    for p in common::walk(&env.store()) {
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(SENTINEL),
+                "the sentinel reached {}",
+                p.display()
+            );
+        }
+    }
+}
+
+fn check_json(env: &TestEnv) -> (Option<i32>, serde_json::Value) {
+    let out = env.vars(&["check", "--json"]);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("check --json: {e}: {}", common::stderr(&out));
+    });
+    (out.status.code(), json)
+}
+
+fn finding_kinds(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["kind"].as_str().unwrap().to_owned(),
+                f["subject"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sandboxed() -> bool {
+    common::require_tool("bwrap", "apt-get install bubblewrap")
+}
+
+/// Issue 8, 2(a): `dep/pub` replaced by a link to the home's ssh key is not read for `$in`.
+#[test]
+fn a_linked_dependency_output_is_never_read_into_in() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    env.ok(&["generate"]);
+    let secret = home_secret(&env);
+    let pub_file = env.store().join("machines/host1/dep/pub");
+    std::fs::remove_file(&pub_file).unwrap();
+    symlink(&secret, &pub_file).unwrap();
+    let admin = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["generate", "--regenerate", "user", "-i", &admin]);
+    assert!(!out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("pub is a symlink"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_no_sentinel(&env, &out);
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3));
+    assert!(
+        finding_kinds(&json).contains(&("tampered".into(), "machines/host1/dep/pub".into())),
+        "{json}"
+    );
+}
+
+/// Issue 8, 2(b): a rekey carries declared files only; a planted link or stray file does not
+/// become a committed regular file holding its target.
+#[test]
+fn rekey_carries_only_declared_files() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    env.ok(&["generate"]);
+    let secret = home_secret(&env);
+    let dir = env.store().join("machines/host1/dep");
+    symlink(&secret, dir.join("extra")).unwrap();
+    std::fs::write(dir.join("key.txt"), "stray plaintext copy").unwrap();
+    let admin = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["rekey", "--rotate-vault", "--yes", "-i", &admin]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["key.age", "meta.json", "pub"]);
+    assert_no_sentinel(&env, &out);
+    env.ok(&["check"]);
+}
+
+/// Issue 8, 2(c): `vars/machines/M` as a link to `~/.config` must not make a swap replace
+/// `~/.config/<gen>` (code execution through, say, a git hook).
+#[test]
+fn a_linked_machine_directory_is_never_written_through() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    env.ok(&["generate"]);
+    let config_dir = env.home.join(".config");
+    std::fs::create_dir_all(config_dir.join("user")).unwrap();
+    std::fs::write(config_dir.join("user/hooks"), "the user's own file").unwrap();
+    let machine = env.store().join("machines/host1");
+    std::fs::rename(&machine, env.dir.path().join("moved-away")).unwrap();
+    symlink(&config_dir, &machine).unwrap();
+    let admin = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["generate", "--regenerate", "-i", &admin]);
+    assert!(!out.status.success());
+    assert_eq!(
+        std::fs::read_to_string(config_dir.join("user/hooks")).unwrap(),
+        "the user's own file"
+    );
+    let entries: Vec<_> = std::fs::read_dir(&config_dir).unwrap().collect();
+    assert_eq!(
+        entries.len(),
+        1,
+        "nothing was written into the link's target"
+    );
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3));
+    assert!(
+        finding_kinds(&json).contains(&("tampered".into(), "machines/host1".into())),
+        "{json}"
+    );
+}
+
+/// Issue 8: a committed `vars -> /elsewhere` makes vars write nothing there, and a dangling
+/// `.lock` link is not created.
+#[test]
+fn a_linked_store_or_lock_file_is_refused() {
+    let env = chained();
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, env.store()).unwrap();
+    let out = env.vars(&["generate", "--no-sandbox"]);
+    assert!(!out.status.success());
+    assert!(
+        common::stderr(&out).contains("symbolic link"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+
+    std::fs::remove_file(env.store()).unwrap();
+    std::fs::create_dir(env.store()).unwrap();
+    let target = env.dir.path().join("created-through-the-link");
+    symlink(&target, env.store().join(".lock")).unwrap();
+    let out = env.vars(&["generate", "--no-sandbox"]);
+    assert!(!out.status.success());
+    assert!(!target.exists());
+}
+
+/// Issue 8: a committed `generators/x.yaml -> ~/.config/vars/identity.txt` must not make an
+/// error message print the identity (into a CI log).
+#[test]
+fn a_linked_generator_file_is_not_read_or_printed() {
+    let env = chained();
+    let identity = env.home.join(".config/vars/identity.txt");
+    std::fs::create_dir_all(identity.parent().unwrap()).unwrap();
+    std::fs::write(&identity, format!("AGE-SECRET-KEY-1{SENTINEL}\n")).unwrap();
+    std::fs::create_dir_all(env.root().join("generators")).unwrap();
+    symlink(&identity, env.root().join("generators/x.yaml")).unwrap();
+    let out = env.vars(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains("generators/x.yaml") && err.contains("symlink"),
+        "{err}"
+    );
+    assert!(!err.contains(SENTINEL), "{err}");
+
+    // The same for a linked vars.yaml found by walking up; --config names it on purpose.
+    std::fs::remove_file(env.root().join("generators/x.yaml")).unwrap();
+    let real = env.dir.path().join("real.yaml");
+    std::fs::rename(env.root().join("vars.yaml"), &real).unwrap();
+    symlink(&real, env.root().join("vars.yaml")).unwrap();
+    let out = env.vars(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("symbolic link"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = env.vars(&["--config", "vars.yaml", "list"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+/// `check` reports every kind of tampering in the store: links, fifos, stray and undeclared
+/// files, a `meta.json` naming a file outside its instance (issue 8).
+#[test]
+fn check_reports_every_kind_of_tampering() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    env.ok(&["generate"]);
+    env.ok(&["check"]);
+    let inst = env.store().join("machines/host1/user");
+    std::fs::write(inst.join("copy.bak"), "a stray copy").unwrap();
+    symlink("/etc/passwd", env.store().join("machines/host1/dep/passwd")).unwrap();
+    std::fs::write(env.store().join("machines/host1/notes.txt"), "x").unwrap();
+    let fifo = env.store().join("shared-fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3), "{json}");
+    let kinds = finding_kinds(&json);
+    for subject in [
+        "machines/host1/user/copy.bak",
+        "machines/host1/dep/passwd",
+        "machines/host1/notes.txt",
+        "shared-fifo",
+    ] {
+        assert!(
+            kinds.contains(&("tampered".into(), subject.into())),
+            "{subject}: {json}"
+        );
+    }
+
+    // A hand-crafted meta.json that names a file outside the instance is damage; rekey and
+    // check never read outside the store (nor panic).
+    let meta = inst.join("meta.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let text = text.replace("\"copy\"", "\"../../../../../etc/passwd\"");
+    std::fs::write(&meta, text).unwrap();
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3));
+    assert!(
+        finding_kinds(&json).contains(&("damaged".into(), "machines/host1/user".into())),
+        "{json}"
+    );
+    let admin = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["rekey", "--yes", "-i", &admin]);
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(
+        !common::stderr(&out).contains("panicked"),
+        "{}",
+        common::stderr(&out)
+    );
+}
+
+/// Issue 8, 3: a `keys/vault.pub` swapped for an attacker's recipient is caught: against
+/// `vault.age` when the vault is opened, against this machine's record otherwise.
+#[test]
+fn a_swapped_vault_pub_is_caught() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    env.ok(&["generate"]);
+    let pub_file = env.store().join("keys/vault.pub");
+    let genuine = std::fs::read_to_string(&pub_file).unwrap();
+    let (_, attacker) = vars::crypto::new_identity();
+    std::fs::write(&pub_file, format!("{attacker}\n")).unwrap();
+    // A new instance that needs no vault key: only vault.pub would be used.
+    let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    let yaml = yaml
+        .replace("generators: [user]", "generators: [user, more]")
+        .replace(
+            "generators:\n  dep:",
+            "generators:\n  more:\n    files: { k: {} }\n    script: echo x > \"$out/k\"\n  dep:",
+        );
+    std::fs::write(env.root().join("vars.yaml"), yaml).unwrap();
+    let out = env.vars(&["generate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = common::stderr(&out);
+    assert!(
+        err.contains(&attacker) && err.contains(genuine.trim()),
+        "{err}"
+    );
+    assert!(err.contains("--trust-vault"), "{err}");
+    assert!(!env.store().join("machines/host1/more").exists());
+    // With the admin's identity the vault is opened and the mismatch is proven.
+    let admin = env.key("users/crs58.age").display().to_string();
+    let out = env.vars(&["generate", "--regenerate", "dep", "-i", &admin]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("tampered"),
+        "{}",
+        common::stderr(&out)
+    );
+    // Restored, everything works again.
+    std::fs::write(&pub_file, &genuine).unwrap();
+    env.ok(&["generate"]);
+}
+
+/// Issue 8, 6: `settings.sandbox: none` from the repository alone does not turn the sandbox
+/// off; `--no-sandbox` or `VARS_NO_SANDBOX=1` from the person running vars does.
+#[test]
+fn sandbox_none_in_the_repo_needs_the_person_to_agree() {
+    let env = chained();
+    let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    std::fs::write(
+        env.root().join("vars.yaml"),
+        yaml.replace("version: 1\n", "version: 1\nsettings: { sandbox: none }\n"),
+    )
+    .unwrap();
+    let out = env.vars(&["generate"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        common::stderr(&out).contains("--no-sandbox"),
+        "{}",
+        common::stderr(&out)
+    );
+    assert!(!env.store().join("machines").exists());
+    let out = env
+        .command(&["generate"])
+        .env("VARS_NO_SANDBOX", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+}
+
+/// Issue 8, 8: a failed generate leaves manifests naming only files that exist.
+#[test]
+fn a_failed_generate_leaves_manifests_naming_only_existing_files() {
+    if !sandboxed() {
+        return;
+    }
+    let env = chained();
+    let yaml = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    std::fs::write(
+        env.root().join("vars.yaml"),
+        yaml.replace(
+            "script: cat \"$in/dep/pub\" > \"$out/copy\"",
+            "script: exit 3",
+        ),
+    )
+    .unwrap();
+    let out = env.vars(&["generate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let manifest =
+        std::fs::read_to_string(env.store().join("machines/host1/manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    for (_, g) in manifest["generators"].as_object().unwrap() {
+        for (_, f) in g["files"].as_object().unwrap() {
+            let path = f["path"].as_str().unwrap();
+            assert!(
+                Path::new(&env.store().join(path)).is_file(),
+                "{path} is named but missing"
+            );
+        }
+    }
+    assert!(manifest["generators"].get("user").is_none(), "{manifest}");
+}
