@@ -466,7 +466,9 @@ mod tests {
     #[test]
     fn a_new_instance_needs_every_file_then_one_file_renews_the_generation() {
         let (t, config) = fleet();
-        let store = config.store();
+        let store = config
+            .store()
+            .with_state_dir(Some(config.root.join("state")));
         let _lock = store.lock().unwrap();
         let (id, _) = resolve(&config, "machines/m/pair/key").unwrap();
         let one = vec![InstanceValues {
@@ -521,7 +523,9 @@ mod tests {
     #[test]
     fn a_new_instance_whose_dependency_is_missing_is_refused() {
         let (_t, config) = fleet();
-        let store = config.store();
+        let store = config
+            .store()
+            .with_state_dir(Some(config.root.join("state")));
         let (id, _) = resolve(&config, "machines/m/child/x").unwrap();
         let err = set(
             &config,
