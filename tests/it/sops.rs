@@ -472,7 +472,9 @@ fn values_with(
     admin_key: &Path,
 ) -> (BTreeMap<String, Vec<u8>>, BTreeMap<String, Vec<u8>>) {
     let config = vars::model::load(&env.root().join("vars.yaml")).unwrap();
-    let store = config.store();
+    let store = config
+        .store()
+        .with_state_dir(Some(env.dir.path().join("state")));
     let mut admin = Identities::default();
     admin.add_file(admin_key).unwrap();
     let vault = vars::vault::unwrap_vault(&store, &admin).unwrap();
