@@ -171,6 +171,13 @@ pub fn check(
                     if !s.removed.is_empty() {
                         parts.push(format!("still readable by {}", join(&s.removed)));
                     }
+                    if let Some(from) = s.convert_from {
+                        parts.push(format!(
+                            "stored as {} but settings.backend is {}",
+                            layout::stored_name(&s.file, true, from),
+                            store.backend()
+                        ));
+                    }
                     if parts.is_empty() {
                         parts.push("its deploy setting changed".into());
                     }
@@ -316,15 +323,26 @@ fn store_findings(config: &Config, store: &Store, listing: &Listing) -> Vec<Find
     for stored in &listing.instances {
         let id = &stored.id;
         let rel = id.to_string();
+        let present: BTreeSet<String> = stored
+            .entries
+            .iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect();
         let expected: Option<BTreeSet<String>> = config.instances.get(id).map(|_| {
             let generator = config.generator(id);
             std::iter::once(layout::META_FILE.to_owned())
-                .chain(
-                    generator
-                        .files
-                        .iter()
-                        .map(|(name, def)| store.stored_name(name, def.secret)),
-                )
+                .chain(generator.files.iter().map(|(name, def)| {
+                    // A secret still stored by the other backend (a conversion under way) is
+                    // stale, not stray: the planner reports it.
+                    let own = store.stored_name(name, def.secret);
+                    let other =
+                        layout::stored_name(name, true, layout::other_backend(store.backend()));
+                    if def.secret && !present.contains(&own) && present.contains(&other) {
+                        other
+                    } else {
+                        own
+                    }
+                }))
                 .collect()
         });
         if expected.is_none() {
@@ -392,10 +410,10 @@ fn ciphertext_mismatches(
     let mut findings = Vec::new();
     for (name, f) in meta.files.iter().filter(|(_, f)| f.secret) {
         let stored = store.stored_name(name, true);
-        let detail = match store.read_file(id, name, true) {
+        let detail = match store.read_secret(id, name) {
             Err(e) => Some(format!("cannot read {stored}: {e}")),
             Ok(None) => None, // the planner reports the missing file
-            Ok(Some(bytes)) => match seal::stanzas(&bytes) {
+            Ok(Some((backend, bytes))) => match seal::stanzas(backend, &bytes) {
                 Err(e) => Some(format!("{stored}: {e}")),
                 Ok(stanzas) => {
                     let recorded = f.recipients.as_deref().unwrap_or_default();

@@ -47,3 +47,10 @@ pub const ACTIVATION_DIR: &str = "VARS_ACTIVATION_DIR";
 
 /// The user's D-Bus session bus, passed to `systemctl --user` by `vars install --user-mode`.
 pub const DBUS_SESSION_BUS_ADDRESS: &str = "DBUS_SESSION_BUS_ADDRESS";
+/// The sops program to run for `settings.backend: sops` (default: `sops` on `PATH`, a Python
+/// wrapper script followed to the program it runs; see `src/sops/mod.rs`).
+pub const SOPS: &str = "VARS_SOPS";
+
+/// sops' age key file, which `vars import` also decrypts with when no `--identity` is given
+/// (default `~/.config/sops/age/keys.txt`, where clan and sops-nix admins keep their key).
+pub const SOPS_AGE_KEY_FILE: &str = "SOPS_AGE_KEY_FILE";

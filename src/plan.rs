@@ -17,6 +17,7 @@ use crate::meta::Meta;
 use crate::model::{Config, InstanceId};
 pub use crate::recipients::Reader;
 use crate::recipients::{self, RecipientIndex};
+use crate::spec::Backend;
 use crate::store::{Store, StoreError};
 
 /// Why an instance must be (re)generated.
@@ -79,6 +80,10 @@ pub struct StaleSecret {
     pub added: Vec<Reader>,
     /// Who will lose access.
     pub removed: Vec<Reader>,
+    /// The backend whose name the secret is stored under, when it is not the store's
+    /// (`settings.backend` changed): re-encryption converts it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub convert_from: Option<Backend>,
 }
 
 /// What happens to one instance.
@@ -180,8 +185,9 @@ pub enum PlanError {
 
 /// What reading an instance found.
 enum Read {
-    /// A valid `meta.json`, and the declared files that are not in the store.
-    Present(Meta, Vec<String>),
+    /// A valid `meta.json`, the declared files that are not in the store, and the secrets
+    /// stored under the other backend's name.
+    Present(Meta, Vec<String>, BTreeMap<String, Backend>),
     Missing,
     Damaged(String),
 }
@@ -227,7 +233,7 @@ pub fn plan(
             let metas = reads
                 .into_iter()
                 .filter_map(|(id, r)| match r {
-                    Read::Present(m, _) => Some((id, m)),
+                    Read::Present(m, ..) => Some((id, m)),
                     _ => None,
                 })
                 .collect();
@@ -244,9 +250,26 @@ fn read(config: &Config, store: &Store, id: &InstanceId) -> Result<Read, StoreEr
     match store.read_meta(id) {
         Ok(Some(meta)) => {
             let mut absent = Vec::new();
+            let mut converting = BTreeMap::new();
             for (name, def) in &config.generator(id).files {
-                let stored = store.stored_name(name, def.secret);
-                match store.kind(&format!("{id}/{stored}"))? {
+                let own = store.stored_name(name, def.secret);
+                let (stored, kind) = match store.kind(&format!("{id}/{own}"))? {
+                    // A secret still stored by the other backend (a conversion under way) is
+                    // stale, not missing: re-encryption converts it.
+                    None if def.secret => {
+                        let from = crate::store::layout::other_backend(store.backend());
+                        let other = crate::store::layout::stored_name(name, true, from);
+                        match store.kind(&format!("{id}/{other}"))? {
+                            Some(crate::fs_util::Kind::File) => {
+                                converting.insert(name.clone(), from);
+                                continue;
+                            }
+                            kind => (other, kind),
+                        }
+                    }
+                    kind => (own, kind),
+                };
+                match kind {
                     Some(crate::fs_util::Kind::File) => {}
                     None => absent.push(name.clone()),
                     // Not something vars writes: the store was tampered with. Not "missing",
@@ -259,7 +282,7 @@ fn read(config: &Config, store: &Store, id: &InstanceId) -> Result<Read, StoreEr
                     }
                 }
             }
-            Ok(Read::Present(meta, absent))
+            Ok(Read::Present(meta, absent, converting))
         }
         Ok(None) => Ok(Read::Missing),
         Err(StoreError::BadMeta { reason, .. }) => {
@@ -289,7 +312,7 @@ fn evaluate(
             Read::Damaged(detail) => reasons.push(Reason::Damaged {
                 detail: detail.clone(),
             }),
-            Read::Present(meta, absent) => {
+            Read::Present(meta, absent, converting) => {
                 for (name, def) in &generator.files {
                     let recorded = meta.files.get(name);
                     if absent.contains(name) || recorded.is_none_or(|r| r.secret != def.secret) {
@@ -322,7 +345,7 @@ fn evaluate(
                     }
                 }
                 if let Some((vault, index)) = vault {
-                    stale = stale_secrets(config, id, meta, vault, index);
+                    stale = stale_secrets(config, id, meta, vault, index, converting);
                 }
             }
         }
@@ -350,19 +373,20 @@ fn evaluate(
 /// The recorded generation id of a dependency that was read and is valid.
 fn generation(read: Option<&Read>) -> Option<&String> {
     match read {
-        Some(Read::Present(m, _)) => Some(&m.generation),
+        Some(Read::Present(m, ..)) => Some(&m.generation),
         _ => None,
     }
 }
 
 /// The secrets of an instance whose recorded recipients, or `deploy` flag, differ from the
-/// declared ones.
+/// declared ones, or that are stored by the other backend (`converting`).
 fn stale_secrets(
     config: &Config,
     id: &InstanceId,
     meta: &Meta,
     vault: &str,
     index: &RecipientIndex<'_>,
+    converting: &BTreeMap<String, Backend>,
 ) -> Vec<StaleSecret> {
     let mut stale = Vec::new();
     for (name, def) in config.generator(id).files.iter().filter(|(_, d)| d.secret) {
@@ -372,7 +396,8 @@ fn stale_secrets(
             .and_then(|f| f.recipients.clone())
             .unwrap_or_default();
         let deploy_changed = recorded.is_some_and(|f| f.deploy != def.deploy);
-        if want != have || deploy_changed {
+        let convert_from = converting.get(name).copied();
+        if want != have || deploy_changed || convert_from.is_some() {
             let want_set: BTreeSet<String> = want.into_iter().collect();
             let have_set: BTreeSet<String> = have.into_iter().collect();
             stale.push(StaleSecret {
@@ -382,6 +407,7 @@ fn stale_secrets(
                     Some(&recipients::principals_for(config, id, def)),
                 ),
                 removed: index.describe(&have_set.difference(&want_set).cloned().collect(), None),
+                convert_from,
             });
         }
     }

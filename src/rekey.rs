@@ -22,6 +22,7 @@ use crate::model::{Config, InstanceId, Scope};
 use crate::plan::{self, Action, PlanError, StaleSecret};
 use crate::recipients;
 use crate::seal::{Opener, SealError, Sealer};
+use crate::spec::Backend;
 use crate::store::layout::PrincipalKind;
 use crate::store::{StagedFile, Store, StoreError};
 use crate::vault::{self, VaultError};
@@ -68,6 +69,9 @@ pub struct Intent {
     pub remove_users: Vec<String>,
     /// `--rotate-vault`.
     pub rotate_vault: bool,
+    /// `--backend`: the person says `settings.backend` changed to this; every secret stored
+    /// by the other backend is converted.
+    pub backend: Option<Backend>,
 }
 
 /// What happens to the vault key.
@@ -174,6 +178,14 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
             ));
         }
     }
+    if let Some(b) = intent.backend
+        && b != config.backend
+    {
+        return intent_err(format!(
+            "--backend {b}: settings.backend in vars.yaml is {}; set `backend: {b}` under settings: first",
+            config.backend
+        ));
+    }
     let state = vault::state(store)?;
     let current = state
         .recipient
@@ -264,6 +276,20 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
         notes.push(format!(
             "machine {m}'s own instances are created by: vars generate --machine {m}"
         ));
+    }
+    let converting = instances
+        .iter()
+        .flat_map(|(_, s)| s)
+        .filter(|s| s.convert_from.is_some())
+        .count();
+    if let Some(b) = intent.backend {
+        notes.push(if converting == 0 {
+            format!("every secret is already stored by the {b} backend")
+        } else {
+            format!(
+                "{converting} secret(s) are converted to the {b} backend, instance by instance (an interrupted run is finished by running it again)"
+            )
+        });
     }
     let mut readable_by_removed = BTreeMap::new();
     let mut remove_users = Vec::new();
@@ -466,19 +492,23 @@ impl Resealer<'_> {
         let mut staged = Vec::with_capacity(meta.files.len() + 1);
         for (name, entry) in meta.files.iter_mut() {
             let def = &generator.files[name];
-            let raw =
-                self.store
-                    .read_file(id, name, def.secret)?
-                    .ok_or_else(|| StoreError::BadMeta {
-                        path: self.store.file_path(id, name, def.secret),
-                        reason: "a file meta.json lists is missing".into(),
-                    })?;
+            let missing = || StoreError::BadMeta {
+                path: self.store.file_path(id, name, def.secret),
+                reason: "a file meta.json lists is missing".into(),
+            };
+            // A secret may still be stored by the other backend (a conversion under way).
+            let (backend, raw) = if def.secret {
+                self.store.read_secret(id, name)?.ok_or_else(missing)?
+            } else {
+                let raw = self.store.read_file(id, name, false)?.ok_or_else(missing)?;
+                (self.store.backend(), raw)
+            };
             let bytes = if !def.secret {
                 raw
             } else {
                 let want = recipients::recipients_for(self.config, id, def, self.sealer.vault());
                 entry.deploy = def.deploy;
-                if entry.recipients.as_ref() == Some(&want) {
+                if entry.recipients.as_ref() == Some(&want) && backend == self.store.backend() {
                     raw
                 } else {
                     // During a rotation, try first the vault the file is recorded to be

@@ -1,8 +1,10 @@
 //! Every encryption, decryption and header inspection of a stored secret goes through here,
-//! whichever backend writes the store (DESIGN §11): `generate`, `rekey`, the vault's re-wrap,
-//! `get`, dependency inputs, `check`'s header reads and `vars install`. Today the backend is
-//! age, in-process ([`crate::crypto`]); a second backend adds its arm to [`Sealer::seal`],
-//! [`Opener::open`] and [`stanzas`] and nothing else changes.
+//! whichever backend writes the store (DESIGN §11): `generate`, `rekey`, `set`, the
+//! importers, `get`, dependency inputs, `check`'s header reads and `vars install`. The age
+//! backend encrypts in-process ([`crate::crypto`]); the sops backend has the `sops` program
+//! write sops' binary format ([`crate::sops`]). Both are *read* in-process, told apart by
+//! content (an age header, or sops' JSON), so a store half-way through a conversion between
+//! backends (`vars rekey --backend`) reads everywhere. The vault's own key files stay age.
 //!
 //! [`Reader`] is how a person reads a secret: with the vault unlocked by `vars unlock`, else
 //! with their own identity (they may be a recipient), else through the vault unwrapped with it
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 use crate::crypto::{self, CryptoError, Identities, Recipient, Stanza, VaultKey};
 use crate::model::Config;
 use crate::secret::SecretBytes;
+use crate::sops::{self, SopsError, file::FileError};
 use crate::spec::Backend;
 use crate::store::Store;
 
@@ -32,20 +35,48 @@ pub enum SealError {
     /// The vault could not be opened to read a secret.
     #[error(transparent)]
     Vault(Box<crate::vault::OpenError>),
+    /// The sops program is missing or failed.
+    #[error(transparent)]
+    Sops(Box<SopsError>),
+    /// A sops file could not be read.
+    #[error(transparent)]
+    SopsFile(Box<FileError>),
+}
+
+// Boxed: an error is passed up through every command's result, which stays small.
+impl From<SopsError> for SealError {
+    fn from(e: SopsError) -> Self {
+        SealError::Sops(Box::new(e))
+    }
+}
+
+impl From<FileError> for SealError {
+    fn from(e: FileError) -> Self {
+        SealError::SopsFile(Box::new(e))
+    }
 }
 
 /// Encrypts secrets to the recipients DESIGN §4 computes, the vault's stanza first.
 pub struct Sealer<'a> {
     config: &'a Config,
     vault: Recipient,
+    /// The sops program, for the sops backend: found (or reported missing) before anything
+    /// runs.
+    sops: Option<&'static sops::Program>,
 }
 
 impl<'a> Sealer<'a> {
-    /// A sealer for the fleet of `config` whose vault recipient is `vault`.
+    /// A sealer for the fleet of `config` whose vault recipient is `vault`. With the sops
+    /// backend, a missing or too old `sops` is an error here, before anything is generated.
     pub fn new(config: &'a Config, vault: &str) -> Result<Self, SealError> {
+        let sops = match config.backend {
+            Backend::Age => None,
+            Backend::Sops => Some(sops::program()?),
+        };
         Ok(Sealer {
             config,
             vault: Recipient::parse(vault)?,
+            sops,
         })
     }
 
@@ -78,9 +109,11 @@ impl<'a> Sealer<'a> {
                     })?;
             refs.push(parsed);
         }
-        match self.config.backend {
-            Backend::Age | Backend::Sops => {
-                Ok(crypto::encrypt(plaintext, &refs, self.config.armor)?)
+        match self.sops {
+            None => Ok(crypto::encrypt(plaintext, &refs, self.config.armor)?),
+            Some(program) => {
+                let texts: Vec<&str> = refs.iter().map(|r| r.text()).collect();
+                Ok(program.encrypt(plaintext, &texts)?)
             }
         }
     }
@@ -109,15 +142,24 @@ impl Opener {
         &self.ids.sources
     }
 
-    /// Decrypt a stored secret.
+    /// Decrypt a stored secret of either backend (told apart by content).
     pub fn open(&self, ciphertext: &[u8]) -> Result<SecretBytes, SealError> {
+        if sops::file::looks_like_sops(ciphertext) {
+            return Ok(sops::file::open_binary(ciphertext, &self.ids)?);
+        }
         Ok(self.ids.decrypt(ciphertext)?)
     }
 }
 
-/// The recipient stanzas in a stored secret's header, read without decrypting (for `check`).
-pub fn stanzas(ciphertext: &[u8]) -> Result<Vec<Stanza>, SealError> {
-    Ok(crypto::header_stanzas(ciphertext)?)
+/// The recipient stanzas of a secret stored by `backend`, read without decrypting (for
+/// `check`): an age header's, or those inside each `sops.age` entry of a sops file (plus one
+/// per master key of another kind, so every key that can read the file is counted). Bytes
+/// that are not the backend's format are an error.
+pub fn stanzas(backend: Backend, ciphertext: &[u8]) -> Result<Vec<Stanza>, SealError> {
+    match backend {
+        Backend::Age => Ok(crypto::header_stanzas(ciphertext)?),
+        Backend::Sops => Ok(sops::file::SopsFile::parse_binary(ciphertext)?.stanzas()?),
+    }
 }
 
 /// How a person reads secrets of a store (`vars get`, stored prompt values): the cached vault,

@@ -189,13 +189,29 @@ pub struct Settings {
 }
 
 /// `settings.backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
     /// In-process age encryption.
     Age,
     /// The `sops` program.
     Sops,
+}
+
+impl Backend {
+    /// The name as written in vars.yaml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Age => "age",
+            Backend::Sops => "sops",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// `settings.sandbox`.

@@ -177,6 +177,10 @@ impl From<vars::generate::GenerateError> for CliError {
             G::Selection(s) => s.into(),
             G::Plan(p) => p.into(),
             G::Rekey(r) => super::rekey::rekey_error(r),
+            G::Seal {
+                source: vars::seal::SealError::Sops(s),
+                ..
+            } => sops_error(*s),
             G::Damaged { .. } => CliError::new(e.to_string()).hint("restore them from version control, or replace them with new values: vars generate --regenerate <GEN> --machine/--user …"),
             G::RotationInterrupted => CliError::new(e.to_string()).hint("finish it first: vars rekey --yes"),
             G::Identity(i) => i.into(),
@@ -208,5 +212,14 @@ impl From<vars::generate::SelectionError> for CliError {
                 err.hint("assign it to a machine, user or tag in vars.yaml")
             }
         }
+    }
+}
+
+/// A failure of the sops program, with what to do about it.
+pub fn sops_error(e: vars::sops::SopsError) -> CliError {
+    let err = CliError::new(e.to_string());
+    match e.hint() {
+        "" => err,
+        h => err.hint(h),
     }
 }

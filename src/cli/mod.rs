@@ -9,6 +9,7 @@ mod generate;
 mod generators;
 mod get;
 mod graph;
+mod import;
 mod init;
 mod install;
 mod keygen;
@@ -17,6 +18,7 @@ mod man;
 mod rekey;
 mod scan;
 mod schema;
+mod set;
 mod terminal;
 mod ui;
 mod unlock;
@@ -70,6 +72,10 @@ pub enum Command {
     Get(get::Args),
     /// Decrypt a machine's or user's secrets into a RAM file system (activation)
     Install(install::Args),
+    /// Replace one value (from standard input or --from-file); its dependents become stale
+    Set(set::Args),
+    /// Bring in secrets from agenix, clan vars or sops-nix, values and readers kept
+    Import(import::Args),
     /// Print the dependency graph
     Graph(graph::Args),
     /// Print the JSON schema of vars.yaml or of a generator file
@@ -124,6 +130,8 @@ pub fn main() -> i32 {
         Command::Generators(a) => generators::run(a),
         Command::Get(a) => get::run(&cli.global, a),
         Command::Install(a) => install::run(a),
+        Command::Set(a) => set::run(&cli.global, a),
+        Command::Import(a) => import::run(&cli.global, a),
         Command::Graph(a) => graph::run(&cli.global, a),
         Command::Schema(a) => schema::run(a),
         Command::Completions(a) => completions::run(a),

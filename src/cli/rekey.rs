@@ -22,6 +22,9 @@ pub struct Args {
     /// Replace the vault key and re-encrypt every secret
     #[arg(long)]
     pub rotate_vault: bool,
+    /// settings.backend was changed to this: convert every secret stored by the other one
+    #[arg(long, value_name = "age|sops")]
+    pub backend: Option<BackendArg>,
     /// Print the plan and exit (exit 3 if anything is stale)
     #[arg(long)]
     pub dry_run: bool,
@@ -36,6 +39,24 @@ pub struct Args {
     pub jobs: Option<usize>,
 }
 
+/// `--backend`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    /// In-process age encryption (`<file>.age`).
+    Age,
+    /// The sops program (`<file>.sops`).
+    Sops,
+}
+
+impl From<BackendArg> for vars::spec::Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Age => vars::spec::Backend::Age,
+            BackendArg::Sops => vars::spec::Backend::Sops,
+        }
+    }
+}
+
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
     let store = config.store();
@@ -45,6 +66,7 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         add_machines: args.add_machines,
         remove_users: args.remove_users,
         rotate_vault: args.rotate_vault,
+        backend: args.backend.map(Into::into),
     };
     let plan = vars::rekey::plan(&config, &store, &intent).map_err(rekey_error)?;
     print(&plan);
@@ -122,13 +144,13 @@ fn print(plan: &vars::rekey::RekeyPlan) {
                 |r: &&Reader| !rotating || !matches!(r, Reader::Vault | Reader::Unknown(_));
             let added: Vec<Reader> = s.added.iter().filter(concerns).cloned().collect();
             let removed: Vec<Reader> = s.removed.iter().filter(concerns).cloned().collect();
-            if rotating && added.is_empty() && removed.is_empty() {
+            if rotating && added.is_empty() && removed.is_empty() && s.convert_from.is_none() {
                 continue;
             }
             ui::status(format!(
                 "  re-encrypt {instance}/{} ({})",
                 s.file,
-                ui::changes(&added, &removed)
+                ui::changes(&added, &removed, s.convert_from)
             ));
         }
     }
@@ -175,6 +197,10 @@ pub(super) fn rekey_error(e: vars::rekey::RekeyError) -> CliError {
         R::Plan(p) => p.into(),
         R::Vault(v) => v.into(),
         R::Open(o) => o.into(),
+        R::Seal {
+            source: vars::seal::SealError::Sops(s),
+            ..
+        } => super::error::sops_error(*s),
         e @ R::Seal { .. } => CliError::new(e.to_string()),
         R::Store(s) => s.into(),
     }

@@ -174,9 +174,16 @@ fn readers(list: &[Reader]) -> String {
         .join(", ")
 }
 
-/// `+ added; - removed` of a stale secret.
-pub fn changes(added: &[Reader], removed: &[Reader]) -> String {
+/// `+ added; - removed` of a stale secret, and the backend it is converted from.
+pub fn changes(
+    added: &[Reader],
+    removed: &[Reader],
+    convert_from: Option<vars::spec::Backend>,
+) -> String {
     let mut parts = Vec::new();
+    if let Some(from) = convert_from {
+        parts.push(format!("converted from the {from} backend"));
+    }
     if !added.is_empty() {
         parts.push(format!("+ {}", readers(added)));
     }
@@ -228,7 +235,7 @@ pub fn print_generate_plan(config: &vars::model::Config, plan: &vars::generate::
                         "  re-encrypt {}/{} ({})",
                         p.id,
                         s.file,
-                        changes(&s.added, &s.removed)
+                        changes(&s.added, &s.removed, s.convert_from)
                     ));
                 }
             }

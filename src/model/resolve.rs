@@ -136,18 +136,6 @@ impl<'a> Resolver<'a> {
                 format!("this vars reads version: {}", spec::FORMAT_VERSION),
             );
         }
-        if let Some(b) = &vars.settings.backend
-            && b.value == Backend::Sops
-        {
-            // TODO: the sops backend (DESIGN §2, a later issue) is not implemented yet; refuse
-            // rather than silently encrypting with age.
-            self.diag(
-                b.line,
-                b.column,
-                "settings.backend: sops is not supported by this version of vars yet".into(),
-                "use backend: age (the default)",
-            );
-        }
         let store_text = vars
             .settings
             .store

@@ -27,6 +27,14 @@ pub fn secret_suffix(backend: Backend) -> &'static str {
     }
 }
 
+/// The backend that is not `backend` (a store being converted has files of both).
+pub fn other_backend(backend: Backend) -> Backend {
+    match backend {
+        Backend::Age => Backend::Sops,
+        Backend::Sops => Backend::Age,
+    }
+}
+
 /// The name a declared file is stored under in its instance directory: `<file>.age` (or
 /// `<file>.sops`) for a secret, `<file>` for a public file.
 pub fn stored_name(file: &str, secret: bool, backend: Backend) -> String {

@@ -177,6 +177,10 @@ const LOCK_FILE: &str = ".lock";
 /// Largest `meta.json`, manifest or key file read: they are small; a huge one is an attack.
 const MAX_BOOKKEEPING: u64 = 16 * 1024 * 1024;
 
+/// Largest stored file read: an output's cap, twice over for the encryption's overhead
+/// (armor, sops' base64 inside JSON).
+const MAX_STORED: u64 = crate::sandbox::MAX_OUTPUT_BYTES * 2;
+
 impl Store {
     /// The store `rel` beneath the repository `repo` (the directory of vars.yaml). `rel` must
     /// be relative and plain (the model checks it); none of its components may be a link.
@@ -307,17 +311,36 @@ impl Store {
         Ok(root.read_capped(rel, cap)?)
     }
 
-    /// A stored file of an instance (ciphertext or public bytes); `None` when missing.
+    /// A stored file of an instance (ciphertext or public bytes); `None` when missing. A
+    /// secret is read as [`Store::read_secret`] reads it.
     pub fn read_file(
         &self,
         id: &InstanceId,
         file: &str,
         secret: bool,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read_rel(
-            &self.file_rel(id, file, secret),
-            crate::sandbox::MAX_OUTPUT_BYTES * 2,
-        )
+        if secret {
+            return Ok(self.read_secret(id, file)?.map(|(_, bytes)| bytes));
+        }
+        self.read_rel(&self.file_rel(id, file, false), MAX_STORED)
+    }
+
+    /// A stored secret and the backend whose name it has: `<file>.age` or `<file>.sops` as
+    /// this store's backend names it, else the other backend's name, which a store being
+    /// converted between backends (`vars rekey --backend`) still has for the instances not
+    /// converted yet. `None` when neither exists.
+    pub fn read_secret(
+        &self,
+        id: &InstanceId,
+        file: &str,
+    ) -> Result<Option<(Backend, Vec<u8>)>, StoreError> {
+        for backend in [self.backend, layout::other_backend(self.backend)] {
+            let rel = format!("{id}/{}", layout::stored_name(file, true, backend));
+            if let Some(bytes) = self.read_rel(&rel, MAX_STORED)? {
+                return Ok(Some((backend, bytes)));
+            }
+        }
+        Ok(None)
     }
 
     /// What a path below the store is (not following it); `None` when missing.
