@@ -177,23 +177,52 @@ fn generate_selects_a_machine_and_jobs_1_matches() {
 }
 
 /// On a terminal, prompts are asked interactively with hidden input (no echo), and a progress
-/// bar shows. `script` gives the run a pseudo-terminal; the answers are typed after a pause.
+/// bar shows. Python's `pty` gives the run a pseudo-terminal and types each answer once its
+/// question shows.
 #[test]
 fn prompts_are_asked_on_a_terminal_without_echo() {
-    if !common::require_tool("script", "apt-get install bsdutils")
+    if !common::require_tool("python3", "apt-get install python3")
         || !common::require_tool("bwrap", "apt-get install bubblewrap")
     {
         return;
     }
     let env = TestEnv::fleet("darwin2");
     let vars = env!("CARGO_BIN_EXE_vars");
-    let typed =
-        "(sleep 1; printf 'typed-passphrase-1\\n'; sleep 1; printf 'typed-login-pw\\n'; sleep 3)";
-    let cmd =
-        format!("{typed} | script -qec '{vars} --config stage1.vars.yaml generate' /dev/null");
-    let out = std::process::Command::new("bash")
+    // A pseudo-terminal driven like a person: each answer is typed only once its question is
+    // on the screen (typing earlier would be echoed before vars turns echo off).
+    let driver = r#"
+import os, pty, sys, time
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], [sys.argv[1], "--config", "stage1.vars.yaml", "generate"])
+screen = b""
+answers = [(b"wifi-psk.passphrase", b"typed-passphrase-1\n"), (b"user-password.password", b"typed-login-pw\n")]
+deadline = time.time() + 300
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    screen += chunk
+    if answers and answers[0][0] in screen.split(b"Plan:")[-1]:
+        time.sleep(0.2)
+        os.write(fd, answers.pop(0)[1])
+    if time.time() > deadline:
+        break
+os.waitpid(pid, 0)
+sys.stdout.buffer.write(screen)
+"#;
+    // The system's Python: a pyenv shim would look for its root in the test's empty HOME.
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .unwrap_or("python3");
+    let out = std::process::Command::new(python)
         .arg("-c")
-        .arg(&cmd)
+        .arg(driver)
+        .arg(vars)
         .current_dir(env.root())
         .env("HOME", &env.home)
         .env("VARS_RUNTIME_DIR", env.runtime_dir())
@@ -202,7 +231,8 @@ fn prompts_are_asked_on_a_terminal_without_echo() {
     let screen = String::from_utf8_lossy(&out.stdout).replace('\r', "");
     assert!(
         screen.contains("shared/wifi-psk.passphrase (Wi-Fi passphrase"),
-        "{screen}"
+        "{screen}{}",
+        common::stderr(&out)
     );
     assert!(
         screen.contains("users/seth/user-password.password"),
