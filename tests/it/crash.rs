@@ -55,7 +55,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
 
 /// Check invariants (a), (b) and (c) on the store as it is now, and describe it.
 fn inspect(env: &TestEnv, context: &str) -> State {
-    let store = Store::new(env.store());
+    let store = Store::new(env.store()).with_state_dir(None);
     let config = vars::model::load(&env.root().join("vars.yaml")).unwrap();
     let admin = admin_ids(env);
     // (b) The vault (and a vault being rotated in) unwraps with the admin key.
@@ -441,7 +441,7 @@ fn kill_during_rekey_after_admin_removal() {
     env.ok(&refs(&rekey_args(&env, &["--remove-user", "cameron"])));
     let mut cameron = Identities::default();
     cameron.add_file(&env.key("users/cameron.age")).unwrap();
-    assert!(vars::vault::unwrap_vault(&Store::new(env.store()), &cameron).is_err());
+    assert!(vars::vault::unwrap_vault(&Store::new(env.store()).with_state_dir(None), &cameron).is_err());
     for f in common::walk(&env.store()) {
         if f.extension().is_some_and(|e| e == "age") {
             let ct = std::fs::read(&f).unwrap();

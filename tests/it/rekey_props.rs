@@ -262,7 +262,7 @@ struct Snapshot {
 
 /// Check the readers of every secret and of the vault; return what the store holds.
 fn check_readers(w: &World, admin: &str) -> Snapshot {
-    let store = Store::new(w.env.store());
+    let store = Store::new(w.env.store()).with_state_dir(None);
     let vault_key = vars::vault::unwrap_vault(&store, &w.ids(admin)).unwrap();
     let mut vault = Identities::default();
     vault.add_vault(&vault_key);
