@@ -266,11 +266,15 @@ fn vault_findings(
         findings.push(error(
             FindingKind::VaultRotationInterrupted,
             "keys",
-            "a vault key rotation was interrupted: run vars rekey --yes to finish it",
+            "keys/next.* exist: a vault key rotation was interrupted, or someone planted them; an admin's vars rekey --yes checks them against the vault key and finishes the rotation (it refuses files the vault did not write)",
         ));
     }
     let declared = vault::declared_admins(config);
-    match vault::recorded_admins(store) {
+    let recorded = vault::recorded_admins(store);
+    if let Ok(Some(rec)) = &recorded {
+        findings.extend(vault_age_mismatch(store, rec));
+    }
+    match recorded {
         Ok(Some(rec)) if rec.admins == declared => {}
         Ok(Some(rec)) => {
             let mut changes = Vec::new();
@@ -296,13 +300,48 @@ fn vault_findings(
                 format!("{}: run vars rekey", changes.join("; ")),
             ));
         }
-        Ok(None) => findings.push(warning(
+        Ok(None) => findings.push(error(
             FindingKind::VaultUnrecorded,
             "keys",
-            "keys/vault.json is missing, so the admins of vault.age are unknown: run vars rekey",
+            "keys/vault.json is missing, so who holds the vault is unknown: run vars rekey (it rotates the vault key)",
         )),
         Err(e) => findings.push(error(FindingKind::Damaged, "keys", e.to_string())),
     }
+}
+
+/// `keys/vault.age` wrapped to other recipients than `keys/vault.json` records (someone
+/// changed who holds the vault, or edited the record to hide an admin): one stanza per
+/// recorded recipient, and the ssh stanzas' key tags those of the recorded ssh recipients.
+fn vault_age_mismatch(store: &Store, rec: &vault::VaultRecord) -> Option<Finding> {
+    let bytes = store.read_key(crate::store::KeyFile::VaultAge).ok()??;
+    let mut recorded: Vec<&String> = rec.admins.values().flatten().collect();
+    recorded.sort();
+    recorded.dedup();
+    let detail = match seal::stanzas(crate::spec::Backend::Age, &bytes) {
+        Err(e) => format!("keys/vault.age: {e}"),
+        Ok(stanzas) => {
+            let mut want: Vec<String> = recorded
+                .iter()
+                .filter_map(|r| crate::crypto::ssh_tag(r))
+                .collect();
+            let mut have: Vec<String> = stanzas
+                .iter()
+                .filter(|s| s.kind.starts_with("ssh-"))
+                .filter_map(|s| s.first_arg.clone())
+                .collect();
+            want.sort();
+            have.sort();
+            if stanzas.len() == recorded.len() && want == have {
+                return None;
+            }
+            format!(
+                "keys/vault.age is wrapped to {} recipient(s) but keys/vault.json records {}: who holds the vault was changed behind the record; run vars rekey --rotate-vault",
+                stanzas.len(),
+                recorded.len()
+            )
+        }
+    };
+    Some(error(FindingKind::Damaged, "keys/vault.age", detail))
 }
 
 /// What the store holds that nothing declares (orphaned instances) or that must not be there

@@ -221,6 +221,10 @@ pub fn plan(config: &Config, store: &Store, intent: &Intent) -> Result<RekeyPlan
     if state.next.is_some() {
         rotate_reasons.push("an earlier rotation was interrupted".into());
     }
+    if recorded.is_none() {
+        // Who vault.age is wrapped to is unknown: only a new vault key is safe.
+        rotate_reasons.push("keys/vault.json is missing".into());
+    }
     let next = if rotate_reasons.is_empty() {
         None
     } else {
@@ -384,10 +388,21 @@ pub fn apply(
 ) -> Result<RekeyReport, RekeyError> {
     let mut report = RekeyReport::default();
     let old = vault::open(store, identity_files)?;
+    // keys/vault.json says who holds the vault; it is believed only when the vault key
+    // authenticates it (anyone can edit it, or plant a rotation's next.*).
+    if vault::verify_record(store, &old)? == vault::RecordCheck::Unverified
+        && !matches!(plan.vault, VaultAction::Rotate { .. })
+    {
+        return Err(VaultError::UnverifiedRecord {
+            path: store.key_path(crate::store::KeyFile::VaultJson),
+        }
+        .into());
+    }
     let next = match &plan.next {
         None => None,
         Some(PlannedNext::Resumed(_)) => Some(vault::unwrap_next(
             store,
+            &old,
             &load_identities(identity_files)?,
         )?),
         Some(PlannedNext::Fresh(key)) => {

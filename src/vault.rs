@@ -52,6 +52,19 @@ pub enum VaultError {
         /// The recipient in the store now.
         found: String,
     },
+    /// `keys/next.*` exist but `keys/vault.json` does not prove the current vault wrote them.
+    #[error("{} is not proven by the vault key: these rotation files were not written by this store's vault (planted, or by a vars before 0.2)", path.display())]
+    UnprovenRotation {
+        /// next.pub.
+        path: PathBuf,
+    },
+    /// `keys/vault.json` cannot be verified with the vault key, so who `vault.age` is wrapped
+    /// to is unknown: only a rotation makes the store safe again.
+    #[error("{} cannot be verified with the vault key (missing, written by a vars before 0.2, or tampered with): which admins hold the vault is unknown", path.display())]
+    UnverifiedRecord {
+        /// vault.json.
+        path: PathBuf,
+    },
     /// The vault files are unreadable or malformed.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
@@ -119,6 +132,49 @@ pub struct VaultRecord {
     pub admins: BTreeMap<String, Vec<String>>,
     /// Format version.
     pub format: u32,
+    /// The vault key's authenticator ([`VaultKey::authenticate`]) of the admins, `vault.pub`
+    /// and `next.pub`: proof, to whoever holds the vault, that this record and a rotation's
+    /// next key were written by the vault's holder, not planted (anyone can encrypt a key to
+    /// the admins' public recipients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The label of the vault record's authenticator.
+const RECORD_LABEL: &str = "keys/vault.json";
+
+impl VaultRecord {
+    /// The bytes the authenticator covers.
+    fn authenticated(&self, vault: &str, next: Option<&str>) -> Vec<u8> {
+        meta::to_json(&serde_json::json!({
+            "admins": self.admins,
+            "format": self.format,
+            "next": next,
+            "vault": vault,
+        }))
+    }
+}
+
+/// What an admin's command learns about `keys/vault.json` once it holds the vault key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordCheck {
+    /// Written by the vault's holder, for the `next.pub` (if any) the store holds now.
+    Verified,
+    /// Missing, written before records were authenticated, or forged.
+    Unverified,
+}
+
+/// Check `keys/vault.json` (and so `keys/next.pub`) with the vault key now in `vault.pub`.
+pub fn verify_record(store: &Store, vault: &VaultKey) -> Result<RecordCheck, VaultError> {
+    let Some(record) = recorded_admins(store)? else {
+        return Ok(RecordCheck::Unverified);
+    };
+    let next = next_recipient(store)?;
+    let data = record.authenticated(&vault.recipient(), next.as_deref());
+    Ok(match &record.mac {
+        Some(tag) if vault.verify(RECORD_LABEL, &data, tag) => RecordCheck::Verified,
+        _ => RecordCheck::Unverified,
+    })
 }
 
 /// The admins and recipients declared now.
@@ -175,10 +231,16 @@ pub fn write_keys(
                 })
         })
         .collect::<Result<_, _>>()?;
-    let record = VaultRecord {
+    let mut record = VaultRecord {
         admins,
         format: meta::META_FORMAT,
+        mac: None,
     };
+    let next_pub = next.map(VaultKey::recipient);
+    record.mac = Some(vault.authenticate(
+        RECORD_LABEL,
+        &record.authenticated(&vault.recipient(), next_pub.as_deref()),
+    ));
     let wrap = |key: &VaultKey| crate::crypto::encrypt(&key.to_secret(), &recipients, true);
     let mut files = vec![
         StagedFile {
@@ -204,14 +266,38 @@ pub fn write_keys(
             bytes: format!("{}\n", next.recipient()).into_bytes(),
         });
     }
+    // This command made (or rotated to) these keys: pinned before keys/ changes, so that no
+    // crash can leave this machine seeing a vault it did not pin.
+    match next {
+        Some(n) => record_pins(store, &[&vault.recipient(), &n.recipient()]),
+        None => {
+            let previous = read_pub(store, KeyFile::VaultPub)?;
+            match previous.as_deref() {
+                Some(p) if p != vault.recipient() => {
+                    record_pins(store, &[p, &vault.recipient()]);
+                }
+                _ => record_pin(store, &vault.recipient()),
+            }
+        }
+    }
     store.swap_dir(Path::new(crate::store::layout::KEYS_DIR), &files)?;
-    pin(store, &vault.recipient());
+    record_pin(store, &vault.recipient());
     Ok(())
 }
 
 /// Decrypt `keys/next.age` (an interrupted rotation's new vault key), checked against
-/// `keys/next.pub`.
-pub fn unwrap_next(store: &Store, ids: &Identities) -> Result<VaultKey, VaultError> {
+/// `keys/next.pub` and proven by `keys/vault.json`'s authenticator under the current vault key
+/// `vault`: a `next.*` planted by someone without the vault is refused, never rotated to.
+pub fn unwrap_next(
+    store: &Store,
+    vault: &VaultKey,
+    ids: &Identities,
+) -> Result<VaultKey, VaultError> {
+    if verify_record(store, vault)? != RecordCheck::Verified {
+        return Err(VaultError::UnprovenRotation {
+            path: store.key_path(KeyFile::NextPub),
+        });
+    }
     let public = read_pub(store, KeyFile::NextPub)?.unwrap_or_default();
     unwrap_at(store, KeyFile::NextAge, (KeyFile::NextPub, &public), ids)
 }
@@ -236,7 +322,10 @@ fn unwrap_vault_for(
         (KeyFile::VaultPub, recipient),
         ids,
     )?;
-    pin(store, &key.recipient());
+    // vault.age matching vault.pub proves nothing on its own (anyone can encrypt a key of
+    // their own to the admins' public recipients): the vault must also be the one this machine
+    // knows, or be confirmed (`vars trust-vault`).
+    check_pin(store, &key.recipient(), None)?;
     Ok(key)
 }
 
@@ -284,47 +373,83 @@ fn pin_key(store: &Store) -> String {
         .to_string()
 }
 
-fn read_pins(path: &Path) -> BTreeMap<String, String> {
-    std::fs::read(path)
+/// Store → the vault recipients this machine accepts for it: the vault, and during a rotation
+/// this machine started also the key being rotated in (a crash between the final swap of
+/// `keys/` and the update of this file must not lock this machine out).
+fn read_pins(path: &Path) -> BTreeMap<String, Vec<String>> {
+    let Some(value) = std::fs::read(path)
         .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+    else {
+        return BTreeMap::new();
+    };
+    let Some(map) = value.as_object() else {
+        return BTreeMap::new();
+    };
+    map.iter()
+        .map(|(store, v)| {
+            let list = match v {
+                // Written as one string before rotations were pinned too.
+                serde_json::Value::String(s) => vec![s.clone()],
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (store.clone(), list)
+        })
+        .collect()
 }
 
-/// Remember `recipient` as the vault of `store` on this machine. Best effort: a machine
-/// without a writable state directory just cannot pin.
-fn pin(store: &Store, recipient: &str) {
+/// Remember `recipients` as the vault (and a vault being rotated in) of `store` on this
+/// machine, replacing what was known. Only for keys this machine made or rotated to, or one
+/// the person confirmed. Best effort: a machine without a writable state directory just
+/// cannot pin.
+fn record_pins(store: &Store, recipients: &[&str]) {
     let Some(path) = pins_path(store) else {
         return;
     };
     let mut pins = read_pins(&path);
-    if pins.get(&pin_key(store)).map(String::as_str) == Some(recipient) {
+    let want: Vec<String> = recipients.iter().map(|r| (*r).to_owned()).collect();
+    if pins.get(&pin_key(store)) == Some(&want) {
         return;
     }
-    pins.insert(pin_key(store), recipient.to_owned());
+    pins.insert(pin_key(store), want);
     let _ = fs_util::write_atomic(&path, &meta::to_json(&pins), 0o600);
 }
 
-/// Confirm, when encrypting without unwrapping the vault, that `recipient` (read from
-/// `keys/vault.pub`) is the vault this machine last saw for `store` (DESIGN §4). The first use
-/// of a store on a machine records it. `trusted` is a recipient the person confirmed on the
-/// command line (`--trust-vault`), accepted and recorded when it is the one in the store.
+/// Remember `recipient` as the vault of `store` on this machine ([`record_pins`]).
+pub fn record_pin(store: &Store, recipient: &str) {
+    record_pins(store, &[recipient]);
+}
+
+/// Confirm that `recipient` (read from `keys/vault.pub`, or the key just unwrapped) is the
+/// vault this machine last saw for `store` (DESIGN §4). The first use of a store on a machine
+/// records it. `trusted` is a recipient the person confirmed on the command line
+/// (`--trust-vault`), accepted and recorded when it is the one in the store.
 pub fn check_pin(store: &Store, recipient: &str, trusted: Option<&str>) -> Result<(), VaultError> {
     let Some(path) = pins_path(store) else {
         return Ok(());
     };
     let pins = read_pins(&path);
     match pins.get(&pin_key(store)) {
-        Some(known) if known != recipient && trusted != Some(recipient) => {
+        Some(known) if known.iter().any(|k| k == recipient) => {
+            if known.len() > 1 {
+                // A rotation this machine began has finished (or is being finished).
+                record_pin(store, recipient);
+            }
+            Ok(())
+        }
+        Some(known) if !known.is_empty() && trusted != Some(recipient) => {
             Err(VaultError::Changed {
                 path: store.vault_pub_path(),
-                recorded: known.clone(),
+                recorded: known.join(" or "),
                 found: recipient.to_owned(),
             })
         }
-        Some(known) if known == recipient => Ok(()),
         _ => {
-            pin(store, recipient);
+            record_pin(store, recipient);
             Ok(())
         }
     }

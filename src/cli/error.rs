@@ -163,7 +163,9 @@ impl From<vars::vault::VaultError> for CliError {
             vars::vault::VaultError::Store(s) => s.into(),
             vars::vault::VaultError::Changed { ref found, .. } => err
                 .hint("someone changed keys/vault.pub: if it was not an admin rotating the vault key, the repository was tampered with and secrets encrypted now would be readable by whoever holds that key")
-                .hint(format!("ask an admin whether {found} is the new vault recipient; if so, confirm it with --trust-vault {found} (or let an admin run any vars command, which checks it against vault.age)")),
+                .hint(format!("ask an admin whether {found} is the new vault recipient; if it is, confirm it on this machine: vars trust-vault {found}")),
+            vars::vault::VaultError::UnprovenRotation { .. } => err.hint("if no admin is rotating the vault key right now, someone planted them: delete keys/next.age and keys/next.pub (git rm), find out who committed them, then run vars check"),
+            vars::vault::VaultError::UnverifiedRecord { .. } => err.hint("rotate the vault key, which re-encrypts every secret and writes an authenticated record: vars rekey --rotate-vault"),
             vars::vault::VaultError::Mismatch { .. } => err.hint("restore vars/keys/ from version control and find out who changed it"),
             _ => err.hint("restore vars/keys/ from version control"),
         }

@@ -20,6 +20,7 @@ mod scan;
 mod schema;
 mod set;
 mod terminal;
+mod trust;
 mod ui;
 mod unlock;
 mod zerotier;
@@ -90,6 +91,8 @@ pub enum Command {
     Lock(unlock::LockArgs),
     /// Write a new machine's generated host key into DIR for its first boot
     Bootstrap(bootstrap::Args),
+    /// Confirm a changed keys/vault.pub (an admin rotated the vault key) on this machine
+    TrustVault(trust::Args),
     /// Write the man pages into a directory
     #[command(hide = true)]
     Man(man::Args),
@@ -139,6 +142,7 @@ pub fn main() -> i32 {
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
         Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
+        Command::TrustVault(a) => trust::run(&cli.global, a),
         Command::Man(a) => man::run(a),
         Command::ZerotierIdentity(a) => zerotier::run(a),
     };

@@ -57,6 +57,34 @@ impl VaultKey {
     pub fn recipient(&self) -> String {
         self.identity.to_public().to_string()
     }
+
+    /// An authenticator of `data` only the vault key's holder can compute (HMAC-SHA-256 under
+    /// a key derived from the vault identity with HKDF, separated by `label`), as hex. The
+    /// store's bookkeeping carries these, so a command that holds the vault can tell its own
+    /// writing from a forgery (anyone can encrypt to public recipients; only this key can
+    /// authenticate).
+    pub fn authenticate(&self, label: &str, data: &[u8]) -> String {
+        use hmac::Mac as _;
+        let secret = self.identity.to_string();
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(
+            Some(b"vars store authenticator v1"),
+            secret.expose_secret().as_bytes(),
+        );
+        let mut key = zeroize::Zeroizing::new([0u8; 32]);
+        hk.expand(label.as_bytes(), &mut key[..])
+            .expect("32 bytes is a valid HKDF-SHA-256 output length");
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key[..])
+            .expect("HMAC takes a key of any length");
+        mac.update(data);
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `tag` is [`VaultKey::authenticate`]'s tag of `data` (compared in constant time).
+    pub fn verify(&self, label: &str, data: &[u8], tag: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let want = self.authenticate(label, data);
+        want.len() == tag.len() && bool::from(want.as_bytes().ct_eq(tag.as_bytes()))
+    }
 }
 
 /// A new X25519 identity file's text and its recipient, for `vars keygen`.
@@ -73,6 +101,17 @@ pub fn new_identity() -> (SecretBytes, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authenticators_are_the_keys_own() {
+        let (a, b) = (VaultKey::generate(), VaultKey::generate());
+        let tag = a.authenticate("label", b"data");
+        assert!(a.verify("label", b"data", &tag));
+        assert!(!a.verify("other label", b"data", &tag));
+        assert!(!a.verify("label", b"datA", &tag));
+        assert!(!b.verify("label", b"data", &tag));
+        assert!(!a.verify("label", b"data", ""));
+    }
 
     #[test]
     fn vault_key_round_trips_through_its_secret() {

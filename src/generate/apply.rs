@@ -110,6 +110,11 @@ fn apply_once(
         let recipient = plan.vault.as_deref().expect("a store with a vault");
         match vault::open_for(store, recipient, &opts.identity_files) {
             Ok(v) => Some(v),
+            // A vault.age that does not match vault.pub is proof of tampering: say so. Any
+            // other failure to unwrap proves nothing, so a changed vault.pub is what to report.
+            Err(e @ vault::OpenError::Vault(vault::VaultError::Mismatch { .. })) => {
+                return Err(e.into());
+            }
             Err(e) => {
                 if let Some(changed) = plan.vault_changed {
                     return Err(changed.into());

@@ -62,6 +62,7 @@ fn inspect(env: &TestEnv, context: &str) -> State {
     let vault = read_trimmed(&store.vault_pub_path());
     let next = read_trimmed(&env.store().join("keys/next.pub"));
     let mut vault_ids = Identities::default();
+    let mut current = None;
     if let Some(v) = &vault {
         let key = vars::vault::unwrap_vault(&store, &admin)
             .unwrap_or_else(|e| panic!("{context}: vault.age does not unwrap: {e}"));
@@ -71,9 +72,12 @@ fn inspect(env: &TestEnv, context: &str) -> State {
             "{context}: vault.pub/vault.age mismatch"
         );
         vault_ids.add_vault(&key);
+        current = Some(key);
     }
     if let Some(n) = &next {
-        let key = vars::vault::unwrap_next(&store, &admin)
+        // The rotation's next key is proven by the current vault (keys/vault.json).
+        let old = current.as_ref().expect("next.* exist only beside a vault");
+        let key = vars::vault::unwrap_next(&store, old, &admin)
             .unwrap_or_else(|e| panic!("{context}: next.age does not unwrap: {e}"));
         assert_eq!(&key.recipient(), n, "{context}: next.pub/next.age mismatch");
         vault_ids.add_vault(&key);
@@ -441,7 +445,9 @@ fn kill_during_rekey_after_admin_removal() {
     env.ok(&refs(&rekey_args(&env, &["--remove-user", "cameron"])));
     let mut cameron = Identities::default();
     cameron.add_file(&env.key("users/cameron.age")).unwrap();
-    assert!(vars::vault::unwrap_vault(&Store::new(env.store()).with_state_dir(None), &cameron).is_err());
+    assert!(
+        vars::vault::unwrap_vault(&Store::new(env.store()).with_state_dir(None), &cameron).is_err()
+    );
     for f in common::walk(&env.store()) {
         if f.extension().is_some_and(|e| e == "age") {
             let ct = std::fs::read(&f).unwrap();
