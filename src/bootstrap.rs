@@ -93,10 +93,12 @@ pub fn bootstrap(
                 .read_file(id, name, def.secret)?
                 .ok_or_else(|| BootstrapError::NotGenerated(id.clone(), machine.to_owned()))?;
             let bytes = if def.secret {
-                opener.open(&raw).map_err(|source| BootstrapError::Seal {
-                    instance: id.clone(),
-                    source,
-                })?
+                opener
+                    .open_at(&raw, &[&format!("{id}/{name}")])
+                    .map_err(|source| BootstrapError::Seal {
+                        instance: id.clone(),
+                        source,
+                    })?
             } else {
                 crate::secret::SecretBytes::new(raw)
             };

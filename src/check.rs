@@ -454,6 +454,24 @@ fn ciphertext_mismatches(
             Ok(None) => None, // the planner reports the missing file
             Ok(Some((backend, bytes))) => match seal::stanzas(backend, &bytes) {
                 Err(e) => Some(format!("{stored}: {e}")),
+                // The place an age file names in its header (checked by decryption; here, a
+                // claim that catches a ciphertext copied from elsewhere before anyone reads it).
+                Ok(_)
+                    if backend == crate::spec::Backend::Age
+                        && crate::crypto::header_location(&bytes)
+                            .ok()
+                            .flatten()
+                            .as_deref()
+                            != Some(format!("{id}/{name}").as_str()) =>
+                {
+                    let found = crate::crypto::header_location(&bytes).ok().flatten();
+                    Some(format!(
+                        "{stored} was written for {}: it was copied here from elsewhere in the store; regenerate it",
+                        found
+                            .map(|f| crate::text::escape(&f).into_owned())
+                            .unwrap_or_else(|| "no place (vars before 0.2)".into())
+                    ))
+                }
                 Ok(stanzas) => {
                     let recorded = f.recipients.as_deref().unwrap_or_default();
                     let mut want_tags: Vec<String> =

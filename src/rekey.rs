@@ -536,8 +536,14 @@ impl Resealer<'_> {
                         Some(next) => next,
                         None => self.vault,
                     };
-                    let plain = opener.open(&raw).map_err(seal_err)?;
-                    let ct = self.sealer.seal(&plain, &want).map_err(seal_err)?;
+                    // Bound to where it is: a ciphertext copied here from another instance is
+                    // refused, never re-encrypted to this instance's readers.
+                    let location = format!("{id}/{name}");
+                    let plain = opener.open_at(&raw, &[&location]).map_err(seal_err)?;
+                    let ct = self
+                        .sealer
+                        .seal(&plain, &want, &location)
+                        .map_err(seal_err)?;
                     entry.recipients = Some(want);
                     entry.readers = Some(recipients::reader_labels(self.config, id, def));
                     ct

@@ -35,6 +35,14 @@ pub enum SealError {
     /// The vault could not be opened to read a secret.
     #[error(transparent)]
     Vault(Box<crate::vault::OpenError>),
+    /// A secret's authenticated header names another place in the store, or none.
+    #[error("{location} was written for {}: it was copied here from elsewhere in the store (or by a vars before 0.2); it is not read", found.as_deref().unwrap_or("no place"))]
+    Moved {
+        /// Where it was read.
+        location: String,
+        /// Where its header says it belongs.
+        found: Option<String>,
+    },
     /// The sops program is missing or failed.
     #[error(transparent)]
     Sops(Box<SopsError>),
@@ -86,11 +94,14 @@ impl<'a> Sealer<'a> {
     }
 
     /// Encrypt `plaintext` to `recipients` (from [`crate::recipients::recipients_for`], so
-    /// sorted and containing the vault).
+    /// sorted and containing the vault), for the store path `location`
+    /// (`machines/m/gen/file`), which age files carry in their authenticated header
+    /// ([`Opener::open_at`] checks it).
     pub fn seal(
         &self,
         plaintext: &SecretBytes,
         recipients: &[String],
+        location: &str,
     ) -> Result<Vec<u8>, SealError> {
         // The vault's stanza goes first: an admin (or rekey) unwrapping with the vault key
         // then finds its stanza on the first try instead of testing every host's.
@@ -110,7 +121,12 @@ impl<'a> Sealer<'a> {
             refs.push(parsed);
         }
         match self.sops {
-            None => Ok(crypto::encrypt(plaintext, &refs, self.config.armor)?),
+            None => Ok(crypto::encrypt_at(
+                plaintext,
+                &refs,
+                self.config.armor,
+                Some(location),
+            )?),
             Some(program) => {
                 let texts: Vec<&str> = refs.iter().map(|r| r.text()).collect();
                 Ok(program.encrypt(plaintext, &texts)?)
@@ -142,12 +158,36 @@ impl Opener {
         &self.ids.sources
     }
 
-    /// Decrypt a stored secret of either backend (told apart by content).
+    /// Decrypt a stored secret of either backend (told apart by content), without asking
+    /// where it belongs: for key files, not for secrets of instances ([`Opener::open_at`]).
     pub fn open(&self, ciphertext: &[u8]) -> Result<SecretBytes, SealError> {
         if sops::file::looks_like_sops(ciphertext) {
             return Ok(sops::file::open_binary(ciphertext, &self.ids)?);
         }
         Ok(self.ids.decrypt(ciphertext)?)
+    }
+
+    /// Decrypt the secret stored at `location` (`machines/m/gen/file`): an age file must name
+    /// one of `accepted` in its header (written by [`Sealer::seal`], covered by the header MAC
+    /// that decryption checks), so a ciphertext copied from another instance or file is
+    /// refused instead of being re-encrypted to new readers or installed as someone else's.
+    /// sops files carry no such binding (their format has no authenticated place for it).
+    pub fn open_at(&self, ciphertext: &[u8], accepted: &[&str]) -> Result<SecretBytes, SealError> {
+        if sops::file::looks_like_sops(ciphertext) {
+            return Ok(sops::file::open_binary(ciphertext, &self.ids)?);
+        }
+        let plain = self.ids.decrypt(ciphertext)?;
+        let found = crypto::header_location(ciphertext)?;
+        match found {
+            Some(f) if accepted.iter().any(|a| *a == f) => Ok(plain),
+            found => Err(SealError::Moved {
+                location: accepted
+                    .first()
+                    .map(|a| (*a).to_owned())
+                    .unwrap_or_default(),
+                found: found.map(|f| crate::text::escape(&f).into_owned()),
+            }),
+        }
     }
 }
 
@@ -196,8 +236,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Decrypt `ciphertext` (a secret of this store).
-    pub fn open(&mut self, ciphertext: &[u8]) -> Result<SecretBytes, SealError> {
+    /// Decrypt `ciphertext`, the secret stored at `location` (`machines/m/gen/file`).
+    pub fn open(&mut self, ciphertext: &[u8], location: &str) -> Result<SecretBytes, SealError> {
         if !self.tried_cache {
             self.tried_cache = true;
             if let Ok(Some(v)) = crate::vault::cached(self.store) {
@@ -205,7 +245,7 @@ impl<'a> Reader<'a> {
             }
         }
         if let Some(vault) = &self.vault {
-            return vault.open(ciphertext);
+            return vault.open_at(ciphertext, &[location]);
         }
         if self.own.is_none() {
             let ids = crate::identity::load(&self.identity_files)
@@ -213,13 +253,15 @@ impl<'a> Reader<'a> {
             self.own = Some(Opener::new(ids));
         }
         let own = self.own.as_ref().expect("loaded above");
-        match own.open(ciphertext) {
+        match own.open_at(ciphertext, &[location]) {
             Ok(p) => Ok(p),
+            // Decrypted, but written for another place: final, whoever reads it.
+            Err(e @ SealError::Moved { .. }) => Err(e),
             Err(_) => {
                 let key = crate::vault::unwrap_vault(self.store, &own.ids)
                     .map_err(|e| SealError::Vault(Box::new(e.into())))?;
                 let vault = self.vault.insert(Opener::vault(&key));
-                vault.open(ciphertext)
+                vault.open_at(ciphertext, &[location])
             }
         }
     }

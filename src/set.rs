@@ -364,7 +364,7 @@ fn seal(
         let (bytes, entry) = if def.secret {
             let want = recipients::recipients_for(config, id, def, sealer.vault());
             let ct = sealer
-                .seal(&v.bytes, &want)
+                .seal(&v.bytes, &want, &format!("{id}/{}", v.file))
                 .map_err(|source| SetError::Seal {
                     instance: id.clone(),
                     source,

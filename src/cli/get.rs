@@ -46,12 +46,14 @@ pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
         return ui::data(&raw);
     }
     let mut reader = vars::seal::Reader::new(&store, &args.identities);
-    let plain = reader.open(&raw).map_err(|e| match e {
-        vars::seal::SealError::Vault(o) => CliError::from(*o),
-        other => CliError::new(format!(
-            "{}: {other}",
-            store.file_path(id, file, true).display()
-        )),
-    })?;
+    let plain = reader
+        .open(&raw, &format!("{id}/{file}"))
+        .map_err(|e| match e {
+            vars::seal::SealError::Vault(o) => CliError::from(*o),
+            other => CliError::new(format!(
+                "{}: {other}",
+                store.file_path(id, file, true).display()
+            )),
+        })?;
     ui::data(plain.expose())
 }

@@ -15,8 +15,26 @@ pub struct Stanza {
 }
 
 /// Read the recipient stanzas of an age file's header (binary or armored), without decrypting.
-/// Grease stanzas (random `*-grease` stanzas age adds to keep parsers honest) are left out.
+/// Grease stanzas (random `*-grease` stanzas age adds to keep parsers honest) and the
+/// location stanza ([`header_location`]) are left out.
 pub fn header_stanzas(ciphertext: &[u8]) -> Result<Vec<Stanza>, CryptoError> {
+    Ok(header_all(ciphertext)?
+        .into_iter()
+        .filter(|s| s.kind != super::recipient::LOCATION_STANZA)
+        .collect())
+}
+
+/// The store location an age file's header names (`-> vars-location <path>`), if any. Read
+/// without decrypting it is only a claim; after a decryption succeeded (the header MAC was
+/// checked) it is where the file was written for.
+pub fn header_location(ciphertext: &[u8]) -> Result<Option<String>, CryptoError> {
+    Ok(header_all(ciphertext)?
+        .into_iter()
+        .find(|s| s.kind == super::recipient::LOCATION_STANZA)
+        .and_then(|s| s.first_arg))
+}
+
+fn header_all(ciphertext: &[u8]) -> Result<Vec<Stanza>, CryptoError> {
     let header = if ciphertext.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----") {
         let mut r = age::armor::ArmoredReader::new(ciphertext);
         let mut buf = Vec::new();

@@ -35,13 +35,13 @@ use curve as native;
 #[cfg(not(feature = "fast-x25519"))]
 use ladder as native;
 
-pub use header::{Stanza, header_stanzas};
+pub use header::{Stanza, header_location, header_stanzas};
 pub use identities::{
     Identities, IdentityFormat, PassphraseSource, decrypt_with_passphrase, encrypt_with_passphrase,
     identity_format, plugin_default_identity, plugin_names,
 };
 pub use interaction::{Interaction, NoInteraction, interaction, set_interaction};
-pub use recipient::{Recipient, encrypt, ssh_tag};
+pub use recipient::{LOCATION_STANZA, Recipient, encrypt, encrypt_at, ssh_tag};
 pub use vault_key::{VaultKey, new_identity};
 
 use zeroize::Zeroizing;

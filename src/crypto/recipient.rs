@@ -95,6 +95,62 @@ pub fn encrypt(
     recipients: &[&Recipient],
     armor: bool,
 ) -> Result<Vec<u8>, CryptoError> {
+    encrypt_at(plaintext, recipients, armor, None)
+}
+
+/// The type of the header stanza that says where in the store a secret belongs.
+pub const LOCATION_STANZA: &str = "vars-location";
+
+/// A pseudo-recipient that adds one stanza, `-> vars-location <instance>/<file>`, to the
+/// header. No identity unwraps it (age ignores stanza types it does not know, as it ignores
+/// grease), and the header MAC, keyed by the file key, covers it: only someone who holds the
+/// file key can write a header naming another place. A ciphertext copied to another instance
+/// or file (to have it re-encrypted to that instance's readers, or installed as another
+/// user's file) therefore still names where it came from, and vars refuses it there.
+struct Location(String);
+
+impl age::Recipient for Location {
+    fn wrap_file_key(
+        &self,
+        _file_key: &age_core::format::FileKey,
+    ) -> Result<
+        (
+            Vec<age_core::format::Stanza>,
+            std::collections::HashSet<String>,
+        ),
+        age::EncryptError,
+    > {
+        Ok((
+            vec![age_core::format::Stanza {
+                tag: LOCATION_STANZA.to_owned(),
+                args: vec![self.0.clone()],
+                body: Vec::new(),
+            }],
+            std::collections::HashSet::new(),
+        ))
+    }
+}
+
+/// [`encrypt`], and with `location` (a store path such as `machines/m/gen/file`, plain
+/// characters only) bound into the header ([`LOCATION_STANZA`]).
+pub fn encrypt_at(
+    plaintext: &SecretBytes,
+    recipients: &[&Recipient],
+    armor: bool,
+    location: Option<&str>,
+) -> Result<Vec<u8>, CryptoError> {
+    let location = match location {
+        Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_graphic()) => {
+            Some(Location(l.to_owned()))
+        }
+        Some(l) => {
+            return Err(CryptoError::Encrypt(format!(
+                "{:?} cannot be a location",
+                crate::text::escape(l)
+            )));
+        }
+        None => None,
+    };
     let mut plugin_recipients: Vec<age::plugin::Recipient> = Vec::new();
     let mut natives: Vec<&dyn age::Recipient> = Vec::new();
     // A recipient no key protects is refused by name, before anything is encrypted.
@@ -134,6 +190,10 @@ pub fn encrypt(
                 .map_err(|e| CryptoError::Encrypt(format!("age plugin age-plugin-{name}: {e}")))?;
             plugins.push(plugin);
         }
+    }
+    // After the real recipients: unwrapping never looks at it.
+    if let Some(l) = &location {
+        natives.push(l);
     }
     let all = natives
         .into_iter()

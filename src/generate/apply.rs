@@ -148,10 +148,12 @@ fn apply_once(
                     path: store.file_path(id, name, true),
                     reason: "the stored prompt value is missing".into(),
                 })?;
-            opener.open(&raw).map_err(|source| GenerateError::Seal {
-                instance: id.clone(),
-                source,
-            })
+            opener
+                .open_at(&raw, &[&format!("{id}/{name}")])
+                .map_err(|source| GenerateError::Seal {
+                    instance: id.clone(),
+                    source,
+                })
         };
         open().map_err(|e| PromptError::BadArgument {
             what: format!("{id}.{name}"),
@@ -351,7 +353,9 @@ impl Run<'_> {
                     })?;
                     let bytes = if def.secret {
                         let opener = self.opener.expect("secret inputs open the vault");
-                        opener.open(&raw).map_err(Self::seal_err(d))?
+                        opener
+                            .open_at(&raw, &[&format!("{d}/{name}")])
+                            .map_err(Self::seal_err(d))?
                     } else {
                         SecretBytes::new(raw)
                     };
@@ -412,7 +416,7 @@ impl Run<'_> {
                 let recipients = recipients::recipients_for(self.config, id, def, vault);
                 let ct = self
                     .sealer
-                    .seal(&bytes, &recipients)
+                    .seal(&bytes, &recipients, &format!("{id}/{name}"))
                     .map_err(Self::seal_err(id))?;
                 let entry = MetaFile {
                     deploy: def.deploy,

@@ -17,6 +17,7 @@ use crate::crypto::Identities;
 use crate::fs_util::{IoContext as _, IoError};
 use crate::seal::Opener;
 use crate::secret::SecretBytes;
+use crate::store::layout::{self, PrincipalKind};
 use crate::store::{Store, StoreError};
 
 /// Largest source read: a stored secret is at most twice the 16 MiB output cap.
@@ -99,7 +100,7 @@ pub(super) fn open_all(
     }
     let opened: Vec<Result<SecretBytes, Problem>> = sources
         .par_iter()
-        .map(|item| open(item, store, keys))
+        .map(|item| open(item, &plan.principal, store, keys))
         .collect();
     let before = problems.len();
     let mut values: BTreeMap<&str, SecretBytes> = BTreeMap::new();
@@ -128,8 +129,34 @@ pub(super) fn open_all(
     )
 }
 
+/// Where in the store an item's secret may have been written for ([`Opener::open_at`]): a
+/// store source names its place itself; an install manifest's item (a Nix store path) is the
+/// principal's own instance or a shared one, or for `_users/<u>/…` user `u`'s instance. A
+/// ciphertext moved from elsewhere (another user's file, a root-only secret) is refused.
+fn locations(principal: &(PrincipalKind, String), item: &Item) -> Vec<String> {
+    if let Source::Store(rel) = &item.source
+        && let Some((dir, name)) = rel.rsplit_once('/')
+    {
+        let file = layout::parse_secret_name(name).map_or(name, |(f, _)| f);
+        return vec![format!("{dir}/{file}")];
+    }
+    if let Some(rest) = item.rel.strip_prefix("_users/") {
+        return vec![format!("{}/{rest}", layout::USERS_DIR)];
+    }
+    let own = match principal.0 {
+        PrincipalKind::Machine => format!("{}/{}/{}", layout::MACHINES_DIR, principal.1, item.rel),
+        PrincipalKind::User => format!("{}/{}/{}", layout::USERS_DIR, principal.1, item.rel),
+    };
+    vec![own, format!("{}/{}", layout::SHARED_DIR, item.rel)]
+}
+
 /// Read one source and decrypt it (a secret) or take it as is (a public file).
-fn open(item: &Item, store: Option<&Store>, keys: &Keys) -> Result<SecretBytes, Problem> {
+fn open(
+    item: &Item,
+    principal: &(PrincipalKind, String),
+    store: Option<&Store>,
+    keys: &Keys,
+) -> Result<SecretBytes, Problem> {
     let (shown, bytes) = match &item.source {
         Source::Path(p) => (
             p.display().to_string(),
@@ -159,7 +186,9 @@ fn open(item: &Item, store: Option<&Store>, keys: &Keys) -> Result<SecretBytes, 
         // Reported once for all files; nothing to decrypt with.
         return Ok(SecretBytes::new(Vec::new()));
     };
-    opener.open(&bytes).map_err(|e| {
+    let accepted = locations(principal, item);
+    let accepted: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    opener.open_at(&bytes, &accepted).map_err(|e| {
         Problem::new(
             &subject,
             format!("{e} (identities tried: {})", keys.tried()),

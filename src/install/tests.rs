@@ -56,14 +56,22 @@ impl Fx {
         self.path("run/vars")
     }
 
-    /// Encrypt `plain` to the host (or to someone else) as `src/<name>.age`.
+    /// Encrypt `plain` to the host (or to someone else) as `src/<name>.age`, written for
+    /// machine m's file `g/<name without trailing digits>` (`a2` is a second `a`).
     fn seal(&self, name: &str, plain: &[u8], to_host: bool) -> PathBuf {
         let to = if to_host {
             &self.recipient
         } else {
             &self.other
         };
-        let c = crate::crypto::encrypt(&SecretBytes::new(plain.to_vec()), &[to], false).unwrap();
+        let file = name.trim_end_matches(|c: char| c.is_ascii_digit());
+        let c = crate::crypto::encrypt_at(
+            &SecretBytes::new(plain.to_vec()),
+            &[to],
+            false,
+            Some(&format!("machines/m/g/{file}")),
+        )
+        .unwrap();
         let p = self.path(&format!("src/{name}.age"));
         std::fs::write(&p, c).unwrap();
         p
@@ -505,4 +513,30 @@ fn a_template_may_use_a_file_of_the_users_phase() {
     install(&users).unwrap();
     assert_eq!(std::fs::read(users.target.join("g/a")).unwrap(), b"alpha");
     assert!(!users.target.join("_templates").exists());
+}
+
+/// Review finding 4: a ciphertext copied to another file (another user's, or a root-only
+/// secret into a user's) decrypts with the host key, but its header names where it was
+/// written for, and it is refused; the running generation stays.
+#[test]
+fn a_ciphertext_written_for_another_file_is_refused() {
+    let fx = Fx::new();
+    let a = fx.seal("a", b"alpha", true);
+    install(&fx.request(fx.manifest(&[("a", &a, &[], &[], None)], false))).unwrap();
+    let before = fx.snapshot();
+    let copied = fx.path("src/b.age");
+    std::fs::copy(&a, &copied).unwrap();
+    let err = problems(
+        install(&fx.request(fx.manifest(
+            &[("a", &a, &[], &[], None), ("b", &copied, &[], &[], None)],
+            false,
+        )))
+        .unwrap_err(),
+    )
+    .join("\n");
+    assert!(
+        err.contains("g/b") && err.contains("written for machines/m/g/a"),
+        "{err}"
+    );
+    assert_eq!(before, fx.snapshot());
 }

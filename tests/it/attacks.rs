@@ -576,3 +576,71 @@ generators:
     );
     env.ok(&["check"]);
 }
+
+/// Review finding 3: a ciphertext copied from another instance (to have the admin's rekey
+/// re-encrypt it to this instance's readers) names where it was written for, in its
+/// authenticated header: check reports it, rekey refuses it, and the other host never reads it.
+#[test]
+fn a_ciphertext_copied_between_instances_is_refused() {
+    if !sandboxed() || !common::require_tool("age", "apt-get install age") {
+        return;
+    }
+    let env = TestEnv::yaml(
+        r#"version: 1
+admins: [alice]
+users:
+  alice: { recipients: ["{admin}"] }
+machines:
+  m1: { recipients: ["{host}"], generators: [tok] }
+  m2: { recipients: ["{host2}"], generators: [tok] }
+generators:
+  tok:
+    files: { token: {} }
+    script: head -c 12 /dev/urandom | base64 > "$out/token"
+"#,
+    );
+    env.ok(&["generate"]);
+    let store = env.store();
+    // The attacker (who holds m2's host key) copies m1's instance over m2's.
+    for f in ["token.age", "meta.json"] {
+        std::fs::copy(
+            store.join("machines/m1/tok").join(f),
+            store.join("machines/m2/tok").join(f),
+        )
+        .unwrap();
+    }
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3));
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["subject"] == "machines/m2/tok"
+                && f["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("written for machines/m1/tok/token")),
+        "{json}"
+    );
+    let admin = env.key("users/crs58.age").display().to_string();
+    for cmd in [
+        &["rekey", "--yes", "-i", &admin][..],
+        &["generate", "-i", &admin][..],
+    ] {
+        let out = env.vars(cmd);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{cmd:?}: {}",
+            common::stderr(&out)
+        );
+        assert!(
+            common::stderr(&out).contains("was written for machines/m1/tok/token"),
+            "{}",
+            common::stderr(&out)
+        );
+    }
+    let m2 = env.key("hosts/galena");
+    assert!(common::age_decrypt(&store.join("machines/m2/tok/token.age"), &m2).is_none());
+}
