@@ -110,7 +110,8 @@ fn read_pub(store: &Store, key: KeyFile) -> Result<Option<String>, VaultError> {
     };
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let r = Recipient::parse(text.trim()).map_err(|_| bad())?;
-    if !r.text().starts_with("age1") || r.text().contains(' ') {
+    // An X25519 key only: a plugin recipient here would make vars run that plugin.
+    if !r.is_x25519() {
         return Err(bad().into());
     }
     Ok(Some(r.text().to_owned()))
@@ -324,7 +325,7 @@ fn unwrap_vault_for(
     )?;
     // vault.age matching vault.pub proves nothing on its own (anyone can encrypt a key of
     // their own to the admins' public recipients): the vault must also be the one this machine
-    // knows, or be confirmed (`vars trust-vault`).
+    // knows, or be confirmed (`vars trust`).
     check_pin(store, &key.recipient(), None)?;
     Ok(key)
 }
@@ -422,6 +423,46 @@ fn record_pins(store: &Store, recipients: &[&str]) {
 /// Remember `recipient` as the vault of `store` on this machine ([`record_pins`]).
 pub fn record_pin(store: &Store, recipient: &str) {
     record_pins(store, &[recipient]);
+}
+
+/// The key of another value this machine remembers about `store`: `<store>#<what>`.
+fn known_key(store: &Store, what: &str) -> String {
+    format!("{}#{what}", pin_key(store))
+}
+
+/// Remember `value` for `what` of `store` (a machine's generated recipient: `what` is its
+/// store path), replacing what was known.
+pub fn record_known(store: &Store, what: &str, value: &str) {
+    let Some(path) = pins_path(store) else {
+        return;
+    };
+    let mut pins = read_pins(&path);
+    let key = known_key(store, what);
+    if pins
+        .get(&key)
+        .is_some_and(|v| v.len() == 1 && v[0] == value)
+    {
+        return;
+    }
+    pins.insert(key, vec![value.to_owned()]);
+    let _ = fs_util::write_atomic(&path, &meta::to_json(&pins), 0o600);
+}
+
+/// Check `value` of `what` against what this machine remembers about `store`; the first use
+/// records it. `Err(recorded)` when it changed.
+pub fn check_known(store: &Store, what: &str, value: &str) -> Result<(), String> {
+    let Some(path) = pins_path(store) else {
+        return Ok(());
+    };
+    let pins = read_pins(&path);
+    match pins.get(&known_key(store, what)) {
+        Some(known) if known.iter().any(|k| k == value) => Ok(()),
+        Some(known) if !known.is_empty() => Err(known.join(" or ")),
+        _ => {
+            record_known(store, what, value);
+            Ok(())
+        }
+    }
 }
 
 /// Confirm that `recipient` (read from `keys/vault.pub`, or the key just unwrapped) is the

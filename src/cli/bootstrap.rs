@@ -20,7 +20,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     use vars::bootstrap::BootstrapError as B;
-    let config = global.load()?;
+    let config = global.load_to_encrypt()?;
     let store = config.store();
     let dir = global.cwd()?.join(&args.target);
     let written = vars::bootstrap::bootstrap(&config, &store, &args.machine, &dir, &args.identities)

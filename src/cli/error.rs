@@ -50,10 +50,12 @@ impl CliError {
 }
 
 impl fmt::Display for CliError {
+    /// Messages quote the repository (names, recipients, serde's complaints about a file):
+    /// control characters are escaped here, the one place every error is printed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Error: {}", self.message)?;
+        write!(f, "Error: {}", vars::text::escape_lines(&self.message))?;
         for h in &self.hints {
-            write!(f, "\nHint: {h}")?;
+            write!(f, "\nHint: {}", vars::text::escape_lines(h))?;
         }
         Ok(())
     }
@@ -67,6 +69,12 @@ impl From<vars::model::ConfigError> for CliError {
             vars::model::ConfigError::Invalid(d) => CliError::new(format!("invalid declarations:\n{d}")),
             vars::model::ConfigError::Cycle(c) => {
                 CliError::new(c.to_string()).hint("remove one of the dependencies on the cycle")
+            }
+            vars::model::ConfigError::GeneratedChanged { ref found, .. } => {
+                let hint = format!("if it was regenerated on purpose (vars generate --regenerate on another machine), confirm it here: vars trust {found}");
+                CliError::new(e.to_string())
+                    .hint("someone changed a machine's generated key in the store: if no one regenerated it, the repository was tampered with and secrets encrypted now would be readable by whoever holds that key")
+                    .hint(hint)
             }
             other => CliError::new(other.to_string()),
         }
@@ -163,7 +171,7 @@ impl From<vars::vault::VaultError> for CliError {
             vars::vault::VaultError::Store(s) => s.into(),
             vars::vault::VaultError::Changed { ref found, .. } => err
                 .hint("someone changed keys/vault.pub: if it was not an admin rotating the vault key, the repository was tampered with and secrets encrypted now would be readable by whoever holds that key")
-                .hint(format!("ask an admin whether {found} is the new vault recipient; if it is, confirm it on this machine: vars trust-vault {found}")),
+                .hint(format!("ask an admin whether {found} is the new vault recipient; if it is, confirm it on this machine: vars trust {found}")),
             vars::vault::VaultError::UnprovenRotation { .. } => err.hint("if no admin is rotating the vault key right now, someone planted them: delete keys/next.age and keys/next.pub (git rm), find out who committed them, then run vars check"),
             vars::vault::VaultError::UnverifiedRecord { .. } => err.hint("rotate the vault key, which re-encrypts every secret and writes an authenticated record: vars rekey --rotate-vault"),
             vars::vault::VaultError::Mismatch { .. } => err.hint("restore vars/keys/ from version control and find out who changed it"),

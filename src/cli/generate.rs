@@ -50,7 +50,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let mut config = global.load()?;
+    let mut config = global.load_to_encrypt()?;
     let store = config.store();
     let request = Request {
         selection: Selection {

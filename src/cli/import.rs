@@ -66,7 +66,7 @@ pub struct Common {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let config = global.load()?;
+    let config = global.load_to_encrypt()?;
     let cwd = global.cwd()?;
     let config_file = match &global.config {
         Some(f) => cwd.join(f),

@@ -91,8 +91,9 @@ pub enum Command {
     Lock(unlock::LockArgs),
     /// Write a new machine's generated host key into DIR for its first boot
     Bootstrap(bootstrap::Args),
-    /// Confirm a changed keys/vault.pub (an admin rotated the vault key) on this machine
-    TrustVault(trust::Args),
+    /// Confirm on this machine a changed keys/vault.pub or generated machine key
+    #[command(alias = "trust-vault")]
+    Trust(trust::Args),
     /// Write the man pages into a directory
     #[command(hide = true)]
     Man(man::Args),
@@ -142,7 +143,7 @@ pub fn main() -> i32 {
         Command::Unlock(a) => unlock::run_unlock(&cli.global, a),
         Command::Lock(a) => unlock::run_lock(&cli.global, a),
         Command::Bootstrap(a) => bootstrap::run(&cli.global, a),
-        Command::TrustVault(a) => trust::run(&cli.global, a),
+        Command::Trust(a) => trust::run(&cli.global, a),
         Command::Man(a) => man::run(a),
         Command::ZerotierIdentity(a) => zerotier::run(a),
     };
@@ -168,12 +169,29 @@ impl Global {
 
     /// Find and load the declarations: the file named with `--config`, else the `vars.yaml`
     /// found by walking up (read without following links: the repository is untrusted).
+    /// For a command that only reads: the machines' generated recipients are taken as the
+    /// store has them.
     pub fn load(&self) -> Result<vars::model::Config, CliError> {
+        self.load_with(vars::model::Pinning::Unchecked)
+    }
+
+    /// [`Global::load`] for a command that encrypts: each generated recipient must be the
+    /// one this machine last saw (`vars trust` confirms a change).
+    pub fn load_to_encrypt(&self) -> Result<vars::model::Config, CliError> {
+        self.load_with(vars::model::Pinning::Checked {
+            fresh: &Default::default(),
+        })
+    }
+
+    fn load_with(
+        &self,
+        pinning: vars::model::Pinning<'_>,
+    ) -> Result<vars::model::Config, CliError> {
         let mut config = match &self.config {
             Some(f) => vars::model::load(&self.cwd()?.join(f))?,
             None => vars::model::discover(&self.cwd()?)?,
         };
-        config.resolve_generated(&config.store())?;
+        config.resolve_generated(&config.store(), pinning)?;
         Ok(config)
     }
 }

@@ -58,7 +58,7 @@ impl From<BackendArg> for vars::spec::Backend {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let config = global.load()?;
+    let config = global.load_to_encrypt()?;
     let store = config.store();
     let _lock = ui::lock_store(&store, args.dry_run)?;
     let intent = Intent {

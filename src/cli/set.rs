@@ -23,7 +23,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
-    let config = global.load()?;
+    let config = global.load_to_encrypt()?;
     let store = config.store();
     let (id, file) = vars::set::resolve(&config, &args.path).map_err(set_error)?;
     let secret = config.generator(&id).files[&file].secret;

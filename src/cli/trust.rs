@@ -1,34 +1,50 @@
-//! `vars trust-vault RECIPIENT`: confirm, on this machine, that the store's changed
-//! `keys/vault.pub` is genuine (an admin rotated the vault key and told you its new recipient).
-//! vars then encrypts to it; until then it refuses to (DESIGN §4).
+//! `vars trust RECIPIENT`: confirm, on this machine, that a changed key in the store is
+//! genuine: `keys/vault.pub` after an admin rotated the vault key, or a machine's
+//! `{ generated: … }` recipient after someone regenerated it. vars encrypts to a changed key
+//! only once it is confirmed (DESIGN §4); `trust-vault` is the older name.
 
 use super::{CliError, Global, ui};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The vault recipient an admin told you (age1…); it must be the one in keys/vault.pub
-    #[arg(value_name = "AGE1…")]
+    /// The recipient you were told (age1… or ssh-ed25519 …); it must be the one the store holds
+    #[arg(value_name = "RECIPIENT")]
     pub recipient: String,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<(), CliError> {
     let config = global.load()?;
     let store = config.store();
-    let current = vars::vault::vault_recipient(&store)?
-        .ok_or_else(|| CliError::new("this store has no vault yet (keys/vault.pub)"))?;
-    if current != args.recipient.trim() {
-        return Err(CliError::new(format!(
-            "keys/vault.pub is {current}, not {}",
-            vars::text::escape(args.recipient.trim())
-        ))
-        .hint(
-            "compare the recipient with the admin who rotated the vault key; nothing was recorded",
+    let wanted = args.recipient.trim();
+    if vars::vault::vault_recipient(&store)?.as_deref() == Some(wanted) {
+        vars::vault::record_pin(&store, wanted);
+        ui::status(format!(
+            "this machine now trusts {wanted} as the vault of {}",
+            store.dir.display()
         ));
+        return Ok(());
     }
-    vars::vault::record_pin(&store, &current);
-    ui::status(format!(
-        "this machine now trusts {current} as the vault of {}",
+    for (name, machine) in &config.machines {
+        for g in &machine.generated {
+            if g.resolved.as_deref() != Some(wanted) {
+                continue;
+            }
+            let id = vars::model::InstanceId {
+                scope: vars::model::Scope::Machine(name.clone()),
+                generator: g.generator.clone(),
+            };
+            let rel = store.file_rel(&id, &g.file, false);
+            vars::vault::record_known(&store, &rel, wanted);
+            ui::status(format!(
+                "this machine now trusts {wanted} as machine {name}'s key ({rel})"
+            ));
+            return Ok(());
+        }
+    }
+    Err(CliError::new(format!(
+        "{} is neither keys/vault.pub nor a machine's generated key in {}",
+        vars::text::escape(wanted),
         store.dir.display()
-    ));
-    Ok(())
+    ))
+    .hint("compare the recipient with the person who changed it (vars list shows the machines' keys); nothing was recorded"))
 }

@@ -11,9 +11,15 @@ use vars::spec::PromptKind;
 
 use super::CliError;
 
-/// A status line on stderr.
+/// A status line on stderr. Whatever it carries (names, recipients, messages that quote the
+/// repository's files) has its control characters escaped here, at the one sink, so no
+/// message can forget it (DESIGN §3: text from the repository is untrusted).
 pub fn status(line: impl AsRef<str>) {
-    let _ = writeln!(std::io::stderr(), "{}", line.as_ref());
+    let _ = writeln!(
+        std::io::stderr(),
+        "{}",
+        vars::text::escape_lines(line.as_ref())
+    );
 }
 
 /// Data on stdout. A closed pipe (`vars get … | head -c1`) is not an error.

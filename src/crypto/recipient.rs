@@ -63,6 +63,22 @@ impl Recipient {
         &self.text
     }
 
+    /// Whether vars can encrypt to it without running anything: an X25519 or ssh-ed25519
+    /// recipient. Keys the store itself supplies (`keys/vault.pub`, a machine's generated key)
+    /// must be, or a committed file could name a plugin, which age would run outside the
+    /// sandbox (review of issue 8, R1 #10).
+    pub fn is_native(&self) -> bool {
+        matches!(
+            self.inner,
+            RecipientKind::X25519(_) | RecipientKind::SshEd25519(_)
+        )
+    }
+
+    /// Whether it is an X25519 (`age1…`) recipient.
+    pub fn is_x25519(&self) -> bool {
+        matches!(self.inner, RecipientKind::X25519(_))
+    }
+
     /// For ssh recipients, the 4-byte tag age puts in the stanza (`-> ssh-ed25519 TAG …`),
     /// base64 encoded; `None` for recipients whose stanzas do not name them.
     pub fn ssh_tag(&self) -> Option<String> {

@@ -37,7 +37,7 @@ pub fn apply(
     }
     let mut report = apply_once(config, store, plan.restricted(&sources), opts)?;
     config
-        .resolve_generated(store)
+        .resolve_generated(store, crate::model::Pinning::Checked { fresh: &sources })
         .map_err(|e| StoreError::BadMeta {
             path: store.dir.clone(),
             reason: e.to_string(),

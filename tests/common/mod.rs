@@ -257,7 +257,7 @@ impl Lab {
             vars::model::load(&self.root().join("vars.yaml")).unwrap_or_else(|e| panic!("{e}"));
         let store = self.store(&config);
         config
-            .resolve_generated(&store)
+            .resolve_generated(&store, vars::model::Pinning::Unchecked)
             .unwrap_or_else(|e| panic!("{e}"));
         config
     }

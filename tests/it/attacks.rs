@@ -335,7 +335,7 @@ fn a_swapped_vault_pub_is_caught() {
         err.contains(&attacker) && err.contains(genuine.trim()),
         "{err}"
     );
-    assert!(err.contains("trust-vault"), "{err}");
+    assert!(err.contains("vars trust "), "{err}");
     assert!(!env.store().join("machines/host1/more").exists());
     // With the admin's identity the vault is opened and the mismatch is proven.
     let admin = env.key("users/crs58.age").display().to_string();
@@ -498,11 +498,11 @@ fn a_swapped_vault_is_not_re_pinned_by_an_admin_command() {
     );
     // Only the person, told the new recipient, changes what this machine trusts.
     let out = env.vars(&[
-        "trust-vault",
+        "trust",
         "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
     ]);
     assert_eq!(out.status.code(), Some(1));
-    env.ok(&["trust-vault", &attacker]);
+    env.ok(&["trust-vault", &attacker]); // the older name
 }
 
 /// Review finding 6: editing `keys/vault.json` to hide an admin, or deleting it, does not stop
@@ -643,4 +643,69 @@ generators:
     }
     let m2 = env.key("hosts/galena");
     assert!(common::age_decrypt(&store.join("machines/m2/tok/token.age"), &m2).is_none());
+}
+
+/// Review finding 5: a machine's `{ generated: … }` recipient is as opaque as `vault.pub`. A
+/// commit that swaps it for the attacker's key must not get the machine's secrets encrypted
+/// to that key on the next `generate`; a regeneration by this machine, or a change the person
+/// confirms with `vars trust`, is taken.
+#[test]
+fn a_swapped_generated_recipient_is_not_encrypted_to() {
+    if !sandboxed()
+        || !common::require_tool("age", "apt-get install age")
+        || !common::require_tool("ssh-keygen", "apt-get install openssh-client")
+    {
+        return;
+    }
+    let env = TestEnv::yaml(
+        r#"version: 1
+admins: [alice]
+users:
+  alice: { recipients: ["{admin}"] }
+machines:
+  fresh:
+    recipients: [{ generated: ssh-host-ed25519/ssh_host_ed25519_key.pub }]
+    generators: [ssh-host-ed25519, app]
+generators:
+  app:
+    share: false
+    files: { token: {} }
+    script: head -c 12 /dev/urandom | base64 > "$out/token"
+"#,
+    );
+    let admin = env.key("users/crs58.age").display().to_string();
+    env.ok(&["generate", "-i", &admin]);
+    let key_pub = env
+        .store()
+        .join("machines/fresh/ssh-host-ed25519/ssh_host_ed25519_key.pub");
+    // This machine regenerating the key is no change to confirm.
+    env.ok(&["generate", "--regenerate", "ssh-host-ed25519", "-i", &admin]);
+    env.ok(&["generate", "--regenerate", "app", "-i", &admin]);
+    let (attacker, attacker_id) = forged_key(&env, "attacker");
+    std::fs::write(&key_pub, format!("{attacker}\n")).unwrap();
+    let out = env.vars(&["generate", "--regenerate", "app", "-i", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("changed since this machine last used")
+            && common::stderr(&out).contains("vars trust"),
+        "{}",
+        common::stderr(&out)
+    );
+    let out = env.vars(&["rekey", "--yes", "-i", &admin]);
+    assert_eq!(out.status.code(), Some(1), "{}", common::stderr(&out));
+    let token = env.store().join("machines/fresh/app/token.age");
+    assert!(common::age_decrypt(&token, &attacker_id).is_none());
+    // Read-only commands still work, and the person can confirm the change.
+    env.ok(&["list"]);
+    let out = env.vars(&[
+        "trust",
+        "age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    env.ok(&["trust", &attacker]);
+    env.ok(&["generate", "--regenerate", "app", "-i", &admin]);
+    assert!(
+        common::age_decrypt(&token, &attacker_id).is_some(),
+        "once confirmed, the machine's new key reads its secrets"
+    );
 }
