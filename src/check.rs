@@ -61,8 +61,11 @@ pub enum FindingKind {
     DefinitionChanged,
     /// Warning: an instance directory nothing declares any more.
     Orphaned,
-    /// Warning: `keys/vault.json` is missing.
+    /// `keys/vault.json` is missing or unproven: the next rekey rotates the vault key.
     VaultUnrecorded,
+    /// A leftover of an interrupted write (`.D.old`, a spare…) is in the store: a crash this
+    /// machine's recovery could not repair, or a commit (vars never commits them).
+    Leftover,
 }
 
 /// Severity of a finding.
@@ -355,6 +358,17 @@ fn store_findings(config: &Config, store: &Store, listing: &Listing) -> Vec<Find
             &rel,
             format!(
                 "a {} vars did not write: remove it (git rm vars/{rel})",
+                s.kind.describe()
+            ),
+        ));
+    }
+    for s in &listing.leftovers {
+        let rel = crate::text::escape(&s.rel).into_owned();
+        findings.push(error(
+            FindingKind::Leftover,
+            &rel,
+            format!(
+                "a {} named like vars' own crash leftovers, which vars never commits and never takes from a commit: delete it (rm -r vars/{rel}; git rm -r if it is committed)",
                 s.kind.describe()
             ),
         ));

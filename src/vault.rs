@@ -420,7 +420,7 @@ fn record_pins(store: &Store, recipients: &[&str]) {
     let _ = fs_util::write_atomic(&path, &meta::to_json(&pins), 0o600);
 }
 
-/// Remember `recipient` as the vault of `store` on this machine ([`record_pins`]).
+/// Remember `recipient` as the vault of `store` on this machine (`record_pins`).
 pub fn record_pin(store: &Store, recipient: &str) {
     record_pins(store, &[recipient]);
 }

@@ -167,6 +167,9 @@ pub struct Listing {
     pub instances: Vec<StoredInstance>,
     /// Everything else that should not be there.
     pub strays: Vec<Stray>,
+    /// vars' own transient names (`.vars-swap-*`, `.vars-tmp-*`, `.D.old`, `.D.removing`)
+    /// still there: left by a crash recovery could not repair, or committed by someone.
+    pub leftovers: Vec<Stray>,
 }
 
 /// What vars writes to `vars/.gitignore`: the lock and swap leftovers are never committed.
@@ -489,7 +492,13 @@ impl Store {
                     continue;
                 }
                 (GITIGNORE_FILE | LOCK_FILE, Kind::File) => continue,
-                (n, _) if is_leftover(n) => continue,
+                (n, kind) if is_leftover(n) => {
+                    listing.leftovers.push(Stray {
+                        rel: name.clone(),
+                        kind,
+                    });
+                    continue;
+                }
                 _ => {
                     stray(&mut listing, name, top.kind);
                     continue;
@@ -500,6 +509,10 @@ impl Store {
                 let oname = owner.name.to_string_lossy().into_owned();
                 let rel = format!("{group}/{oname}");
                 if is_leftover(&oname) {
+                    listing.leftovers.push(Stray {
+                        rel,
+                        kind: owner.kind,
+                    });
                     continue;
                 }
                 if owner.kind != Kind::Dir || crate::model::check_name(&oname).is_err() {
@@ -516,7 +529,9 @@ impl Store {
                     let irel = format!("{rel}/{iname}");
                     match inst.kind {
                         Kind::File if iname == layout::MANIFEST_FILE => {}
-                        _ if is_leftover(&iname) => {}
+                        kind if is_leftover(&iname) => {
+                            listing.leftovers.push(Stray { rel: irel, kind });
+                        }
                         Kind::Dir if crate::model::check_name(&iname).is_ok() => {
                             self.push_instance(&mut listing, &odir, &iname, irel)?;
                         }
@@ -570,6 +585,7 @@ impl Store {
         let Some(root) = self.root()? else {
             return Ok(repaired);
         };
+        let aside = swap::Journal::take(self);
         // Parents that can hold swap leftovers: the root (spares, keys), the groups, and each
         // machine's and user's directory. Only real directories are looked into.
         let mut parents = vec![String::new(), layout::SHARED_DIR.to_owned()];
@@ -606,6 +622,7 @@ impl Store {
                 let Some((target, kind)) = name
                     .strip_prefix('.')
                     .and_then(|rest| rest.rsplit_once('.'))
+                    .filter(|(target, _)| crate::model::check_name(target).is_ok())
                 else {
                     continue;
                 };
@@ -614,7 +631,9 @@ impl Store {
                     // A swap without exchange, interrupted after moving the old content aside:
                     // put it back unless the new content made it to `D`.
                     OLD if dir.kind(target)?.is_some() => dir.remove_all(name)?,
-                    OLD => {
+                    // Only what this machine moved aside: a `.D.old` from a commit is not ours
+                    // to make live (`check` reports it).
+                    OLD if aside.contains(rel(name).to_string_lossy().as_ref()) => {
                         dir.rename(name, &dir, target, false)?;
                         dir.sync()?;
                     }

@@ -23,6 +23,11 @@
 //! deleted, and without `D` it is moved back (a fallback swap interrupted between its two
 //! renames); a `.D.removing` (an interrupted [`Store::remove_dir`]) is deleted. So after a
 //! crash at any moment, `D` is entirely old or entirely new.
+//!
+//! The repository is untrusted (DESIGN §3): a commit can hold a `.D.old` too, say a copy of
+//! another machine's instance under a new machine's name. So a `.D.old` is moved back only
+//! when this machine's [`Journal`], kept outside the repository, says a swap of this machine
+//! moved it aside; any other is left for `vars check` to report.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -40,6 +45,69 @@ pub(crate) const SPARE_PREFIX: &str = ".vars-swap-";
 pub(crate) const OLD: &str = "old";
 /// Suffix of a directory being removed: `.D.removing`.
 pub(crate) const REMOVING: &str = "removing";
+
+/// The directories a fallback swap moved aside (`.D.old`) and whose swap may not be durable
+/// yet: a file in this machine's state directory, never in the repository. Written before
+/// the first rename, deleted once the batch is durable; recovery reads and deletes it.
+pub(crate) struct Journal {
+    path: Option<PathBuf>,
+    aside: Vec<String>,
+}
+
+impl Journal {
+    pub(crate) fn new(store: &Store) -> Self {
+        Journal {
+            path: journal_path(store),
+            aside: Vec::new(),
+        }
+    }
+
+    /// Record that `old` (relative to the store) is about to hold a directory's old content.
+    /// Without a state directory nothing is recorded: a crash in the window is then repaired
+    /// from version control, never from the store's own leftovers.
+    fn note(&mut self, old: &Path) -> Result<(), IoError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        self.aside.push(old.to_string_lossy().into_owned());
+        crate::fs_util::write_atomic(path, &crate::meta::to_json(&self.aside), 0o600)
+    }
+
+    /// The swaps are durable: nothing to repair.
+    fn clear(&mut self) {
+        if let (Some(path), false) = (&self.path, self.aside.is_empty()) {
+            let _ = std::fs::remove_file(path);
+            self.aside.clear();
+        }
+    }
+
+    /// What a crashed run of this machine moved aside in `store`; forgotten once read.
+    pub(crate) fn take(store: &Store) -> std::collections::BTreeSet<String> {
+        let Some(path) = journal_path(store) else {
+            return Default::default();
+        };
+        let listed = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&path);
+        listed.into_iter().collect()
+    }
+}
+
+/// `<state>/swaps/<sha256 of the store's canonical path>.json`.
+fn journal_path(store: &Store) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    let canonical = std::fs::canonicalize(&store.dir).unwrap_or_else(|_| store.dir.clone());
+    let digest = sha2::Sha256::digest(canonical.as_os_str().as_encoded_bytes());
+    let name: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Some(
+        store
+            .state_dir()?
+            .join("swaps")
+            .join(format!("{name}.json")),
+    )
+}
 
 /// Directories per commit. Up to this many in all are made durable file by file; more with
 /// one `syncfs` per commit, which also flushes whatever else is dirty on the file system but
@@ -388,6 +456,8 @@ struct Commits<'s> {
     /// Spares holding old content whose swap is not durable yet: the next commit's sync makes
     /// it so, and only then may they be overwritten or deleted.
     unsynced: Vec<Spare>,
+    /// What fallback swaps moved aside, for recovery.
+    journal: Journal,
 }
 
 impl<'s> Commits<'s> {
@@ -397,6 +467,7 @@ impl<'s> Commits<'s> {
             spares,
             sync_each,
             unsynced: Vec::new(),
+            journal: Journal::new(store),
         }
     }
 
@@ -418,7 +489,7 @@ impl<'s> Commits<'s> {
         self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         let mut old = Vec::with_capacity(staged.len());
         for (dir, spare) in &staged {
-            match swap_in(root, &spare.rel, dir, true) {
+            match swap_in(root, &spare.rel, dir, true, &mut self.journal) {
                 Ok(Some(rel)) => old.push(Spare { rel, fresh: false }),
                 Ok(None) => {}
                 Err(e) => {
@@ -451,6 +522,7 @@ impl<'s> Commits<'s> {
             self.store.sync_fs()?;
             self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         }
+        self.journal.clear();
         Ok(())
     }
 }
@@ -505,11 +577,13 @@ fn sync_parent(root: &Dir, rel: &Path) -> Result<(), IoError> {
 /// Step 3: put `spare`'s content at `dir` (both relative to the store). Returns where the old
 /// content is now (`None` when `dir` did not exist). `exchange: false` forces the fallback
 /// (for tests). A `dir` that is a link is refused: its target would become a spare's content.
+/// The fallback notes in `journal` what it moves aside.
 fn swap_in(
     root: &Dir,
     spare: &Path,
     dir: &Path,
     exchange: bool,
+    journal: &mut Journal,
 ) -> Result<Option<PathBuf>, IoError> {
     use rustix::io::Errno;
     match root.kind(dir)? {
@@ -542,6 +616,7 @@ fn swap_in(
     let (parent, name) = split(dir);
     let old = side(&parent, &name, OLD);
     root.remove_all(&old)?;
+    journal.note(&old)?;
     root.rename(dir, root, &old, false)?;
     root.rename(spare, root, dir, false)?;
     Ok(Some(old))
@@ -603,6 +678,11 @@ mod tests {
         v
     }
 
+    /// A store that keeps no state in the real home.
+    fn test_store(dir: impl Into<PathBuf>) -> Store {
+        Store::new(dir).with_state_dir(None)
+    }
+
     fn names(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -615,7 +695,7 @@ mod tests {
     #[test]
     fn swap_replaces_whole_directory() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = test_store(t.path());
         let rel = Path::new("machines/m/g");
         let d = t.path().join(rel);
         store.swap_dir(rel, &files("1")).unwrap();
@@ -636,7 +716,7 @@ mod tests {
     #[test]
     fn batches_recycle_spares_across_commits() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = test_store(t.path());
         // Many commits. All but a few directories exist, with other files and longer content.
         let (n, new) = (300, 5);
         let dirs: Vec<PathBuf> = (0..n)
@@ -691,7 +771,7 @@ mod tests {
     #[test]
     fn a_failing_item_stops_the_batch_and_leaves_no_spares() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = test_store(t.path());
         let dirs: Vec<PathBuf> = (0..40)
             .map(|i| PathBuf::from(format!("shared/g{i}")))
             .collect();
@@ -736,7 +816,7 @@ mod tests {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let worker_root = root.clone();
         std::thread::spawn(move || {
-            let store = Store::new(&worker_root);
+            let store = test_store(&worker_root);
             let dirs: Vec<PathBuf> = (0..200)
                 .map(|i| PathBuf::from(format!("blocker/g{i}")))
                 .collect();
@@ -757,23 +837,30 @@ mod tests {
         let err = result.unwrap_err();
         assert!(err.contains("blocker"), "{err}");
         // What the failure left behind is only spares, which recovery removes.
-        Store::new(&root).recover().unwrap();
+        test_store(&root).recover().unwrap();
         assert_eq!(names(&root), vec!["blocker"]);
     }
 
     #[test]
     fn fallback_without_exchange_swaps_and_recycles() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = test_store(t.path());
         let rel = Path::new("shared/g");
         store.swap_dir(rel, &files("old")).unwrap();
         let spare = t.path().join(format!("{SPARE_PREFIX}t"));
         fs::create_dir(&spare).unwrap();
         fs::write(spare.join("a"), "new").unwrap();
         let root = store.ensure_root().unwrap();
-        let old = swap_in(root, Path::new(&format!("{SPARE_PREFIX}t")), rel, false)
-            .unwrap()
-            .unwrap();
+        let mut journal = Journal::new(&store);
+        let old = swap_in(
+            root,
+            Path::new(&format!("{SPARE_PREFIX}t")),
+            rel,
+            false,
+            &mut journal,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(old, Path::new("shared/.g.old"));
         assert_eq!(
             content(&t.path().join(rel)),
@@ -785,6 +872,7 @@ mod tests {
     #[test]
     fn recovery_after_crash_at_each_step() {
         // The states a crash can leave while swapping "new" over "old"; `true` = new wins.
+        // The fallback steps are noted in the journal first, as `swap_in` does.
         type Crash = fn(&Path, &Path, &Path);
         let steps: [(&str, Crash, bool); 5] = [
             (
@@ -840,7 +928,8 @@ mod tests {
         ];
         for (step, crash, new_wins) in steps {
             let t = tempfile::tempdir().unwrap();
-            let store = Store::new(t.path());
+            let state = tempfile::tempdir().unwrap();
+            let store = Store::new(t.path()).with_state_dir(Some(state.path().into()));
             let parent = t.path().join("machines/m");
             let d = parent.join("g");
             store
@@ -848,6 +937,11 @@ mod tests {
                 .unwrap();
             let spare = t.path().join(format!("{SPARE_PREFIX}9"));
             fs::create_dir(&spare).unwrap();
+            if step.starts_with("fallback") {
+                Journal::new(&store)
+                    .note(Path::new("machines/m/.g.old"))
+                    .unwrap();
+            }
             crash(&parent, &d, &spare);
             store.recover().unwrap();
             let expect = if new_wins { "new" } else { "old" };
@@ -862,9 +956,52 @@ mod tests {
     }
 
     #[test]
+    fn recovery_restores_only_what_this_machine_moved_aside() {
+        // A commit can carry `.g.old` (say a copy of another machine's instance) where `g`
+        // does not exist: without a journal entry it is not made live.
+        let t = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path()).with_state_dir(Some(state.path().into()));
+        store
+            .swap_dir(Path::new("machines/m/g"), &files("planted"))
+            .unwrap();
+        let parent = t.path().join("machines/m");
+        fs::rename(parent.join("g"), side(&parent, "g", OLD)).unwrap();
+        store.recover().unwrap();
+        assert_eq!(names(&parent), vec![".g.old"], "planted leftover made live");
+        // The journal of another store does not count either.
+        let other = tempfile::tempdir().unwrap();
+        let other_store = Store::new(other.path()).with_state_dir(Some(state.path().into()));
+        Journal::new(&other_store)
+            .note(Path::new("machines/m/.g.old"))
+            .unwrap();
+        store.recover().unwrap();
+        assert_eq!(names(&parent), vec![".g.old"]);
+        // This store's own entry is honoured once, then forgotten.
+        Journal::new(&store)
+            .note(Path::new("machines/m/.g.old"))
+            .unwrap();
+        store.recover().unwrap();
+        assert_eq!(names(&parent), vec!["g"]);
+        assert_eq!(Journal::take(&store).len(), 0);
+    }
+
+    #[test]
+    fn a_durable_batch_leaves_no_journal() {
+        let t = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path()).with_state_dir(Some(state.path().into()));
+        let mut journal = Journal::new(&store);
+        journal.note(Path::new("shared/.g.old")).unwrap();
+        assert!(state.path().join("swaps").is_dir());
+        journal.clear();
+        assert_eq!(fs::read_dir(state.path().join("swaps")).unwrap().count(), 0);
+    }
+
+    #[test]
     fn recovery_finishes_an_interrupted_removal() {
         let t = tempfile::tempdir().unwrap();
-        let store = Store::new(t.path());
+        let store = test_store(t.path());
         let parent = t.path().join("users");
         store
             .swap_dir(Path::new("users/u/g"), &files("old"))

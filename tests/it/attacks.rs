@@ -645,6 +645,63 @@ generators:
     assert!(common::age_decrypt(&store.join("machines/m2/tok/token.age"), &m2).is_none());
 }
 
+/// Review finding 7: a commit carries a "crash leftover" `machines/m2/.tok.old`, a copy of
+/// m1's instance, where m2 has none yet. Recovery makes live only what this machine moved
+/// aside (its journal is outside the repository), so `generate` writes m2 a fresh token and
+/// never re-encrypts m1's to m2; `check` reports the leftover.
+#[test]
+fn a_committed_crash_leftover_is_not_restored() {
+    if !sandboxed() || !common::require_tool("age", "apt-get install age") {
+        return;
+    }
+    let env = TestEnv::yaml(
+        r#"version: 1
+admins: [alice]
+users:
+  alice: { recipients: ["{admin}"] }
+machines:
+  m1: { recipients: ["{host}"], generators: [tok] }
+  m2: { recipients: ["{host2}"], generators: [tok] }
+generators:
+  tok:
+    files: { token: {} }
+    script: head -c 12 /dev/urandom | base64 > "$out/token"
+"#,
+    );
+    env.ok(&["generate"]);
+    let store = env.store();
+    std::fs::remove_dir_all(store.join("machines/m2/tok")).unwrap();
+    let planted = store.join("machines/m2/.tok.old");
+    common::copy_dir(&store.join("machines/m1/tok"), &planted);
+    let meta = std::fs::read_to_string(planted.join("meta.json")).unwrap();
+    std::fs::write(
+        planted.join("meta.json"),
+        meta.replace("machine:m1", "machine:m2"),
+    )
+    .unwrap();
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3), "{json}");
+    assert!(
+        finding_kinds(&json).contains(&("leftover".into(), "machines/m2/.tok.old".into())),
+        "{json}"
+    );
+    let admin = env.key("users/crs58.age").display().to_string();
+    env.ok(&["generate", "-i", &admin]);
+    let m2 = env.key("hosts/galena");
+    let m2_token = common::age_decrypt(&store.join("machines/m2/tok/token.age"), &m2)
+        .expect("m2 reads its own fresh token");
+    let m1_token = env.ok(&["get", "machines/m1/tok/token", "-i", &admin]);
+    assert_ne!(m2_token, m1_token, "m1's token was made m2's");
+    assert!(
+        planted.is_dir(),
+        "the leftover stays for a person to delete"
+    );
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3), "{json}");
+    std::fs::remove_dir_all(&planted).unwrap();
+    env.ok(&["check"]);
+}
+
 /// Review finding 5: a machine's `{ generated: … }` recipient is as opaque as `vault.pub`. A
 /// commit that swaps it for the attacker's key must not get the machine's secrets encrypted
 /// to that key on the next `generate`; a regeneration by this machine, or a change the person
