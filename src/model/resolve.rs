@@ -154,14 +154,18 @@ impl<'a> Resolver<'a> {
                 std::path::Component::Normal(_) | std::path::Component::CurDir
             )
         });
+        // Not inside `.git`: vars would write its files among git's own (hooks among them).
+        let in_git = store_rel
+            .components()
+            .any(|c| c.as_os_str().eq_ignore_ascii_case(".git"));
         if let Some(s) = &vars.settings.store
-            && (store_rel.as_os_str().is_empty() || !plain)
+            && (store_rel.as_os_str().is_empty() || !plain || in_git)
         {
             self.diag(
                 s.line,
                 s.column,
                 format!(
-                    "store {:?} must be a relative path inside the repository",
+                    "store {:?} must be a relative path inside the repository, outside .git",
                     s.value
                 ),
                 "e.g. store: vars",

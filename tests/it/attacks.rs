@@ -702,6 +702,42 @@ generators:
     env.ok(&["check"]);
 }
 
+/// `settings.store` may not lead out of the repository nor into `.git` (where the files
+/// vars writes would sit among git's hooks and config).
+#[test]
+fn a_store_outside_the_repository_or_in_git_is_refused() {
+    for store in [
+        "../elsewhere",
+        "/tmp/vars-store",
+        ".git/vars",
+        "sub/.GIT",
+        "vars/../..",
+    ] {
+        let env = TestEnv::yaml(&format!(
+            "version: 1\nsettings: {{ store: {store:?} }}\nadmins: [alice]\nusers:\n  alice: {{ recipients: [\"{{admin}}\"] }}\n"
+        ));
+        for cmd in [&["check"][..], &["generate"][..]] {
+            let out = env.vars(cmd);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{store} {cmd:?}: {}",
+                common::stderr(&out)
+            );
+            assert!(
+                common::stderr(&out).contains("must be a relative path inside the repository"),
+                "{store}: {}",
+                common::stderr(&out)
+            );
+        }
+        let written: Vec<_> = common::walk(&env.root())
+            .into_iter()
+            .filter(|p| !p.ends_with("vars.yaml"))
+            .collect();
+        assert!(written.is_empty(), "{store}: {written:?}");
+    }
+}
+
 /// Review finding 5: a machine's `{ generated: … }` recipient is as opaque as `vault.pub`. A
 /// commit that swaps it for the attacker's key must not get the machine's secrets encrypted
 /// to that key on the next `generate`; a regeneration by this machine, or a change the person
