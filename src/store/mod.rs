@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::fs_util::{self, Create, Dir, Entry, IoContext as _, IoError, Kind};
+use crate::fs_util::{self, Create, Dir, Entry, IoError, Kind};
 use crate::meta::{self, Manifest, Meta};
 use crate::model::{InstanceId, Scope};
 use crate::spec::Backend;
@@ -24,7 +24,7 @@ pub mod layout;
 mod swap;
 
 use layout::PrincipalKind;
-use swap::{OLD, REMOVING, SPARE_PREFIX};
+pub(crate) use swap::is_leftover;
 
 /// Errors reading or writing the store.
 #[derive(Debug, thiserror::Error)]
@@ -577,73 +577,6 @@ impl Store {
             .filter_map(|e| layout::parse_instance_rel(&format!("{rel}/{}", e.name_str()?)))
             .collect())
     }
-
-    /// Finish or roll back swaps a crash interrupted, anywhere in the store. Returns the
-    /// directories it repaired.
-    pub fn recover(&self) -> Result<Vec<PathBuf>, StoreError> {
-        let mut repaired = Vec::new();
-        let Some(root) = self.root()? else {
-            return Ok(repaired);
-        };
-        let aside = swap::Journal::take(self);
-        // Parents that can hold swap leftovers: the root (spares, keys), the groups, and each
-        // machine's and user's directory. Only real directories are looked into.
-        let mut parents = vec![String::new(), layout::SHARED_DIR.to_owned()];
-        for group in [layout::MACHINES_DIR, layout::USERS_DIR] {
-            parents.push(group.to_owned());
-            if let Some(dir) = root.open_dir(group)? {
-                parents.extend(
-                    dir.entries()?
-                        .into_iter()
-                        .filter(|e| e.kind == Kind::Dir)
-                        .filter_map(|e| Some(format!("{group}/{}", e.name_str()?))),
-                );
-            }
-        }
-        for parent in parents {
-            let dir = if parent.is_empty() {
-                Some(root.duplicate().at("open directory", &self.dir)?)
-            } else {
-                root.open_dir(&parent)?
-            };
-            let Some(dir) = dir else { continue };
-            let rel = |name: &str| -> PathBuf { Path::new(&parent).join(name) };
-            for entry in dir.entries()? {
-                let Some(name) = entry.name_str() else {
-                    continue;
-                };
-                if name.starts_with(fs_util::TMP_PREFIX) || name.starts_with(SPARE_PREFIX) {
-                    // A file write killed before its rename, or a spare (never live content:
-                    // staged and not swapped in, or old).
-                    dir.remove_all(name)?;
-                    repaired.push(self.dir.join(rel(name)));
-                    continue;
-                }
-                let Some((target, kind)) = name
-                    .strip_prefix('.')
-                    .and_then(|rest| rest.rsplit_once('.'))
-                    .filter(|(target, _)| crate::model::check_name(target).is_ok())
-                else {
-                    continue;
-                };
-                match kind {
-                    REMOVING => dir.remove_all(name)?,
-                    // A swap without exchange, interrupted after moving the old content aside:
-                    // put it back unless the new content made it to `D`.
-                    OLD if dir.kind(target)?.is_some() => dir.remove_all(name)?,
-                    // Only what this machine moved aside: a `.D.old` from a commit is not ours
-                    // to make live (`check` reports it).
-                    OLD if aside.contains(rel(name).to_string_lossy().as_ref()) => {
-                        dir.rename(name, &dir, target, false)?;
-                        dir.sync()?;
-                    }
-                    _ => continue,
-                }
-                repaired.push(self.dir.join(rel(target)));
-            }
-        }
-        Ok(repaired)
-    }
 }
 
 /// `$XDG_STATE_HOME/vars`, else `~/.local/state/vars`.
@@ -657,14 +590,6 @@ fn default_state_dir() -> Option<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".local/state"))
         })?;
     Some(state.join("vars"))
-}
-
-/// Names of vars' own transient files: spares, temporary files, `.D.old`, `.D.removing`.
-fn is_leftover(name: &str) -> bool {
-    name.starts_with(SPARE_PREFIX)
-        || name.starts_with(fs_util::TMP_PREFIX)
-        || (name.starts_with('.')
-            && (name.ends_with(&format!(".{OLD}")) || name.ends_with(&format!(".{REMOVING}"))))
 }
 
 #[cfg(test)]
