@@ -19,11 +19,15 @@
 //!    [`hardening`] keeps vars' own process from leaking (no core dumps, no inherited
 //!    descriptors for any child).
 //! 6. [`seal`] — every encryption, decryption and header read, whichever backend; below it
-//!    [`crypto`] is the only user of the `age` crate; [`identity`] finds keys; [`vault`] is the
-//!    store's vault key (and the check that `keys/vault.pub` is genuine).
+//!    [`crypto`] is the only user of the `age` crate; [`sops`] reads sops files in-process and
+//!    spawns the `sops` program to write them; [`identity`] finds keys; [`vault`] is the
+//!    store's vault key, the authenticator of its bookkeeping, and what this machine
+//!    remembers about the store (its pins: the check that `keys/vault.pub` is genuine).
 //! 7. [`generate`] plans ([`generate::plan`]) and applies a generate; [`rekey`] re-encrypts
 //!    what is stale (its `Resealer` is shared with generate); [`check`] is CI's read-only
-//!    verdict.
+//!    verdict; [`set`] stores a value a person gives, [`import`] reads agenix, sops-nix and
+//!    clan repositories into generators and a store, [`bootstrap`] hands a new machine its
+//!    generated host key.
 //!
 //! 8. [`install`] decrypts a machine's or user's secrets at activation time into a RAM file
 //!    system, switching generations atomically: a consumer of the store and of [`seal`] (host
@@ -34,8 +38,9 @@
 //!    (the only module that does), not the store, and judges store files with
 //!    [`store::layout`] and [`meta`] alone.
 //!
-//! Where new parts go: a sops backend is one more arm in [`seal`] (and a `sops` module that spawns the
-//! program); [`store::layout`] already names `<file>.sops`.
+//! Where new parts go: another backend is one more arm in [`seal`] (as sops is) and one more
+//! name in [`store::layout`]; another importer is one module under [`import`] that yields
+//! generators and values; a command is a file in `src/cli/` calling one library function.
 //!
 //! Plaintext only ever lives in [`secret::SecretBytes`]; text from the repository is printed
 //! through [`text::escape`].
