@@ -34,6 +34,24 @@ generators:
     )
 }
 
+/// Two machines, each with its own instance of `tok` (one secret `token`).
+fn two_machines() -> TestEnv {
+    TestEnv::yaml(
+        r#"version: 1
+admins: [alice]
+users:
+  alice: { recipients: ["{admin}"] }
+machines:
+  m1: { recipients: ["{host}"], generators: [tok] }
+  m2: { recipients: ["{host2}"], generators: [tok] }
+generators:
+  tok:
+    files: { token: {} }
+    script: head -c 12 /dev/urandom | base64 > "$out/token"
+"#,
+    )
+}
+
 /// A file in the test's HOME that holds the sentinel (what an attacker wants read).
 fn home_secret(env: &TestEnv) -> std::path::PathBuf {
     let p = env.home.join(".ssh/id_ed25519");
@@ -585,20 +603,7 @@ fn a_ciphertext_copied_between_instances_is_refused() {
     if !sandboxed() || !common::require_tool("age", "apt-get install age") {
         return;
     }
-    let env = TestEnv::yaml(
-        r#"version: 1
-admins: [alice]
-users:
-  alice: { recipients: ["{admin}"] }
-machines:
-  m1: { recipients: ["{host}"], generators: [tok] }
-  m2: { recipients: ["{host2}"], generators: [tok] }
-generators:
-  tok:
-    files: { token: {} }
-    script: head -c 12 /dev/urandom | base64 > "$out/token"
-"#,
-    );
+    let env = two_machines();
     env.ok(&["generate"]);
     let store = env.store();
     // The attacker (who holds m2's host key) copies m1's instance over m2's.
@@ -654,20 +659,7 @@ fn a_committed_crash_leftover_is_not_restored() {
     if !sandboxed() || !common::require_tool("age", "apt-get install age") {
         return;
     }
-    let env = TestEnv::yaml(
-        r#"version: 1
-admins: [alice]
-users:
-  alice: { recipients: ["{admin}"] }
-machines:
-  m1: { recipients: ["{host}"], generators: [tok] }
-  m2: { recipients: ["{host2}"], generators: [tok] }
-generators:
-  tok:
-    files: { token: {} }
-    script: head -c 12 /dev/urandom | base64 > "$out/token"
-"#,
-    );
+    let env = two_machines();
     env.ok(&["generate"]);
     let store = env.store();
     std::fs::remove_dir_all(store.join("machines/m2/tok")).unwrap();
