@@ -51,35 +51,10 @@ pub enum IdentityError {
         /// Its permission bits.
         mode: u32,
     },
-    /// An identity exists but cannot be parsed or read.
+    /// An identity exists but cannot be parsed, read or unlocked (a passphrase missing or
+    /// wrong, a plugin not installed: [`CryptoError`] names which).
     #[error(transparent)]
-    Bad(CryptoError),
-    /// An identity is protected by a passphrase, `$VARS_PASSPHRASE_FILE` is not set and
-    /// standard input is not a terminal to ask on.
-    #[error("{source_name} is protected by a passphrase, and there is no terminal to ask for it")]
-    NoPassphrase {
-        /// The identity (file path or keyring entry).
-        source_name: String,
-    },
-    /// The passphrase does not decrypt the identity.
-    #[error("wrong passphrase for {source_name}")]
-    WrongPassphrase {
-        /// The identity (file path or keyring entry).
-        source_name: String,
-    },
-    /// `$VARS_PASSPHRASE_FILE` is set but cannot be read.
-    #[error("cannot read the passphrase: {0}")]
-    PassphraseFile(IoError),
-    /// An identity file names an age plugin whose program is not on `PATH`.
-    #[error(
-        "{source_name} is a plugin identity, but {binary} is not installed (not found on PATH)"
-    )]
-    PluginMissing {
-        /// The identity (file path or keyring entry).
-        source_name: String,
-        /// The plugin program, e.g. `age-plugin-yubikey`.
-        binary: String,
-    },
+    Bad(#[from] CryptoError),
     /// `vars keygen` would overwrite an existing identity file.
     #[error("{} already exists; not overwriting an identity", path.display())]
     FileExists {
@@ -98,28 +73,6 @@ pub enum IdentityError {
     /// The OS keyring is not usable, or failed.
     #[error(transparent)]
     Keyring(#[from] KeyringError),
-}
-
-impl From<CryptoError> for IdentityError {
-    fn from(e: CryptoError) -> Self {
-        match e {
-            CryptoError::NoPassphrase { source_name } => {
-                IdentityError::NoPassphrase { source_name }
-            }
-            CryptoError::WrongPassphrase { source_name } => {
-                IdentityError::WrongPassphrase { source_name }
-            }
-            CryptoError::PassphraseFile(e) => IdentityError::PassphraseFile(e),
-            CryptoError::PluginMissing {
-                source_name,
-                binary,
-            } => IdentityError::PluginMissing {
-                source_name,
-                binary,
-            },
-            other => IdentityError::Bad(other),
-        }
-    }
 }
 
 /// One place identities are looked for.

@@ -110,16 +110,17 @@ impl From<vars::store::StoreError> for CliError {
 
 impl From<vars::identity::IdentityError> for CliError {
     fn from(e: vars::identity::IdentityError) -> Self {
+        use vars::crypto::CryptoError as C;
         use vars::identity::IdentityError as I;
         let err = CliError::new(e.to_string());
         match e {
             I::TooOpen { ref path, .. } => err.hint(format!("make it private: chmod 600 {} (ssh refuses such keys too)", path.display())),
             I::Missing { ref named_by, .. } => err.hint(format!("check the path given by {named_by}, or unset it to use the default places")),
-            I::Bad(vars::crypto::CryptoError::RsaIdentity { .. }) => err.hint("use an ed25519 ssh key (ssh-keygen -t ed25519) or an age identity (vars keygen) as your identity; ssh-rsa recipients keep working"),
+            I::Bad(C::RsaIdentity { .. }) => err.hint("use an ed25519 ssh key (ssh-keygen -t ed25519) or an age identity (vars keygen) as your identity; ssh-rsa recipients keep working"),
             I::NoneFound { .. } => err.hint("pass --identity FILE (an age identity, ssh private key or plugin identity of an admin), set VARS_IDENTITY_FILE, or create one with vars keygen"),
-            I::NoPassphrase { .. } => err.hint("set VARS_PASSPHRASE_FILE to a file (mode 0600) holding the passphrase, or run vars on a terminal"),
-            I::WrongPassphrase { .. } => err.hint("check the passphrase (VARS_PASSPHRASE_FILE, if set, must hold exactly the passphrase; one trailing newline is ignored)"),
-            I::PluginMissing { ref binary, .. } => {
+            I::Bad(C::NoPassphrase { .. }) => err.hint("set VARS_PASSPHRASE_FILE to a file (mode 0600) holding the passphrase, or run vars on a terminal"),
+            I::Bad(C::WrongPassphrase { .. }) => err.hint("check the passphrase (VARS_PASSPHRASE_FILE, if set, must hold exactly the passphrase; one trailing newline is ignored)"),
+            I::Bad(C::PluginMissing { ref binary, .. }) => {
                 let how = if binary == "age-plugin-yubikey" {
                     "install it (cargo install age-plugin-yubikey, or your distribution's age-plugin-yubikey package)".to_owned()
                 } else {
@@ -129,7 +130,7 @@ impl From<vars::identity::IdentityError> for CliError {
             }
             I::FileExists { .. } | I::KeyringExists => err.hint("pass --force to replace it (the old identity is lost: rekey first if it is an admin's), or choose another place with --out FILE"),
             I::NoDefaultPath => err.hint("pass --out FILE"),
-            I::PassphraseFile(_) => err.hint("point VARS_PASSPHRASE_FILE at a readable file, or unset it to be asked on the terminal"),
+            I::Bad(C::PassphraseFile(_)) => err.hint("point VARS_PASSPHRASE_FILE at a readable file, or unset it to be asked on the terminal"),
             I::Keyring(k) => k.into(),
             I::Bad(_) | I::Write(_) => err,
         }
