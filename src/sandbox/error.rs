@@ -114,7 +114,7 @@ pub enum SandboxError {
         "runtime input \"{program}\" of generator \"{generator}\" resolves to {}, outside \
          /nix/store and the system's program directories ({}); generators may only use \
          installed programs: install it system-wide or with Nix, or name its /nix/store path",
-        resolved.display(),
+        esc(&resolved.to_string_lossy()),
         super::programs::ALLOWED_PREFIXES[1..].join(", "),
         generator = esc(generator), program = esc(program)
     )]
@@ -123,8 +123,45 @@ pub enum SandboxError {
         generator: String,
         /// The `runtime-inputs` entry as written.
         program: String,
-        /// Its canonical path (for a directory input possibly its `bin/`).
+        /// Its canonical path (for a directory input possibly its `bin/`). It can be a name
+        /// the repository chose, so it is printed escaped.
         resolved: PathBuf,
+    },
+
+    /// A `runtime-inputs` entry (or every match of a name on `PATH`) is a link that gives a
+    /// system program another name: the first hop of its link chain that lies in a system
+    /// directory is named differently from what the script calls, e.g. a committed
+    /// `tools/head -> /usr/bin/echo` that would turn every `head` of a shipped script into
+    /// `echo` (review 2, finding 1).
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" leads to {}, a program of \
+         another name: a link may not rename a system program (multi-call programs act by \
+         the name they are called by); name the program by its own path or by its name on PATH",
+        esc(&link.to_string_lossy()),
+        generator = esc(generator), program = esc(program)
+    )]
+    RuntimeInputRenamed {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
+        /// The first hop of its link chain in a system directory, e.g. `/usr/bin/echo`.
+        link: PathBuf,
+    },
+
+    /// An absolute `runtime-inputs` entry goes through `/proc` or `/dev`
+    /// (`/proc/self/cwd/tools/x` is the checkout vars runs in) or has a `..` component.
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" goes through /proc or /dev, \
+         or has a .. component; name an installed program by its own path (/usr/bin/…, \
+         /nix/store/…) or by its name on PATH",
+        generator = esc(generator), program = esc(program)
+    )]
+    RuntimeInputNotPlain {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
     },
 
     /// The seccomp filter that hides the kernel keyring could not be built (an architecture
@@ -189,7 +226,7 @@ pub enum SandboxError {
     #[error("cannot supervise the generator process: {0}; the run was stopped, try again")]
     Supervise(#[source] io::Error),
 
-    /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM handler.
+    /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM/SIGHUP/SIGQUIT handler.
     #[error("cannot install the interrupt handler that removes sandbox work dirs: {0}")]
     Signals(#[source] io::Error),
 

@@ -200,6 +200,9 @@ fn resolve_with(
         programs.need(path);
     }
 
+    // A name missing from PATH (or found only outside) is an error only if no later input
+    // provides it: `[openssl, /nix/store/…-openssl/bin/openssl]` falls back to the store path.
+    let mut unmet = Vec::new();
     for input in &job.runtime_inputs {
         let not_found = || SandboxError::RuntimeInputNotFound {
             generator: job.generator.clone(),
@@ -210,15 +213,26 @@ fn resolve_with(
             program: input.clone(),
             resolved,
         };
+        let renamed = |link: PathBuf| SandboxError::RuntimeInputRenamed {
+            generator: job.generator.clone(),
+            program: input.clone(),
+            link,
+        };
         let path = Path::new(input);
         if path.is_absolute() {
+            if !is_plain(path) {
+                return Err(SandboxError::RuntimeInputNotPlain {
+                    generator: job.generator.clone(),
+                    program: input.clone(),
+                });
+            }
             // Canonical first: every symlink on the way, wherever it points, is resolved
             // before the prefix check.
             let canonical = fs::canonicalize(path).map_err(|_| not_found())?;
-            if !is_allowed(&canonical, allowed) {
-                return Err(outside(canonical));
-            }
             if canonical.is_dir() {
+                if !is_allowed(&canonical, allowed) {
+                    return Err(outside(canonical));
+                }
                 // `bin` itself may be a symlink out of an allowed directory.
                 let bin = fs::canonicalize(canonical.join("bin")).map_err(|_| not_found())?;
                 if !is_allowed(&bin, allowed) {
@@ -229,14 +243,19 @@ fn resolve_with(
                 }
                 programs.need(&bin);
                 programs.path_dirs.push(bin);
-            } else if is_executable(&canonical) {
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(not_found)?;
-                programs.link(name, canonical);
-            } else {
-                return Err(not_found());
+                continue;
+            }
+            // The name the script calls it by is the name it has where the system keeps it.
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| crate::text::escape(n) == *n)
+                .ok_or_else(not_found)?;
+            match follow(path, name, allowed) {
+                Hop::Found(target) if is_executable(&target) => programs.link(name, target),
+                Hop::Found(_) | Hop::Broken => return Err(not_found()),
+                Hop::Renamed(link) => return Err(renamed(link)),
+                Hop::Outside(resolved) => return Err(outside(resolved)),
             }
         } else if input == VARS_ITSELF {
             let exe = env::current_exe().map_err(|_| not_found())?;
@@ -247,9 +266,17 @@ fn resolve_with(
         } else {
             match lookup(input, path_var, allowed) {
                 Lookup::Found(canonical) => programs.link(input, canonical),
-                Lookup::OnlyOutside(resolved) => return Err(outside(resolved)),
-                Lookup::Missing => return Err(not_found()),
+                Lookup::Refused(Refusal::Outside(resolved)) => {
+                    unmet.push((input, outside(resolved)))
+                }
+                Lookup::Refused(Refusal::Renamed(link)) => unmet.push((input, renamed(link))),
+                Lookup::Missing => unmet.push((input, not_found())),
             }
+        }
+    }
+    for (name, error) in unmet {
+        if !programs.provides(name) {
+            return Err(error);
         }
     }
     Ok(programs)
@@ -264,6 +291,12 @@ impl Programs {
         self.bin.push((name.to_owned(), target));
     }
 
+    /// Whether a `bin/` link or a directory input's `bin/` gives the script `name`.
+    fn provides(&self, name: &str) -> bool {
+        self.bin.iter().any(|(n, _)| n == name)
+            || self.path_dirs.iter().any(|d| is_executable(&d.join(name)))
+    }
+
     fn need(&mut self, path: &Path) {
         let visible = SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p));
         if !visible && !self.host_paths.iter().any(|h| path.starts_with(h)) {
@@ -275,7 +308,7 @@ impl Programs {
 fn resolve_core(path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Option<Core> {
     let canonical = |name: &str| match lookup(name, path_var, allowed) {
         Lookup::Found(path) => Some(path),
-        Lookup::OnlyOutside(_) | Lookup::Missing => None,
+        Lookup::Refused(_) | Lookup::Missing => None,
     };
     let bash = canonical("bash")?;
     let programs = std::iter::once(("bash".to_owned(), bash.clone()))
@@ -301,31 +334,116 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
 /// Where a program name given to the sandbox resolves.
 #[derive(Debug, PartialEq)]
 enum Lookup {
-    /// The canonical path of the first match on `PATH` inside the allowed prefixes.
+    /// The canonical path of the first match on `PATH` that [`follow`] accepts.
     Found(PathBuf),
-    /// Matches exist, but all resolve outside them; the first one's canonical path.
-    OnlyOutside(PathBuf),
+    /// Matches exist, but [`follow`] refused each; why it refused the first.
+    Refused(Refusal),
     /// No executable of that name on `PATH`.
     Missing,
 }
 
-/// Like a shell's lookup, but a match whose canonical path lies outside `allowed` is skipped.
+/// Why [`follow`] refused a program path.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// It leads outside the allowed prefixes: the canonical path.
+    Outside(PathBuf),
+    /// The first hop in an allowed directory has another name: that hop.
+    Renamed(PathBuf),
+}
+
+/// Like a shell's lookup, but a match that [`follow`] refuses (it leads out of the allowed
+/// prefixes, or is a link giving a system program another name) is skipped.
 fn lookup(name: &str, path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Lookup {
-    let mut outside = None;
+    let mut refused = None;
     for dir in env::split_paths(path_var).filter(|dir| dir.is_absolute()) {
         let candidate = dir.join(name);
         if !is_executable(&candidate) {
             continue;
         }
-        let Ok(canonical) = fs::canonicalize(&candidate) else {
-            continue;
-        };
-        if is_allowed(&canonical, allowed) {
-            return Lookup::Found(canonical);
+        match follow(&candidate, name, allowed) {
+            Hop::Found(canonical) => return Lookup::Found(canonical),
+            Hop::Outside(resolved) => {
+                refused.get_or_insert(Refusal::Outside(resolved));
+            }
+            Hop::Renamed(link) => {
+                refused.get_or_insert(Refusal::Renamed(link));
+            }
+            Hop::Broken => {}
         }
-        outside.get_or_insert(canonical);
     }
-    outside.map_or(Lookup::Missing, Lookup::OnlyOutside)
+    refused.map_or(Lookup::Missing, Lookup::Refused)
+}
+
+/// Where [`follow`] ends.
+#[derive(Debug, PartialEq)]
+enum Hop {
+    /// The first hop in an allowed directory has the requested name; its canonical target
+    /// (inside the allowed prefixes too).
+    Found(PathBuf),
+    /// The first hop in an allowed directory has another name, e.g. `/usr/bin/echo` reached
+    /// through a repository's `tools/head`: that hop.
+    Renamed(PathBuf),
+    /// No hop lies in an allowed directory, or the target does not: the canonical path.
+    Outside(PathBuf),
+    /// A dangling link, a loop, or no file name.
+    Broken,
+}
+
+/// Links followed before [`follow`] gives up (Linux's own limit, `MAXSYMLINKS`).
+const MAX_HOPS: usize = 40;
+
+/// Follow `path` link by link to the first hop whose directory, canonicalised, lies in an
+/// allowed prefix: the system's own name for the program. It must be `name`, the name the
+/// script will call it by, because a multi-call binary (busybox, Nix's coreutils) acts by its
+/// name, and so does every link into one: a repository's `tools/head -> /usr/bin/echo` would
+/// make every `head` of the script an `echo`. NixOS's `/run/current-system/sw/bin/head ->
+/// /nix/store/…-system-path/bin/head -> /nix/store/…-coreutils/bin/coreutils` is fine: the
+/// first hop's directory is in the store and it is named `head`.
+fn follow(path: &Path, name: &str, allowed: &[PathBuf]) -> Hop {
+    let mut hop = path.to_path_buf();
+    for _ in 0..=MAX_HOPS {
+        let (Some(parent), Some(base)) = (hop.parent(), hop.file_name()) else {
+            return Hop::Broken;
+        };
+        let Ok(dir) = fs::canonicalize(parent) else {
+            return Hop::Broken;
+        };
+        let here = dir.join(base);
+        if is_allowed(&dir, allowed) {
+            if base != name {
+                return Hop::Renamed(here);
+            }
+            return match fs::canonicalize(&here) {
+                Ok(target) if is_allowed(&target, allowed) => Hop::Found(target),
+                Ok(target) => Hop::Outside(target),
+                Err(_) => Hop::Broken,
+            };
+        }
+        match fs::read_link(&here) {
+            // A relative target is relative to the link's real directory, as for the kernel.
+            Ok(target) => hop = dir.join(target),
+            Err(_) => return fs::canonicalize(&here).map_or(Hop::Broken, Hop::Outside),
+        }
+    }
+    Hop::Broken
+}
+
+/// An absolute input that is an ordinary path: not through `/proc` (`/proc/self/cwd/…` is the
+/// checkout vars runs in, `/proc/self/root/…` anything) or `/dev` (`/dev/fd/N/…`), and without
+/// `..`. Installed programs have such paths; only tricks need the others.
+fn is_plain(path: &Path) -> bool {
+    use std::path::Component;
+    let mut normal = path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(Some(n)),
+        Component::ParentDir => Some(None),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    });
+    let first_ok = match normal.next() {
+        Some(Some(first)) => first != "proc" && first != "dev",
+        Some(None) => false,
+        None => true,
+    };
+    first_ok && normal.all(|c| c.is_some())
 }
 
 /// Whether the canonical `path` lies in (or is) one of the `allowed` prefixes.
@@ -514,14 +632,159 @@ mod tests {
         );
         assert_eq!(
             lookup("only-home", &path, &allowed),
-            Lookup::OnlyOutside(home.join("only-home"))
+            Lookup::Refused(Refusal::Outside(home.join("only-home")))
         );
         assert_eq!(
             lookup("linked", &path, &allowed),
-            Lookup::OnlyOutside(home.join("only-home"))
+            Lookup::Refused(Refusal::Outside(home.join("only-home")))
         );
         assert_eq!(lookup("missing", &path, &allowed), Lookup::Missing);
         let result = resolve_with(&job(&["only-home"]), core(), &path, &allowed);
         assert_eq!(outside_error(result, "only-home"), home.join("only-home"));
+    }
+
+    fn renamed_error(result: Result<Programs, SandboxError>, input: &str) -> PathBuf {
+        match result {
+            Err(SandboxError::RuntimeInputRenamed {
+                program,
+                generator,
+                link,
+            }) => {
+                assert_eq!(program, input);
+                assert_eq!(generator, "g");
+                link
+            }
+            Err(other) => panic!("{input}: wrong error {other}"),
+            Ok(p) => panic!("{input}: resolved to {:?}", p.bin),
+        }
+    }
+
+    /// Review 2, finding 1: a committed `tools/head -> /usr/bin/echo` named as a runtime input
+    /// (by the checkout's path, or found first on `PATH`) would make every `head` of a shipped
+    /// script an `echo`, and `random-password` constant.
+    #[test]
+    fn a_link_that_renames_a_system_program_is_refused_or_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = fs::canonicalize(root.path()).unwrap();
+        let sys = root_path.join("sys/bin");
+        exe(&sys.join("echo"));
+        exe(&sys.join("head"));
+        let tools = root_path.join("checkout/tools");
+        fs::create_dir_all(&tools).unwrap();
+        std::os::unix::fs::symlink(sys.join("echo"), tools.join("head")).unwrap();
+        // A relative chain through a second repository link ends at the same place.
+        std::os::unix::fs::symlink("../../sys/bin/echo", tools.join("hop")).unwrap();
+        std::os::unix::fs::symlink("hop", tools.join("tail")).unwrap();
+        let allowed = vec![root_path.join("sys")];
+
+        let head = tools.join("head");
+        let input = head.to_str().unwrap();
+        let result = resolve_with(&job(&[input]), core(), &host_path(), &allowed);
+        assert_eq!(renamed_error(result, input), sys.join("echo"));
+        let tail = tools.join("tail");
+        let input = tail.to_str().unwrap();
+        let result = resolve_with(&job(&[input]), core(), &host_path(), &allowed);
+        assert_eq!(renamed_error(result, input), sys.join("echo"));
+
+        // On PATH, the renaming link is skipped for the next real `head`...
+        let path = env::join_paths([&tools, &sys]).unwrap();
+        assert_eq!(
+            lookup("head", &path, &allowed),
+            Lookup::Found(sys.join("head"))
+        );
+        let p = resolve_with(&job(&["head"]), core(), &path, &allowed).unwrap();
+        assert_eq!(p.bin, vec![("head".to_owned(), sys.join("head"))]);
+        // ...and when there is none, the error says why.
+        let only = env::join_paths([&tools]).unwrap();
+        let result = resolve_with(&job(&["head"]), core(), &only, &allowed);
+        assert_eq!(renamed_error(result, "head"), sys.join("echo"));
+
+        // The same attack against the real system: echo is never `head`.
+        if let Ok(echo) = fs::canonicalize("/usr/bin/echo") {
+            std::os::unix::fs::symlink(&echo, tools.join("cat")).unwrap();
+            let cat = tools.join("cat");
+            let input = cat.to_str().unwrap();
+            renamed_error(resolve(&job(&[input])), input);
+        }
+    }
+
+    /// The NixOS layout keeps working: `/run/current-system/sw/bin/head ->
+    /// /nix/store/…-system-path/bin/head -> /nix/store/…-coreutils/bin/coreutils`, exposed
+    /// as `head` so that the multi-call binary acts as `head`.
+    #[test]
+    fn a_link_chain_into_a_multi_call_binary_keeps_its_system_name() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = fs::canonicalize(root.path()).unwrap();
+        let store = root_path.join("nix/store");
+        let coreutils = store.join("aaa-coreutils/bin/coreutils");
+        exe(&coreutils);
+        let system_path = store.join("bbb-system-path/bin");
+        fs::create_dir_all(&system_path).unwrap();
+        std::os::unix::fs::symlink(&coreutils, system_path.join("head")).unwrap();
+        std::os::unix::fs::symlink("coreutils", coreutils.with_file_name("tail")).unwrap();
+        let run = root_path.join("run/current-system");
+        fs::create_dir_all(&run).unwrap();
+        std::os::unix::fs::symlink(store.join("bbb-system-path"), run.join("sw")).unwrap();
+        let allowed = vec![store.clone()];
+
+        let sw = run.join("sw/bin/head");
+        let p = resolve_with(
+            &job(&[sw.to_str().unwrap()]),
+            core(),
+            &host_path(),
+            &allowed,
+        )
+        .unwrap();
+        assert_eq!(p.bin, vec![("head".to_owned(), coreutils.clone())]);
+        let path =
+            env::join_paths([run.join("sw/bin"), coreutils.parent().unwrap().into()]).unwrap();
+        assert_eq!(
+            lookup("head", &path, &allowed),
+            Lookup::Found(coreutils.clone())
+        );
+        assert_eq!(lookup("tail", &path, &allowed), Lookup::Found(coreutils));
+    }
+
+    /// `/proc/self/cwd/…` is the checkout vars runs in, `/proc/self/root/…` and `/dev/fd/…`
+    /// reach anything; `..` hides where a path goes. None names an installed program.
+    #[test]
+    fn proc_dev_and_dotdot_inputs_are_refused() {
+        for bad in [
+            "/proc/self/cwd/tools/head",
+            "/proc/self/root/usr/bin/head",
+            "/dev/fd/3/head",
+            "/usr/bin/../bin/head",
+            "/usr/../proc/self/exe",
+        ] {
+            match resolve(&job(&[bad])) {
+                Err(SandboxError::RuntimeInputNotPlain { program, generator }) => {
+                    assert_eq!(program, bad);
+                    assert_eq!(generator, "g");
+                }
+                Err(other) => panic!("{bad}: wrong error {other}"),
+                Ok(_) => panic!("{bad}: resolved"),
+            }
+        }
+        assert!(resolve(&job(&["/usr/bin/env"])).is_ok());
+    }
+
+    /// A name missing from `PATH` is fine when a later input provides it: an extending
+    /// definition appends a store path for a program the shipped one names.
+    #[test]
+    fn a_later_input_can_provide_a_name_missing_from_path() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = fs::canonicalize(root.path()).unwrap();
+        let tool = root_path.join("store/pkg/bin/vars-test-tool");
+        exe(&tool);
+        let allowed = vec![root_path.join("store")];
+        let empty = std::ffi::OsString::new();
+        let input = tool.to_str().unwrap();
+        let p = resolve_with(&job(&["vars-test-tool", input]), core(), &empty, &allowed).unwrap();
+        assert_eq!(p.bin, vec![("vars-test-tool".to_owned(), tool)]);
+        let result = resolve_with(&job(&["vars-test-tool"]), core(), &empty, &allowed);
+        assert!(matches!(
+            result,
+            Err(SandboxError::RuntimeInputNotFound { .. })
+        ));
     }
 }

@@ -376,3 +376,74 @@ fn network_without_slirp4netns_stops_with_an_install_hint() {
     assert!(err.contains("apt-get install slirp4netns"), "{err}");
     assert!(!env.store().join("shared/probe/report").exists());
 }
+
+/// A one-machine clan8 fleet whose `db-password` extends the shipped `random-password`, with
+/// `extra` appended to its definition.
+fn db_password(extra: &str) -> TestEnv {
+    TestEnv::yaml(&format!(
+        "version: 1\nadmins: [crs58]\nusers:\n  crs58:\n    recipients: [\"{{admin}}\"]\n\
+         machines:\n  cinnabar:\n    recipients: [\"{{host}}\"]\n    generators: [db-password]\n\
+         generators:\n  db-password:\n    extends: random-password\n{extra}"
+    ))
+}
+
+/// Review 2, finding 1 (poc1): a committed `tools/head -> /usr/bin/echo` may not become the
+/// `head` of the shipped `random-password` script, which would then write the constant
+/// `c1024devurandom…`: named as a runtime input it is refused (by `/proc/self/cwd` or by the
+/// checkout's path), and a checkout directory first on `PATH` is skipped for the real `head`.
+#[test]
+fn a_committed_link_cannot_rename_a_system_program() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    for (input, expected) in [
+        ("/proc/self/cwd/tools/head".to_owned(), "goes through /proc"),
+        (String::new(), "a program of another name"),
+    ] {
+        let env = db_password("");
+        let tools_dir = env.root().join("tools");
+        std::fs::create_dir(&tools_dir).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/echo", tools_dir.join("head")).unwrap();
+        let input = if input.is_empty() {
+            tools_dir.join("head").display().to_string()
+        } else {
+            input
+        };
+        let yaml = env.root().join("vars.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(&yaml, format!("{text}    runtime-inputs: [\"{input}\"]\n")).unwrap();
+        let key = env.key("users/crs58.age");
+        let out = env.vars(&["generate", "--identity", key.to_str().unwrap()]);
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{input}: generated\n{err}");
+        assert!(err.contains(expected), "{input}: {err}");
+        assert!(!env.store().join("machines/cinnabar/db-password").exists());
+    }
+
+    let env = db_password("");
+    let tools_dir = env.root().join("tools");
+    std::fs::create_dir(&tools_dir).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/echo", tools_dir.join("head")).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(tools_dir.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let key = env.key("users/crs58.age");
+    let key = key.to_str().unwrap();
+    let out = env
+        .command(&["generate", "--identity", key])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let password = env.ok(&[
+        "get",
+        "--identity",
+        key,
+        "machines/cinnabar/db-password/password",
+    ]);
+    let password = String::from_utf8(password).unwrap();
+    assert_eq!(password.len(), 32, "{password}");
+    assert!(!password.contains("c1024"), "echo ran as head: {password}");
+}
