@@ -447,3 +447,93 @@ fn a_committed_link_cannot_rename_a_system_program() {
     assert_eq!(password.len(), 32, "{password}");
     assert!(!password.contains("c1024"), "echo ran as head: {password}");
 }
+
+/// A one-machine clan8 fleet with the generator `netgen` (one public file), whose definition
+/// gets `extra` lines, and `other` more generators.
+fn netgen(extra: &str, other: &str) -> TestEnv {
+    TestEnv::yaml(&format!(
+        "version: 1\nadmins: [crs58]\nusers:\n  crs58:\n    recipients: [\"{{admin}}\"]\n\
+         machines:\n  cinnabar:\n    recipients: [\"{{host}}\"]\n    generators: [netgen]\n\
+         generators:\n  netgen:\n{extra}    files: {{ x: {{ secret: false }} }}\n    \
+         script: printf x > \"$out/x\"\n{other}"
+    ))
+}
+
+/// Review 2, finding 5 (poc3): `timeout: "18446744073709551615"` on a network generator made
+/// `vars generate` panic (an `Instant + Duration` overflow). Now a positioned load error; zero
+/// is refused too, 24h is the limit.
+#[test]
+fn a_huge_timeout_is_a_positioned_error_not_a_panic() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    let env = netgen(
+        "    network: true\n    timeout: \"18446744073709551615\"\n",
+        "",
+    );
+    let key = env.key("users/crs58.age");
+    let out = env.vars(&["generate", "--identity", key.to_str().unwrap()]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("vars.yaml:13:14:"), "positioned: {err}");
+    assert!(err.contains("it may be at most 24h"), "{err}");
+
+    for (timeout, ok) in [
+        ("24h", true),
+        ("86401", false),
+        ("24h1s", false),
+        ("0", false),
+    ] {
+        let env = netgen(&format!("    timeout: \"{timeout}\"\n"), "");
+        let loaded = vars::model::load(&env.root().join("vars.yaml"));
+        assert_eq!(loaded.is_ok(), ok, "{timeout}");
+    }
+}
+
+/// Review 2, finding 3: a `network: true` generator could send what it is given anywhere, so it
+/// is given nothing secret: a prompt or a plain dependency is a positioned load error with a
+/// hint; the public files of `machines/*/GEN` are fine.
+#[test]
+fn a_network_generator_gets_no_secret_input() {
+    let refused = |extra: &str, other: &str, expected: &str| {
+        let env = netgen(&format!("    network: true\n{extra}"), other);
+        let err = vars::model::load(&env.root().join("vars.yaml"))
+            .err()
+            .unwrap_or_else(|| panic!("{extra} loads"))
+            .to_string();
+        assert!(err.contains("vars.yaml:1"), "positioned: {err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("hint: split it"), "{err}");
+    };
+    refused(
+        "    prompts: { pw: { type: hidden } }\n",
+        "",
+        "has network: true and a prompt \"pw\"",
+    );
+    refused(
+        "    dependencies: [ssh-ca]\n",
+        "",
+        "has network: true and depends on \"ssh-ca\"",
+    );
+    // Also a dependency with public files only today: the rule is read off this definition.
+    refused(
+        "    dependencies: [pub]\n",
+        "  pub:\n    files: { p: { secret: false } }\n    script: printf p > \"$out/p\"\n",
+        "depends on \"pub\"",
+    );
+
+    let env = netgen(
+        "    network: true\n    dependencies: [\"machines/*/wireguard-key\"]\n",
+        "",
+    );
+    let text = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    let text = text.replace(
+        "generators: [netgen]",
+        "generators: [netgen, wireguard-key]",
+    );
+    std::fs::write(env.root().join("vars.yaml"), text).unwrap();
+    if let Err(e) = vars::model::load(&env.root().join("vars.yaml")) {
+        panic!("machines/*/GEN is public: {e}");
+    }
+}

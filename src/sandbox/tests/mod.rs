@@ -602,6 +602,25 @@ fn unsafe_names_are_rejected_before_anything_runs() {
             j.env = vec![("PATH".into(), "/".into())]
         }),
         ("env name", |j| j.env = vec![("a=b".into(), "c".into())]),
+        // Review 2, finding 5: `started + timeout` overflowed (a panic) for a library caller.
+        ("huge timeout", |j| j.timeout = Duration::MAX),
+        ("day and a second", |j| {
+            j.timeout = MAX_TIMEOUT + Duration::from_secs(1)
+        }),
+        // Review 2, finding 3: nothing secret reaches a network run.
+        ("network prompt", |j| {
+            j.network = true;
+            j.prompts = vec![("pw".into(), secret(b"hunter2"))];
+        }),
+        ("network dependency", |j| {
+            j.network = true;
+            let bytes = secret(b"key");
+            j.inputs = vec![InputFile {
+                dependency: "ssh-ca".into(),
+                file: "ca".into(),
+                bytes,
+            }];
+        }),
     ];
     for (what, change) in cases {
         let mut job = fx.job(r#"touch /dev/shm/vars-test-must-not-run"#, &[]);
@@ -613,6 +632,19 @@ fn unsafe_names_are_rejected_before_anything_runs() {
         );
     }
     assert!(!Path::new("/dev/shm/vars-test-must-not-run").exists());
+
+    // The public files of `machines/*/GEN` may reach a network run.
+    let mut job = fx.job(
+        r#"cat "$in/wireguard-key/m1/public-key" > "$out/k""#,
+        &["k"],
+    );
+    job.network = true;
+    job.inputs = vec![InputFile {
+        dependency: "wireguard-key/m1".into(),
+        file: "public-key".into(),
+        bytes: secret(b"pub"),
+    }];
+    assert!(validate(&job).is_ok());
 }
 
 #[test]
