@@ -537,3 +537,80 @@ fn a_network_generator_gets_no_secret_input() {
         panic!("machines/*/GEN is public: {e}");
     }
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Review 2, finding 4 (poc4): SIGHUP (a closed terminal, a dropped ssh connection) ended
+/// `vars generate` without removing the run's work dir, so the prompt's plaintext stayed in the
+/// runtime dir. Now vars cleans up and exits 129 (SIGQUIT alike, 131).
+#[test]
+fn a_hang_up_leaves_no_prompt_behind() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    for (signal, code) in [
+        (rustix::process::Signal::HUP, 129),
+        (rustix::process::Signal::QUIT, 131),
+    ] {
+        let env = netgen("    prompts: { pw: { type: hidden } }\n", "");
+        let yaml = env.root().join("vars.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(
+            &yaml,
+            text.replace(
+                "script: printf x > \"$out/x\"",
+                "script: sleep 30; cp \"$prompts/pw\" \"$out/x\"",
+            ),
+        )
+        .unwrap();
+        let pw = env.dir.path().join("pw");
+        std::fs::write(&pw, "HUNTER2-PLAINTEXT").unwrap();
+        let key = env.key("users/crs58.age");
+        let mut child = env
+            .command(&[
+                "generate",
+                "--identity",
+                key.to_str().unwrap(),
+                "--prompt-file",
+                &format!("netgen.pw={}", pw.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let holds_plaintext = |run: &Path| {
+            files_under(run)
+                .iter()
+                .any(|f| std::fs::read(f).is_ok_and(|b| b == b"HUNTER2-PLAINTEXT"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !holds_plaintext(&env.runtime_dir()) {
+            assert!(
+                Instant::now() < deadline,
+                "the prompt never reached the work dir"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{signal:?}: {status}");
+        assert!(
+            !holds_plaintext(&env.runtime_dir()),
+            "{signal:?}: the prompt is still in {:?}",
+            files_under(&env.runtime_dir())
+        );
+    }
+}
