@@ -33,7 +33,7 @@ pub enum SandboxError {
         "bubblewrap ({}) cannot create a sandbox on this machine: {stderr}; allow unprivileged \
          user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ an \
          AppArmor profile for bwrap), or opt out with settings.sandbox: none or --no-sandbox",
-        path.display(),
+        esc(&path.to_string_lossy()),
         stderr = escape_lines(stderr)
     )]
     BubblewrapUnusable {
@@ -65,7 +65,7 @@ pub enum SandboxError {
     #[error(
         "{} (from {origin}) is not a tmpfs or ramfs, so generator plaintext could reach a \
          persistent disk; point {} at a tmpfs directory such as /dev/shm",
-        path.display(),
+        esc(&path.to_string_lossy()),
         crate::env::RUNTIME_DIR
     )]
     RuntimeDirNotTmpfs {
@@ -192,7 +192,7 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}): could not set up its network with {}: {}; \
          check that slirp4netns works (slirp4netns --version) or run it without network",
-        program.display(),
+        esc(&program.to_string_lossy()),
         escape_lines(reason),
         generator = esc(generator), instance = esc(instance)
     )]
@@ -212,7 +212,10 @@ pub enum SandboxError {
     Io(#[from] IoError),
 
     /// The sandbox program (or `bash` when unsandboxed) could not be started.
-    #[error("cannot start {}: {source}; check that it is installed and executable", program.display())]
+    #[error(
+        "cannot start {}: {source}; check that it is installed and executable",
+        esc(&program.to_string_lossy())
+    )]
     Spawn {
         /// The program that was executed.
         program: PathBuf,
@@ -408,6 +411,49 @@ mod tests {
             program: "tool\x1b]52;c;AAAA\x07".into(),
         };
         assert!(!e.to_string().contains('\x1b'), "{e}");
+
+        // Review 2, finding 6: paths in sandbox errors can be names the repository chose
+        // (reached through a committed link), so every one is escaped too.
+        let evil = || PathBuf::from("/tmp/q\x1b]0;PWNED\x07\x1b[2K\rinnocent");
+        let (generator, program, instance) = ("g".to_owned(), "x".to_owned(), "i".to_owned());
+        let io = || io::Error::other("e");
+        for e in [
+            SandboxError::RuntimeInputOutside {
+                generator: generator.clone(),
+                program: program.clone(),
+                resolved: evil(),
+            },
+            SandboxError::RuntimeInputRenamed {
+                generator: generator.clone(),
+                program: program.clone(),
+                link: evil(),
+            },
+            SandboxError::BubblewrapUnusable {
+                path: evil(),
+                stderr: String::new(),
+            },
+            SandboxError::RuntimeDirNotTmpfs {
+                path: evil(),
+                origin: "the job",
+            },
+            SandboxError::UserNetFailed {
+                instance: instance.clone(),
+                generator: generator.clone(),
+                program: evil(),
+                reason: String::new(),
+            },
+            SandboxError::Spawn {
+                program: evil(),
+                source: io(),
+            },
+        ] {
+            let msg = e.to_string();
+            assert!(
+                !msg.contains('\x1b') && !msg.contains('\x07') && !msg.contains('\r'),
+                "{msg:?}"
+            );
+            assert!(msg.contains("q\\e]0;PWNED\\x07"), "{msg}");
+        }
     }
 
     #[test]

@@ -787,4 +787,27 @@ mod tests {
             Err(SandboxError::RuntimeInputNotFound { .. })
         ));
     }
+
+    /// Review 2, finding 6 (poc2): a committed `tools/x` linked to a file whose name carries
+    /// terminal escapes; the "outside" error printed its canonical path raw.
+    #[test]
+    fn the_outside_error_escapes_the_path_it_names() {
+        let root = tempfile::tempdir().unwrap();
+        let tools = root.path().join("tools");
+        let evil = tools.join("q\x1b]0;PWNED-TITLE\x07\x1b[2K\rinnocent");
+        exe(&evil);
+        std::os::unix::fs::symlink(evil.file_name().unwrap(), tools.join("x")).unwrap();
+        let x = tools.join("x");
+        let err = resolve(&job(&[x.to_str().unwrap()])).err().unwrap();
+        assert!(
+            matches!(err, SandboxError::RuntimeInputOutside { .. }),
+            "{err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            !msg.contains('\x1b') && !msg.contains('\x07') && !msg.contains('\r'),
+            "{msg:?}"
+        );
+        assert!(msg.contains("q\\e]0;PWNED-TITLE\\x07"), "{msg}");
+    }
 }
