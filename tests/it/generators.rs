@@ -1052,12 +1052,20 @@ fn the_ssh_ca_comment_cannot_add_a_line_to_ca_pub() {
         let err = common::stderr(&out);
         assert!(!out.status.success(), "{comment}: generated");
         assert!(err.contains("ssh-ca: comment may hold"), "{comment}: {err}");
-        assert!(!env.store().join("shared/host-ca/ca.pub").exists(), "{comment}");
+        assert!(
+            !env.store().join("shared/host-ca/ca.pub").exists(),
+            "{comment}"
+        );
     }
     let env = fleet("\"ops@example.org, fleet CA 2026/1 +backup\"");
     let key = env.key("users/crs58.age");
     env.ok(&["generate", "--identity", key.to_str().unwrap()]);
     let public = std::fs::read_to_string(env.store().join("shared/host-ca/ca.pub")).unwrap();
     assert_eq!(public.lines().count(), 1, "{public}");
-    assert!(public.trim_end().ends_with(" ops@example.org, fleet CA 2026/1 +backup"), "{public}");
+    assert!(
+        public
+            .trim_end()
+            .ends_with(" ops@example.org, fleet CA 2026/1 +backup"),
+        "{public}"
+    );
 }
