@@ -300,9 +300,10 @@ const CLEANUP_SIGNALS: [std::ffi::c_int; 4] = [
     signal_hook::consts::SIGQUIT,
 ];
 
-/// Install a handler for [`CLEANUP_SIGNALS`] that kills every live run, removes every live
-/// work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129 for
-/// SIGHUP, 131 for SIGQUIT). The CLI calls this once at start-up; later calls do nothing.
+/// Install a handler for SIGINT, SIGTERM, SIGHUP and SIGQUIT that kills every live run,
+/// removes every live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for
+/// SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
+/// ignored. The CLI calls this once at start-up; later calls do nothing.
 ///
 /// Without it a bubblewrap run still dies with vars (`--die-with-parent`), but its work dir
 /// and an unsandboxed run's processes (which live in their own process group) would survive.
