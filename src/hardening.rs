@@ -53,11 +53,14 @@ pub enum HardeningError {
     PromptEnvironment,
 }
 
-/// Disable core dumps and mark every inherited descriptor above 2 close-on-exec.
+/// Disable core dumps, mark every inherited descriptor above 2 close-on-exec, and move the
+/// `VARS_PROMPT_…` variables out of the environment (see [`prompt_environment`]).
 ///
 /// Call it first thing in `main`, while the process has a single thread: the descriptor scan
-/// relies on nothing opening or closing descriptors meanwhile. Every step is tried; the first
-/// failure is returned.
+/// relies on nothing opening or closing descriptors meanwhile, and the environment may only be
+/// changed while no other thread reads it (on Linux this is checked; with other threads the
+/// variables stay and [`HardeningError::PromptEnvironment`] is returned). Every step is tried;
+/// the first failure is returned.
 pub fn harden_process() -> Result<(), HardeningError> {
     let core = disable_core_dumps().map_err(HardeningError::CoreDumps);
     let fds = mark_inherited_fds_cloexec().map_err(HardeningError::Descriptors);
