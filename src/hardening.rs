@@ -13,16 +13,25 @@
 //!   none of the invoking user's keys in its session, and let exactly the given descriptors
 //!   (bubblewrap's `--seccomp`, `--info-fd`, …) and 0–2 survive the exec.
 //!
+//!   It also takes every `VARS_PROMPT_…` variable (a prompt value) out of the environment,
+//!   so that no child inherits one either (an age plugin, sops, bubblewrap); the CLI gets them
+//!   from [`prompt_environment`].
+//!
 //! Why `unsafe`: neither std nor rustix has a safe call for these. `close_range`, `fcntl` on a
 //! descriptor we do not own and `keyctl` are plain system calls through `libc`, and
 //! `CommandExt::pre_exec` is unsafe because its closure runs between fork and exec. Each block
 //! below states why it is sound.
 #![allow(unsafe_code)]
 
+use std::env;
+use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd as _, OwnedFd, RawFd};
 use std::process::Command;
+use std::sync::Mutex;
+
+use crate::secret::SecretBytes;
 
 /// What [`harden_process`] could not do. vars keeps running (the CLI prints a warning): each
 /// step is defence in depth, and refusing to start would help no one.
@@ -34,17 +43,93 @@ pub enum HardeningError {
     /// The inherited descriptors could not be listed or marked close-on-exec.
     #[error("cannot mark inherited file descriptors close-on-exec: {0}")]
     Descriptors(#[source] io::Error),
+    /// [`harden_process`] ran in a process with more than one thread, so the `VARS_PROMPT_…`
+    /// variables stay in the environment (changing it then is not sound), where every child
+    /// inherits them.
+    #[error(
+        "cannot remove the VARS_PROMPT_… variables from the environment: other threads are \
+         running; children of vars inherit them"
+    )]
+    PromptEnvironment,
 }
 
-/// Disable core dumps and mark every inherited descriptor above 2 close-on-exec.
+/// Disable core dumps, mark every inherited descriptor above 2 close-on-exec, and move the
+/// `VARS_PROMPT_…` variables out of the environment (see [`prompt_environment`]).
 ///
 /// Call it first thing in `main`, while the process has a single thread: the descriptor scan
-/// relies on nothing opening or closing descriptors meanwhile. Every step is tried; the first
-/// failure is returned.
+/// relies on nothing opening or closing descriptors meanwhile, and the environment may only be
+/// changed while no other thread reads it (on Linux this is checked; with other threads the
+/// variables stay and [`HardeningError::PromptEnvironment`] is returned). Every step is tried;
+/// the first failure is returned.
 pub fn harden_process() -> Result<(), HardeningError> {
     let core = disable_core_dumps().map_err(HardeningError::CoreDumps);
     let fds = mark_inherited_fds_cloexec().map_err(HardeningError::Descriptors);
-    core.and(fds)
+    let prompts = take_prompt_variables();
+    core.and(fds).and(prompts)
+}
+
+/// The `VARS_PROMPT_…` variables [`harden_process`] took out of the environment.
+static PROMPT_VARIABLES: Mutex<Vec<(String, SecretBytes)>> = Mutex::new(Vec::new());
+
+/// The `VARS_PROMPT_…` variables (name, value) that [`harden_process`] took out of the
+/// environment, handed over once: a second call returns none. Empty when it never ran; a
+/// program embedding the library reads its own environment.
+pub fn prompt_environment() -> Vec<(String, SecretBytes)> {
+    std::mem::take(&mut *PROMPT_VARIABLES.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Review 1, finding 10: a prompt value in vars's environment reached every child vars
+/// spawns. Each `VARS_PROMPT_…` variable is moved into [`PROMPT_VARIABLES`] and removed.
+fn take_prompt_variables() -> Result<(), HardeningError> {
+    let prefix = crate::prompt::ENV_PREFIX.as_bytes();
+    let taken: Vec<(OsString, OsString)> = env::vars_os()
+        .filter(|(k, _)| k.as_encoded_bytes().starts_with(prefix))
+        .collect();
+    if taken.is_empty() {
+        return Ok(());
+    }
+    let single = single_threaded();
+    if single {
+        for (name, _) in &taken {
+            // SAFETY: changing the environment is unsound only while another thread may read
+            // or write it (getenv hands out pointers into it). `single_threaded` checked that
+            // this thread is the only one (Linux: the kernel's thread count; elsewhere the
+            // documented contract of `harden_process`, which the CLI calls first in `main`),
+            // so nothing can read it concurrently.
+            unsafe { env::remove_var(name) };
+        }
+    }
+    let mut stash = PROMPT_VARIABLES.lock().unwrap_or_else(|e| e.into_inner());
+    // A name that is not UTF-8 names no prompt; it is removed all the same.
+    stash.extend(taken.into_iter().filter_map(|(name, value)| {
+        Some((
+            name.into_string().ok()?,
+            SecretBytes::new(value.into_encoded_bytes()),
+        ))
+    }));
+    if single {
+        Ok(())
+    } else {
+        Err(HardeningError::PromptEnvironment)
+    }
+}
+
+/// Whether this process has one thread: on Linux `Threads:` of `/proc/self/status`; elsewhere
+/// taken on trust from the contract of [`harden_process`].
+fn single_threaded() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .is_some_and(|n| n.trim() == "1")
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        true
+    }
 }
 
 fn disable_core_dumps() -> io::Result<()> {

@@ -293,9 +293,10 @@ pub struct TagSpec {
 )]
 pub struct GeneratorSpec {
     /// Start from this shipped generator and change only what is given here: `description`,
-    /// `validation` (merged key by key), `share`, `timeout`, `runtime-inputs`, and per file
-    /// `owner`, `group`, `mode`, `deploy`, `needed-for`, per prompt `description`, `type`,
-    /// `persist`. The script, files, prompts and dependencies stay the shipped generator's.
+    /// `validation` (merged key by key), `share`, `timeout`, and per file `owner`, `group`,
+    /// `mode`, `deploy`, `needed-for`, per prompt `description`, `type`, `persist`;
+    /// `runtime-inputs` are added after the shipped ones. The script, files, prompts and
+    /// dependencies stay the shipped generator's.
     pub extends: Option<Loc<Name>>,
     /// Shown by `vars list` and `vars generators`.
     pub description: Option<String>,
@@ -323,10 +324,11 @@ pub struct GeneratorSpec {
     /// Any value; changing it regenerates the instance. With `parameters`, a mapping of
     /// parameter values.
     pub validation: Option<Loc<serde_json::Value>>,
-    /// Allow network access in the sandbox.
+    /// Allow network access in the sandbox. Such a generator may have no prompts and depend
+    /// only on `machines/*/GEN` (public files): it gets nothing secret to send.
     #[serde(default)]
     pub network: bool,
-    /// Kill the script after this long: `90s`, `5m`, `1h`. Default: `60s`.
+    /// Kill the script after this long: `90s`, `5m`, `1h`, at most `24h`. Default: `60s`.
     pub timeout: Option<Loc<String>>,
 }
 

@@ -110,11 +110,8 @@ pub fn prompt_values(
     values: &[String],
     files: &[String],
 ) -> Result<vars::prompt::PromptValues, CliError> {
-    let environment = std::env::vars_os().filter_map(|(k, v)| {
-        let k = k.into_string().ok()?;
-        k.starts_with(vars::prompt::ENV_PREFIX)
-            .then(|| (k, SecretBytes::new(v.into_encoded_bytes())))
-    });
+    // Taken out of the environment at start-up, so that no child of vars inherits them.
+    let environment = vars::hardening::prompt_environment();
     let mut stdin = || vars::prompt::read_secret(std::io::stdin().lock());
     vars::prompt::PromptValues::parse(values, files, environment, &mut stdin)
         .map_err(|e| CliError::usage(e.to_string()))

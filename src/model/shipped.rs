@@ -202,11 +202,14 @@ pub(super) fn extend(
         files,
         prompts,
         dependencies,
-        runtime_inputs: if local.runtime_inputs.is_empty() {
-            base.runtime_inputs
-        } else {
-            local.runtime_inputs
-        },
+        // Appended, never replacing (review 2, finding 1): the shipped script's programs come
+        // first, so a local list cannot swap the `head` a shipped script relies on; a local
+        // entry adds a program, or provides one the host `PATH` lacks.
+        runtime_inputs: base
+            .runtime_inputs
+            .into_iter()
+            .chain(local.runtime_inputs)
+            .collect(),
         script: base.script,
         share: local.share.or(base.share),
         validation: merge_validation(base.validation, local.validation),
@@ -252,8 +255,10 @@ pub fn markdown(generators: &[Generator]) -> String {
          extends: random-hex\n    validation: { bytes: 16 }  # changing a parameter regenerates\n    \
          files:\n      token: { owner: api, mode: \"0440\" }\n```\n\n\
          An extending definition may change `description`, `validation` (merged key by key), \
-         `share`, `timeout`, `runtime-inputs`, and per file `owner`, `group`, `mode`, `deploy` \
-         and `needed-for` (per prompt `description`, `type` and `persist`). The script sees \
+         `share`, `timeout`, and per file `owner`, `group`, `mode`, `deploy` and `needed-for` \
+         (per prompt `description`, `type` and `persist`); its `runtime-inputs` are added \
+         after the shipped ones (a program the host's `PATH` lacks, e.g. a `/nix/store` \
+         path), they never replace them. The script sees \
          each parameter as `$validation_<name>` (`-` becomes `_`) and all of them as JSON in \
          `$validation`. A parameter default is part of the definition, like the script: \
          changing it in a new vars release regenerates nothing; setting a value in \
@@ -434,6 +439,7 @@ mod tests {
             .unwrap();
         assert_eq!(merged.script, base.script);
         assert_eq!(merged.runtime_inputs, base.runtime_inputs);
+
         let key = merged
             .files
             .iter()
@@ -449,5 +455,33 @@ mod tests {
             .unwrap()
             .1;
         assert_eq!(public.secret, Some(false));
+    }
+
+    /// Review 2, finding 1: a local `runtime-inputs` is appended to the shipped list, so it
+    /// cannot take the place of a program the shipped script relies on.
+    #[test]
+    fn an_extension_appends_runtime_inputs() {
+        let mut v = Validator::default();
+        let local: GeneratorSpec = v
+            .parse(
+                Path::new("vars.yaml"),
+                "extends: wireguard-key\nruntime-inputs: [/nix/store/x-wg/bin/wg, openssl]\n",
+            )
+            .unwrap();
+        let merged = extend(&mut v, "wireguard-key", local, Path::new("vars.yaml"), "").unwrap();
+        assert!(v.diags.is_empty());
+        let base: GeneratorSpec = v
+            .parse(
+                &display_path("wireguard-key"),
+                find("wireguard-key").unwrap(),
+            )
+            .unwrap();
+        let names = |g: &GeneratorSpec| -> Vec<String> {
+            g.runtime_inputs.iter().map(|r| r.value.clone()).collect()
+        };
+        let mut expected = names(&base);
+        assert!(!expected.is_empty(), "wireguard-key names its programs");
+        expected.extend(["/nix/store/x-wg/bin/wg".to_owned(), "openssl".to_owned()]);
+        assert_eq!(names(&merged), expected);
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use crate::diagnostic::Diagnostic;
+use crate::sandbox::{DEFAULT_TIMEOUT, MAX_TIMEOUT};
 use crate::spec::{self, Loc, Name, NeededFor, PromptKind};
 
 use super::{
@@ -254,21 +254,34 @@ impl Validator {
             dependency_positions.push((d.line, d.column));
         }
         let timeout = match &g.timeout {
-            None => Duration::from_secs(60),
-            Some(t) => parse_duration(&t.value).unwrap_or_else(|| {
-                self.push(
-                    Diagnostic::at(
-                        file,
-                        src,
-                        t.line,
-                        t.column,
-                        format!("timeout {:?} is not a duration", t.value),
-                    )
-                    .hint("write e.g. 90s, 5m or 1h"),
-                );
-                Duration::from_secs(60)
-            }),
+            None => DEFAULT_TIMEOUT,
+            Some(t) => {
+                // Capped (review 2, finding 5): a deadline that far away overflowed, and no
+                // generator needs a day; zero would kill every run at once.
+                let problem = match parse_duration(&t.value) {
+                    Some(d) if d > MAX_TIMEOUT => Err(format!(
+                        "timeout {:?} of generator {name:?} is too long: it may be at most 24h",
+                        t.value
+                    )),
+                    Some(d) if d.is_zero() => Err(format!(
+                        "timeout {:?} of generator {name:?} is zero: every run would be killed",
+                        t.value
+                    )),
+                    Some(d) => Ok(d),
+                    None => Err(format!("timeout {:?} is not a duration", t.value)),
+                };
+                problem.unwrap_or_else(|msg| {
+                    self.push(
+                        Diagnostic::at(file, src, t.line, t.column, msg)
+                            .hint("write e.g. 90s, 5m or 1h (at most 24h)"),
+                    );
+                    DEFAULT_TIMEOUT
+                })
+            }
         };
+        if g.network {
+            self.network_inputs(name, &g, file, src);
+        }
         let mut parameters = BTreeMap::new();
         for (pname, p) in &g.parameters {
             if let Err(msg) = check_name(&pname.value.0) {
@@ -417,6 +430,56 @@ impl Validator {
         })
     }
 }
+
+impl Validator {
+    /// Review 2, finding 3: a `network: true` generator could send what it is given anywhere,
+    /// so it is given no secret. It may have no prompts (persisted or not), and depend only on
+    /// `machines/*/GEN`, which hands over public files. A plain dependency is refused whatever
+    /// it holds today: the rule is decided from this definition alone (a reviewer reads one
+    /// definition; a dependency that gains a secret file later cannot silently open it).
+    fn network_inputs(&mut self, name: &str, g: &spec::GeneratorSpec, file: &Path, src: &str) {
+        if let Some((p, _)) = g.prompts.iter().next() {
+            self.push(
+                Diagnostic::at(
+                    file,
+                    src,
+                    p.line,
+                    p.column,
+                    format!(
+                        "generator {name:?} has network: true and a prompt {:?}: a network \
+                         generator may receive no secret input",
+                        p.value.0
+                    ),
+                )
+                .hint(NETWORK_HINT),
+            );
+        }
+        if let Some(d) = g
+            .dependencies
+            .iter()
+            .find(|d| !d.value.starts_with("machines/*/"))
+        {
+            self.push(
+                Diagnostic::at(
+                    file,
+                    src,
+                    d.line,
+                    d.column,
+                    format!(
+                        "generator {name:?} has network: true and depends on {:?}: a network \
+                         generator may depend only on machines/*/GEN (public files)",
+                        d.value
+                    ),
+                )
+                .hint(NETWORK_HINT),
+            );
+        }
+    }
+}
+
+const NETWORK_HINT: &str = "split it: fetch with a network generator that gets no inputs, \
+     and combine its public output with secrets in a second generator without network that \
+     depends on both";
 
 /// serde-saphyr's message without its own location suffix (we print file:line:col ourselves).
 fn yaml_message(e: &serde_saphyr::Error) -> String {

@@ -33,7 +33,7 @@ pub enum SandboxError {
         "bubblewrap ({}) cannot create a sandbox on this machine: {stderr}; allow unprivileged \
          user namespaces (sysctl kernel.unprivileged_userns_clone=1, or on Ubuntu 24.04+ an \
          AppArmor profile for bwrap), or opt out with settings.sandbox: none or --no-sandbox",
-        path.display(),
+        esc(&path.to_string_lossy()),
         stderr = escape_lines(stderr)
     )]
     BubblewrapUnusable {
@@ -65,7 +65,7 @@ pub enum SandboxError {
     #[error(
         "{} (from {origin}) is not a tmpfs or ramfs, so generator plaintext could reach a \
          persistent disk; point {} at a tmpfs directory such as /dev/shm",
-        path.display(),
+        esc(&path.to_string_lossy()),
         crate::env::RUNTIME_DIR
     )]
     RuntimeDirNotTmpfs {
@@ -114,7 +114,7 @@ pub enum SandboxError {
         "runtime input \"{program}\" of generator \"{generator}\" resolves to {}, outside \
          /nix/store and the system's program directories ({}); generators may only use \
          installed programs: install it system-wide or with Nix, or name its /nix/store path",
-        resolved.display(),
+        esc(&resolved.to_string_lossy()),
         super::programs::ALLOWED_PREFIXES[1..].join(", "),
         generator = esc(generator), program = esc(program)
     )]
@@ -123,8 +123,45 @@ pub enum SandboxError {
         generator: String,
         /// The `runtime-inputs` entry as written.
         program: String,
-        /// Its canonical path (for a directory input possibly its `bin/`).
+        /// Its canonical path (for a directory input possibly its `bin/`). It can be a name
+        /// the repository chose, so it is printed escaped.
         resolved: PathBuf,
+    },
+
+    /// A `runtime-inputs` entry (or every match of a name on `PATH`) is a link that gives a
+    /// system program another name: the first hop of its link chain that lies in a system
+    /// directory is named differently from what the script calls, e.g. a committed
+    /// `tools/head -> /usr/bin/echo` that would turn every `head` of a shipped script into
+    /// `echo` (review 2, finding 1).
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" leads to {}, a program of \
+         another name: a link may not rename a system program (multi-call programs act by \
+         the name they are called by); name the program by its own path or by its name on PATH",
+        esc(&link.to_string_lossy()),
+        generator = esc(generator), program = esc(program)
+    )]
+    RuntimeInputRenamed {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
+        /// The first hop of its link chain in a system directory, e.g. `/usr/bin/echo`.
+        link: PathBuf,
+    },
+
+    /// An absolute `runtime-inputs` entry goes through `/proc` or `/dev`
+    /// (`/proc/self/cwd/tools/x` is the checkout vars runs in) or has a `..` component.
+    #[error(
+        "runtime input \"{program}\" of generator \"{generator}\" goes through /proc or /dev, \
+         or has a .. component; name an installed program by its own path (/usr/bin/…, \
+         /nix/store/…) or by its name on PATH",
+        generator = esc(generator), program = esc(program)
+    )]
+    RuntimeInputNotPlain {
+        /// Generator name.
+        generator: String,
+        /// The `runtime-inputs` entry as written.
+        program: String,
     },
 
     /// The seccomp filter that hides the kernel keyring could not be built (an architecture
@@ -155,7 +192,7 @@ pub enum SandboxError {
     #[error(
         "generator \"{generator}\" ({instance}): could not set up its network with {}: {}; \
          check that slirp4netns works (slirp4netns --version) or run it without network",
-        program.display(),
+        esc(&program.to_string_lossy()),
         escape_lines(reason),
         generator = esc(generator), instance = esc(instance)
     )]
@@ -175,7 +212,10 @@ pub enum SandboxError {
     Io(#[from] IoError),
 
     /// The sandbox program (or `bash` when unsandboxed) could not be started.
-    #[error("cannot start {}: {source}; check that it is installed and executable", program.display())]
+    #[error(
+        "cannot start {}: {source}; check that it is installed and executable",
+        esc(&program.to_string_lossy())
+    )]
     Spawn {
         /// The program that was executed.
         program: PathBuf,
@@ -189,7 +229,7 @@ pub enum SandboxError {
     #[error("cannot supervise the generator process: {0}; the run was stopped, try again")]
     Supervise(#[source] io::Error),
 
-    /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM handler.
+    /// `install_interrupt_cleanup` could not register its SIGINT/SIGTERM/SIGHUP/SIGQUIT handler.
     #[error("cannot install the interrupt handler that removes sandbox work dirs: {0}")]
     Signals(#[source] io::Error),
 
@@ -371,6 +411,49 @@ mod tests {
             program: "tool\x1b]52;c;AAAA\x07".into(),
         };
         assert!(!e.to_string().contains('\x1b'), "{e}");
+
+        // Review 2, finding 6: paths in sandbox errors can be names the repository chose
+        // (reached through a committed link), so every one is escaped too.
+        let evil = || PathBuf::from("/tmp/q\x1b]0;PWNED\x07\x1b[2K\rinnocent");
+        let (generator, program, instance) = ("g".to_owned(), "x".to_owned(), "i".to_owned());
+        let io = || io::Error::other("e");
+        for e in [
+            SandboxError::RuntimeInputOutside {
+                generator: generator.clone(),
+                program: program.clone(),
+                resolved: evil(),
+            },
+            SandboxError::RuntimeInputRenamed {
+                generator: generator.clone(),
+                program: program.clone(),
+                link: evil(),
+            },
+            SandboxError::BubblewrapUnusable {
+                path: evil(),
+                stderr: String::new(),
+            },
+            SandboxError::RuntimeDirNotTmpfs {
+                path: evil(),
+                origin: "the job",
+            },
+            SandboxError::UserNetFailed {
+                instance: instance.clone(),
+                generator: generator.clone(),
+                program: evil(),
+                reason: String::new(),
+            },
+            SandboxError::Spawn {
+                program: evil(),
+                source: io(),
+            },
+        ] {
+            let msg = e.to_string();
+            assert!(
+                !msg.contains('\x1b') && !msg.contains('\x07') && !msg.contains('\r'),
+                "{msg:?}"
+            );
+            assert!(msg.contains("q\\e]0;PWNED\\x07"), "{msg}");
+        }
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub const MAX_OUTPUT_BYTES: u64 = 16 * 1024 * 1024;
 /// The timeout of a generator that does not set one (DESIGN §2).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest timeout a generator may have: 24 hours. Longer is a mistake (or an attempt to
+/// overflow a deadline); the model refuses it with a positioned error, [`run`] as an invalid
+/// job.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The mechanism [`detect`] found, passed to every [`run`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxKind {
@@ -350,6 +355,29 @@ fn validate(job: &Job) -> Result<(), SandboxError> {
         if value.contains('\0') {
             return Err(invalid(format!(
                 "environment variable {key:?} contains a NUL byte"
+            )));
+        }
+    }
+    if job.timeout > MAX_TIMEOUT {
+        return Err(invalid(format!(
+            "its timeout of {:?} is longer than the limit of 24h",
+            job.timeout
+        )));
+    }
+    // Defence in depth for the model's rule (review 2, finding 3): what may reach the network
+    // gets no secret. A `machines/*/GEN` input (`gen/<machine>`) holds public files only.
+    if job.network {
+        if let Some((name, _)) = job.prompts.first() {
+            return Err(invalid(format!(
+                "it has network: true and is given prompt {name:?}; a network generator may \
+                 receive no secret input"
+            )));
+        }
+        if let Some(input) = job.inputs.iter().find(|i| !i.dependency.contains('/')) {
+            return Err(invalid(format!(
+                "it has network: true and is given the outputs of {:?}; a network generator may \
+                 depend only on machines/*/GEN (public files)",
+                input.dependency
             )));
         }
     }

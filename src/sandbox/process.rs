@@ -130,7 +130,12 @@ pub(crate) fn run(
     // A network run's helper lives as long as the run, and goes (killed) with it.
     let mut _helper = None;
     if let Some(pending) = network {
-        match pending.attach(job, work, started + timeout) {
+        // Checked: a library caller's `Duration::MAX` must not panic here (review 2, finding
+        // 5); the model caps timeouts at `MAX_TIMEOUT`, and `validate` refuses more.
+        let deadline = started
+            .checked_add(timeout)
+            .unwrap_or_else(|| started + super::MAX_TIMEOUT);
+        match pending.attach(job, work, deadline) {
             Ok(helper) => _helper = helper,
             Err(e) => {
                 let _ = rustix::process::kill_process_group(pid, Signal::KILL);

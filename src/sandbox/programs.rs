@@ -200,6 +200,9 @@ fn resolve_with(
         programs.need(path);
     }
 
+    // A name missing from PATH (or found only outside) is an error only if no later input
+    // provides it: `[openssl, /nix/store/…-openssl/bin/openssl]` falls back to the store path.
+    let mut unmet = Vec::new();
     for input in &job.runtime_inputs {
         let not_found = || SandboxError::RuntimeInputNotFound {
             generator: job.generator.clone(),
@@ -210,15 +213,26 @@ fn resolve_with(
             program: input.clone(),
             resolved,
         };
+        let renamed = |link: PathBuf| SandboxError::RuntimeInputRenamed {
+            generator: job.generator.clone(),
+            program: input.clone(),
+            link,
+        };
         let path = Path::new(input);
         if path.is_absolute() {
+            if !is_plain(path) {
+                return Err(SandboxError::RuntimeInputNotPlain {
+                    generator: job.generator.clone(),
+                    program: input.clone(),
+                });
+            }
             // Canonical first: every symlink on the way, wherever it points, is resolved
             // before the prefix check.
             let canonical = fs::canonicalize(path).map_err(|_| not_found())?;
-            if !is_allowed(&canonical, allowed) {
-                return Err(outside(canonical));
-            }
             if canonical.is_dir() {
+                if !is_allowed(&canonical, allowed) {
+                    return Err(outside(canonical));
+                }
                 // `bin` itself may be a symlink out of an allowed directory.
                 let bin = fs::canonicalize(canonical.join("bin")).map_err(|_| not_found())?;
                 if !is_allowed(&bin, allowed) {
@@ -229,14 +243,19 @@ fn resolve_with(
                 }
                 programs.need(&bin);
                 programs.path_dirs.push(bin);
-            } else if is_executable(&canonical) {
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(not_found)?;
-                programs.link(name, canonical);
-            } else {
-                return Err(not_found());
+                continue;
+            }
+            // The name the script calls it by is the name it has where the system keeps it.
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .filter(|n| crate::text::escape(n) == *n)
+                .ok_or_else(not_found)?;
+            match follow(path, name, allowed) {
+                Hop::Found(target) if is_executable(&target) => programs.link(name, target),
+                Hop::Found(_) | Hop::Broken => return Err(not_found()),
+                Hop::Renamed(link) => return Err(renamed(link)),
+                Hop::Outside(resolved) => return Err(outside(resolved)),
             }
         } else if input == VARS_ITSELF {
             let exe = env::current_exe().map_err(|_| not_found())?;
@@ -247,9 +266,17 @@ fn resolve_with(
         } else {
             match lookup(input, path_var, allowed) {
                 Lookup::Found(canonical) => programs.link(input, canonical),
-                Lookup::OnlyOutside(resolved) => return Err(outside(resolved)),
-                Lookup::Missing => return Err(not_found()),
+                Lookup::Refused(Refusal::Outside(resolved)) => {
+                    unmet.push((input, outside(resolved)))
+                }
+                Lookup::Refused(Refusal::Renamed(link)) => unmet.push((input, renamed(link))),
+                Lookup::Missing => unmet.push((input, not_found())),
             }
+        }
+    }
+    for (name, error) in unmet {
+        if !programs.provides(name) {
+            return Err(error);
         }
     }
     Ok(programs)
@@ -264,6 +291,12 @@ impl Programs {
         self.bin.push((name.to_owned(), target));
     }
 
+    /// Whether a `bin/` link or a directory input's `bin/` gives the script `name`.
+    fn provides(&self, name: &str) -> bool {
+        self.bin.iter().any(|(n, _)| n == name)
+            || self.path_dirs.iter().any(|d| is_executable(&d.join(name)))
+    }
+
     fn need(&mut self, path: &Path) {
         let visible = SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p));
         if !visible && !self.host_paths.iter().any(|h| path.starts_with(h)) {
@@ -275,7 +308,7 @@ impl Programs {
 fn resolve_core(path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Option<Core> {
     let canonical = |name: &str| match lookup(name, path_var, allowed) {
         Lookup::Found(path) => Some(path),
-        Lookup::OnlyOutside(_) | Lookup::Missing => None,
+        Lookup::Refused(_) | Lookup::Missing => None,
     };
     let bash = canonical("bash")?;
     let programs = std::iter::once(("bash".to_owned(), bash.clone()))
@@ -301,31 +334,116 @@ pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
 /// Where a program name given to the sandbox resolves.
 #[derive(Debug, PartialEq)]
 enum Lookup {
-    /// The canonical path of the first match on `PATH` inside the allowed prefixes.
+    /// The canonical path of the first match on `PATH` that [`follow`] accepts.
     Found(PathBuf),
-    /// Matches exist, but all resolve outside them; the first one's canonical path.
-    OnlyOutside(PathBuf),
+    /// Matches exist, but [`follow`] refused each; why it refused the first.
+    Refused(Refusal),
     /// No executable of that name on `PATH`.
     Missing,
 }
 
-/// Like a shell's lookup, but a match whose canonical path lies outside `allowed` is skipped.
+/// Why [`follow`] refused a program path.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// It leads outside the allowed prefixes: the canonical path.
+    Outside(PathBuf),
+    /// The first hop in an allowed directory has another name: that hop.
+    Renamed(PathBuf),
+}
+
+/// Like a shell's lookup, but a match that [`follow`] refuses (it leads out of the allowed
+/// prefixes, or is a link giving a system program another name) is skipped.
 fn lookup(name: &str, path_var: &std::ffi::OsStr, allowed: &[PathBuf]) -> Lookup {
-    let mut outside = None;
+    let mut refused = None;
     for dir in env::split_paths(path_var).filter(|dir| dir.is_absolute()) {
         let candidate = dir.join(name);
         if !is_executable(&candidate) {
             continue;
         }
-        let Ok(canonical) = fs::canonicalize(&candidate) else {
-            continue;
-        };
-        if is_allowed(&canonical, allowed) {
-            return Lookup::Found(canonical);
+        match follow(&candidate, name, allowed) {
+            Hop::Found(canonical) => return Lookup::Found(canonical),
+            Hop::Outside(resolved) => {
+                refused.get_or_insert(Refusal::Outside(resolved));
+            }
+            Hop::Renamed(link) => {
+                refused.get_or_insert(Refusal::Renamed(link));
+            }
+            Hop::Broken => {}
         }
-        outside.get_or_insert(canonical);
     }
-    outside.map_or(Lookup::Missing, Lookup::OnlyOutside)
+    refused.map_or(Lookup::Missing, Lookup::Refused)
+}
+
+/// Where [`follow`] ends.
+#[derive(Debug, PartialEq)]
+enum Hop {
+    /// The first hop in an allowed directory has the requested name; its canonical target
+    /// (inside the allowed prefixes too).
+    Found(PathBuf),
+    /// The first hop in an allowed directory has another name, e.g. `/usr/bin/echo` reached
+    /// through a repository's `tools/head`: that hop.
+    Renamed(PathBuf),
+    /// No hop lies in an allowed directory, or the target does not: the canonical path.
+    Outside(PathBuf),
+    /// A dangling link, a loop, or no file name.
+    Broken,
+}
+
+/// Links followed before [`follow`] gives up (Linux's own limit, `MAXSYMLINKS`).
+const MAX_HOPS: usize = 40;
+
+/// Follow `path` link by link to the first hop whose directory, canonicalised, lies in an
+/// allowed prefix: the system's own name for the program. It must be `name`, the name the
+/// script will call it by, because a multi-call binary (busybox, Nix's coreutils) acts by its
+/// name, and so does every link into one: a repository's `tools/head -> /usr/bin/echo` would
+/// make every `head` of the script an `echo`. NixOS's `/run/current-system/sw/bin/head ->
+/// /nix/store/…-system-path/bin/head -> /nix/store/…-coreutils/bin/coreutils` is fine: the
+/// first hop's directory is in the store and it is named `head`.
+fn follow(path: &Path, name: &str, allowed: &[PathBuf]) -> Hop {
+    let mut hop = path.to_path_buf();
+    for _ in 0..=MAX_HOPS {
+        let (Some(parent), Some(base)) = (hop.parent(), hop.file_name()) else {
+            return Hop::Broken;
+        };
+        let Ok(dir) = fs::canonicalize(parent) else {
+            return Hop::Broken;
+        };
+        let here = dir.join(base);
+        if is_allowed(&dir, allowed) {
+            if base != name {
+                return Hop::Renamed(here);
+            }
+            return match fs::canonicalize(&here) {
+                Ok(target) if is_allowed(&target, allowed) => Hop::Found(target),
+                Ok(target) => Hop::Outside(target),
+                Err(_) => Hop::Broken,
+            };
+        }
+        match fs::read_link(&here) {
+            // A relative target is relative to the link's real directory, as for the kernel.
+            Ok(target) => hop = dir.join(target),
+            Err(_) => return fs::canonicalize(&here).map_or(Hop::Broken, Hop::Outside),
+        }
+    }
+    Hop::Broken
+}
+
+/// An absolute input that is an ordinary path: not through `/proc` (`/proc/self/cwd/…` is the
+/// checkout vars runs in, `/proc/self/root/…` anything) or `/dev` (`/dev/fd/N/…`), and without
+/// `..`. Installed programs have such paths; only tricks need the others.
+fn is_plain(path: &Path) -> bool {
+    use std::path::Component;
+    let mut normal = path.components().filter_map(|c| match c {
+        Component::Normal(n) => Some(Some(n)),
+        Component::ParentDir => Some(None),
+        Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+    });
+    let first_ok = match normal.next() {
+        Some(Some(first)) => first != "proc" && first != "dev",
+        Some(None) => false,
+        None => true,
+    };
+    first_ok && normal.all(|c| c.is_some())
 }
 
 /// Whether the canonical `path` lies in (or is) one of the `allowed` prefixes.
@@ -338,190 +456,5 @@ fn is_executable(path: &Path) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(inputs: &[&str]) -> Job {
-        let mut job = Job::new("machines/m/g", "g", "true");
-        job.runtime_inputs = inputs.iter().map(|s| s.to_string()).collect();
-        job
-    }
-
-    #[test]
-    fn core_set_has_bash_and_coreutils() {
-        let p = resolve(&job(&[])).unwrap();
-        assert!(p.bash.ends_with("bash"), "{}", p.bash.display());
-        let names: Vec<&str> = p.core.iter().map(|(n, _)| n.as_str()).collect();
-        for n in ["bash", "cat", "truncate", "sleep", "ln", "head"] {
-            assert!(names.contains(&n), "{n} missing from {names:?}");
-        }
-        assert!(!names.contains(&"ssh-keygen"));
-        assert!(p.bin.is_empty());
-    }
-
-    #[test]
-    fn names_resolve_to_canonical_paths() {
-        let p = resolve(&job(&["bash", "bash"])).unwrap();
-        assert_eq!(p.bin.len(), 1, "duplicates collapse");
-        assert_eq!(p.bin[0].1, fs::canonicalize(&p.bin[0].1).unwrap());
-    }
-
-    #[test]
-    fn unknown_and_relative_inputs_are_not_found() {
-        for bad in [
-            "no-such-program-vars-test",
-            "./bash",
-            "",
-            "..",
-            "/no/such/path",
-        ] {
-            match resolve(&job(&[bad])) {
-                Err(SandboxError::RuntimeInputNotFound { program, generator }) => {
-                    assert_eq!(program, bad);
-                    assert_eq!(generator, "g");
-                }
-                Err(other) => panic!("{bad}: wrong error {other}"),
-                Ok(_) => panic!("{bad}: resolved"),
-            }
-        }
-    }
-
-    fn exe(path: &Path) {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(path, "#!/bin/sh\n").unwrap();
-        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    #[test]
-    fn vars_is_the_running_binary() {
-        let p = resolve(&job(&["vars"])).unwrap();
-        let exe = fs::canonicalize(env::current_exe().unwrap()).unwrap();
-        assert_eq!(p.bin, vec![("vars".to_owned(), exe.clone())]);
-        assert!(p.host_paths.iter().any(|h| exe.starts_with(h)) || exe.starts_with("/usr"));
-    }
-
-    /// A core set for `resolve_with`, leaked: tests need a `&'static` one.
-    fn core() -> &'static Core {
-        Box::leak(Box::new(resolve_core(&host_path(), &allowed()).unwrap()))
-    }
-
-    fn outside_error(result: Result<Programs, SandboxError>, input: &str) -> PathBuf {
-        match result {
-            Err(SandboxError::RuntimeInputOutside {
-                program,
-                generator,
-                resolved,
-            }) => {
-                assert_eq!(program, input);
-                assert_eq!(generator, "g");
-                resolved
-            }
-            Err(other) => panic!("{input}: wrong error {other}"),
-            Ok(_) => panic!("{input}: resolved"),
-        }
-    }
-
-    #[test]
-    fn system_directory_inputs_contribute_their_bin_dir() {
-        let p = resolve(&job(&["/usr", "/usr/bin/env"])).unwrap();
-        assert_eq!(p.path_dirs, vec![PathBuf::from("/usr/bin")]);
-        assert!(p.host_paths.is_empty(), "/usr is mounted anyway");
-        assert_eq!(p.bin[0].0, "env");
-
-        let store = tempfile::tempdir().unwrap();
-        let pkg = store.path().join("pkg");
-        fs::create_dir_all(pkg.join("bin")).unwrap();
-        let allowed = vec![fs::canonicalize(store.path()).unwrap()];
-        let input = pkg.to_str().unwrap();
-        let p = resolve_with(&job(&[input]), core(), &host_path(), &allowed).unwrap();
-        let bin = fs::canonicalize(&pkg).unwrap().join("bin");
-        assert_eq!(p.path_dirs, vec![bin.clone()]);
-        assert!(p.host_paths.contains(&bin), "outside /usr, so it is bound");
-
-        fs::create_dir(store.path().join("empty")).unwrap();
-        let empty = store.path().join("empty");
-        let result = resolve_with(
-            &job(&[empty.to_str().unwrap()]),
-            core(),
-            &host_path(),
-            &allowed,
-        );
-        assert!(matches!(
-            result,
-            Err(SandboxError::RuntimeInputNotFound { .. })
-        ));
-    }
-
-    /// Issue 8: `tools/bin -> ~/.ssh` in the repo plus `runtime-inputs: [/path/to/checkout/tools]`.
-    #[test]
-    fn a_checkout_directory_with_bin_linked_to_the_home_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        let ssh = root.path().join("home/.ssh");
-        fs::create_dir_all(&ssh).unwrap();
-        fs::write(ssh.join("id_ed25519"), "PRIVATE KEY").unwrap();
-        let tools = root.path().join("checkout/tools");
-        fs::create_dir_all(&tools).unwrap();
-        std::os::unix::fs::symlink(&ssh, tools.join("bin")).unwrap();
-        let input = tools.to_str().unwrap();
-        let resolved = outside_error(resolve(&job(&[input])), input);
-        assert_eq!(resolved, fs::canonicalize(&tools).unwrap());
-        let msg = resolve(&job(&[input])).err().unwrap().to_string();
-        assert!(msg.contains(input), "{msg}");
-        assert!(msg.contains("/nix/store"), "{msg}");
-
-        // Also when the directory itself is in an allowed prefix: its `bin` leads out.
-        let allowed = vec![fs::canonicalize(root.path().join("checkout")).unwrap()];
-        let resolved = outside_error(
-            resolve_with(&job(&[input]), core(), &host_path(), &allowed),
-            input,
-        );
-        assert_eq!(resolved, fs::canonicalize(&ssh).unwrap());
-
-        // A file input linked out of an allowed place, and a plain file in the checkout.
-        std::os::unix::fs::symlink(ssh.join("id_ed25519"), tools.join("key")).unwrap();
-        let key = tools.join("key");
-        outside_error(
-            resolve_with(
-                &job(&[key.to_str().unwrap()]),
-                core(),
-                &host_path(),
-                &allowed,
-            ),
-            key.to_str().unwrap(),
-        );
-        for input in ["/etc/passwd", "/tmp", "/root"] {
-            if Path::new(input).exists() {
-                outside_error(resolve(&job(&[input])), input);
-            }
-        }
-    }
-
-    #[test]
-    fn path_lookup_skips_matches_outside_the_allowed_prefixes() {
-        let root = tempfile::tempdir().unwrap();
-        let root_path = fs::canonicalize(root.path()).unwrap();
-        let (home, sys) = (root_path.join("home/bin"), root_path.join("sys/bin"));
-        exe(&home.join("tool"));
-        exe(&sys.join("tool"));
-        exe(&home.join("only-home"));
-        // A system-looking link that leads into the home is outside too.
-        std::os::unix::fs::symlink(home.join("only-home"), sys.join("linked")).unwrap();
-        let allowed = vec![root_path.join("sys")];
-        let path = env::join_paths([&home, &sys]).unwrap();
-        assert_eq!(
-            lookup("tool", &path, &allowed),
-            Lookup::Found(sys.join("tool"))
-        );
-        assert_eq!(
-            lookup("only-home", &path, &allowed),
-            Lookup::OnlyOutside(home.join("only-home"))
-        );
-        assert_eq!(
-            lookup("linked", &path, &allowed),
-            Lookup::OnlyOutside(home.join("only-home"))
-        );
-        assert_eq!(lookup("missing", &path, &allowed), Lookup::Missing);
-        let result = resolve_with(&job(&["only-home"]), core(), &path, &allowed);
-        assert_eq!(outside_error(result, "only-home"), home.join("only-home"));
-    }
-}
+#[path = "tests/programs.rs"]
+mod tests;

@@ -16,9 +16,9 @@
 //!
 //! A [`WorkDir`] removes itself when dropped (success, error, panic). Dirs of processes that
 //! were killed outright (SIGKILL, OOM) are swept by the next vars run that uses the same root. Live work dirs, and the
-//! process group running in each, are kept in a global registry so that the SIGINT/SIGTERM
-//! handler installed by [`install_interrupt_cleanup`] can kill the runs and remove the dirs
-//! before the process exits.
+//! process group running in each, are kept in a global registry so that the signal handler
+//! installed by [`install_interrupt_cleanup`] (SIGINT, SIGTERM, SIGHUP, SIGQUIT) can kill the
+//! runs and remove the dirs before the process exits.
 
 use std::fs;
 use std::io;
@@ -290,9 +290,20 @@ fn make_dirs_writable(dir: &Path) {
     }
 }
 
-/// Install a SIGINT/SIGTERM handler that kills every live run, removes every live work dir
-/// and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM). The CLI calls
-/// this once at start-up; later calls do nothing.
+/// The signals whose default action would end vars without removing its work dirs: Ctrl-C,
+/// `kill`, a closed terminal or dropped ssh connection (SIGHUP, review 2 finding 4), and
+/// Ctrl-\ (SIGQUIT). SIGKILL cannot be caught; the next run sweeps what it leaves.
+const CLEANUP_SIGNALS: [std::ffi::c_int; 4] = [
+    signal_hook::consts::SIGINT,
+    signal_hook::consts::SIGTERM,
+    signal_hook::consts::SIGHUP,
+    signal_hook::consts::SIGQUIT,
+];
+
+/// Install a handler for SIGINT, SIGTERM, SIGHUP and SIGQUIT that kills every live run,
+/// removes every live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for
+/// SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
+/// ignored. The CLI calls this once at start-up; later calls do nothing.
 ///
 /// Without it a bubblewrap run still dies with vars (`--die-with-parent`), but its work dir
 /// and an unsandboxed run's processes (which live in their own process group) would survive.
@@ -301,11 +312,14 @@ pub fn install_interrupt_cleanup() -> Result<(), SandboxError> {
     if INSTALLED.get().is_some() {
         return Ok(());
     }
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .map_err(SandboxError::Signals)?;
+    // A signal vars was started with ignored stays ignored: `nohup vars generate` must survive
+    // the hang-up, and a signal that cannot end vars leaves nothing to clean up.
+    let ignored = ignored_at_start();
+    let handled = CLEANUP_SIGNALS
+        .into_iter()
+        .filter(|&signal| ignored & signal_bit(signal) == 0);
+    let mut signals =
+        signal_hook::iterator::Signals::new(handled).map_err(SandboxError::Signals)?;
     std::thread::Builder::new()
         .name("vars-interrupt".into())
         .spawn(move || {
@@ -319,6 +333,30 @@ pub fn install_interrupt_cleanup() -> Result<(), SandboxError> {
         .map_err(SandboxError::Signals)?;
     let _ = INSTALLED.set(());
     Ok(())
+}
+
+/// The mask of signals this process ignores (bit `n - 1` for signal `n`), from `SigIgn:` of
+/// `/proc/self/status`; read before any handler is installed, it is what vars inherited.
+/// Elsewhere (macOS) none is taken as ignored.
+fn ignored_at_start() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .unwrap_or(0)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
+fn signal_bit(signal: std::ffi::c_int) -> u64 {
+    u32::try_from(signal - 1).map_or(0, |shift| 1u64.checked_shl(shift).unwrap_or(0))
 }
 
 /// Kill every live run and remove its work dir.

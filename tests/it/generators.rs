@@ -1025,3 +1025,47 @@ fn the_vars_runtime_input_sees_nothing_of_the_repo_or_home() {
         std::fs::read_to_string(env.store().join("machines/cortex-alpha/probe/result")).unwrap();
     assert_eq!(result, "refused\n");
 }
+
+/// Review 2, finding 7 (poc7): a newline in the shipped `ssh-ca`'s `comment` added a second
+/// `@cert-authority` line (an attacker's CA) to the public `ca.pub`. The script now refuses
+/// every character a known_hosts line could be split or extended by; a plain comment works.
+#[test]
+fn the_ssh_ca_comment_cannot_add_a_line_to_ca_pub() {
+    if !common::require_tool("bwrap", "apt-get install bubblewrap")
+        || !common::require_tool("ssh-keygen", "apt-get install openssh-client")
+    {
+        return;
+    }
+    let fleet = |comment: &str| {
+        TestEnv::yaml(&format!(
+            "version: 1\nadmins: [crs58]\nusers:\n  crs58:\n    recipients: [\"{{admin}}\"]\n\
+             machines:\n  cinnabar:\n    recipients: [\"{{host}}\"]\n    generators: [host-ca]\n\
+             generators:\n  host-ca:\n    extends: ssh-ca\n    validation: {{ comment: {comment} }}\n"
+        ))
+    };
+    let attack = "\"fleet CA\\n@cert-authority * ssh-ed25519 \
+                  AAAAC3NzaC1lZDI1NTE5AAAAIATTACKERATTACKERATTACKERATTACKERATTACKERAT\"";
+    for comment in [attack, "\"CA\\rx\"", "\"CA # x\"", "\"$(id)\""] {
+        let env = fleet(comment);
+        let key = env.key("users/crs58.age");
+        let out = env.vars(&["generate", "--identity", key.to_str().unwrap()]);
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{comment}: generated");
+        assert!(err.contains("ssh-ca: comment may hold"), "{comment}: {err}");
+        assert!(
+            !env.store().join("shared/host-ca/ca.pub").exists(),
+            "{comment}"
+        );
+    }
+    let env = fleet("\"ops@example.org, fleet CA 2026/1 +backup\"");
+    let key = env.key("users/crs58.age");
+    env.ok(&["generate", "--identity", key.to_str().unwrap()]);
+    let public = std::fs::read_to_string(env.store().join("shared/host-ca/ca.pub")).unwrap();
+    assert_eq!(public.lines().count(), 1, "{public}");
+    assert!(
+        public
+            .trim_end()
+            .ends_with(" ops@example.org, fleet CA 2026/1 +backup"),
+        "{public}"
+    );
+}

@@ -320,3 +320,47 @@ fn after_unlock_the_plugin_is_not_called_at_all() {
     );
     assert_eq!(fleet.stale(), 0, "both changes were applied");
 }
+
+/// Review 1, finding 10: a `VARS_PROMPT_…` value stayed in vars's environment and reached every
+/// child, the admin's age plugin included. vars takes them out at start-up: the plugin (which
+/// logs every such variable it inherits) sees none, and the value still reaches its prompt.
+#[test]
+fn prompt_values_from_the_environment_reach_no_child() {
+    let Some(plugin) = plugin_binary() else {
+        return;
+    };
+    if !common::require_tool("bwrap", "apt-get install bubblewrap") {
+        return;
+    }
+    let fleet = PluginFleet::new(&plugin);
+    let identity = fleet.identity.to_str().unwrap();
+    let out = fleet
+        .command(&[
+            "generate",
+            "--identity",
+            identity,
+            "--prompt",
+            "user-password.password=battery staple",
+        ])
+        .env("VARS_PROMPT_WIFI_PSK_PASSPHRASE", "wifi-passphrase-ENV")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let log = std::fs::read_to_string(&fleet.log).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l == "wrap"),
+        "the plugin ran (it wraps the vault): {log}"
+    );
+    assert!(
+        !log.contains("env "),
+        "a child inherited a prompt value: {log}"
+    );
+    assert!(!log.contains("wifi-passphrase-ENV"), "{log}");
+    // The value still reached its prompt: the stored passphrase is the one from the environment.
+    let psk = fleet
+        .command(&["get", "--identity", identity, "shared/wifi-psk/psk"])
+        .output()
+        .unwrap();
+    let psk = String::from_utf8_lossy(&psk.stdout).into_owned();
+    assert!(psk.contains("wifi-passphrase-ENV"), "{psk}");
+}

@@ -35,8 +35,9 @@ proptest! {
         let _ = vars::model::load(&dir.path().join("vars.yaml"));
     }
 
-    /// Any `timeout:` value loads or is "not a duration"; huge ones used to overflow (a panic
-    /// in debug builds, a silent wrap to 3584 s in release builds).
+    /// Any `timeout:` value loads or is refused ("not a duration", "at most 24h", "is zero");
+    /// huge ones used to overflow (a panic in debug builds, a silent wrap to 3584 s in release
+    /// builds).
     #[test]
     fn any_timeout_loads_or_is_refused(
         timeout in prop_oneof![
@@ -58,7 +59,17 @@ proptest! {
                 let t = config.generators["timed"].timeout;
                 prop_assert_eq!(Some(t), vars::model::parse_duration(&timeout));
             }
-            Err(e) => prop_assert!(e.to_string().contains("is not a duration"), "{}", e),
+            // Review 2, finding 5: at most 24h, and not zero.
+            Err(e) => {
+                let (e, parsed) = (e.to_string(), vars::model::parse_duration(&timeout));
+                match parsed {
+                    Some(d) if d > vars::sandbox::MAX_TIMEOUT => {
+                        prop_assert!(e.contains("it may be at most 24h"), "{}", e)
+                    }
+                    Some(d) if d.is_zero() => prop_assert!(e.contains("is zero"), "{}", e),
+                    _ => prop_assert!(e.contains("is not a duration"), "{}", e),
+                }
+            }
         }
     }
 

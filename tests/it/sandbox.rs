@@ -376,3 +376,241 @@ fn network_without_slirp4netns_stops_with_an_install_hint() {
     assert!(err.contains("apt-get install slirp4netns"), "{err}");
     assert!(!env.store().join("shared/probe/report").exists());
 }
+
+/// A one-machine clan8 fleet whose `db-password` extends the shipped `random-password`, with
+/// `extra` appended to its definition.
+fn db_password(extra: &str) -> TestEnv {
+    TestEnv::yaml(&format!(
+        "version: 1\nadmins: [crs58]\nusers:\n  crs58:\n    recipients: [\"{{admin}}\"]\n\
+         machines:\n  cinnabar:\n    recipients: [\"{{host}}\"]\n    generators: [db-password]\n\
+         generators:\n  db-password:\n    extends: random-password\n{extra}"
+    ))
+}
+
+/// Review 2, finding 1 (poc1): a committed `tools/head -> /usr/bin/echo` may not become the
+/// `head` of the shipped `random-password` script, which would then write the constant
+/// `c1024devurandom…`: named as a runtime input it is refused (by `/proc/self/cwd` or by the
+/// checkout's path), and a checkout directory first on `PATH` is skipped for the real `head`.
+#[test]
+fn a_committed_link_cannot_rename_a_system_program() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    for (input, expected) in [
+        ("/proc/self/cwd/tools/head".to_owned(), "goes through /proc"),
+        (String::new(), "a program of another name"),
+    ] {
+        let env = db_password("");
+        let tools_dir = env.root().join("tools");
+        std::fs::create_dir(&tools_dir).unwrap();
+        std::os::unix::fs::symlink("/usr/bin/echo", tools_dir.join("head")).unwrap();
+        let input = if input.is_empty() {
+            tools_dir.join("head").display().to_string()
+        } else {
+            input
+        };
+        let yaml = env.root().join("vars.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(&yaml, format!("{text}    runtime-inputs: [\"{input}\"]\n")).unwrap();
+        let key = env.key("users/crs58.age");
+        let out = env.vars(&["generate", "--identity", key.to_str().unwrap()]);
+        let err = common::stderr(&out);
+        assert!(!out.status.success(), "{input}: generated\n{err}");
+        assert!(err.contains(expected), "{input}: {err}");
+        assert!(!env.store().join("machines/cinnabar/db-password").exists());
+    }
+
+    let env = db_password("");
+    let tools_dir = env.root().join("tools");
+    std::fs::create_dir(&tools_dir).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/echo", tools_dir.join("head")).unwrap();
+    let path = std::env::join_paths(
+        std::iter::once(tools_dir.clone())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let key = env.key("users/crs58.age");
+    let key = key.to_str().unwrap();
+    let out = env
+        .command(&["generate", "--identity", key])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let password = env.ok(&[
+        "get",
+        "--identity",
+        key,
+        "machines/cinnabar/db-password/password",
+    ]);
+    let password = String::from_utf8(password).unwrap();
+    assert_eq!(password.len(), 32, "{password}");
+    assert!(!password.contains("c1024"), "echo ran as head: {password}");
+}
+
+/// A one-machine clan8 fleet with the generator `netgen` (one public file), whose definition
+/// gets `extra` lines, and `other` more generators.
+fn netgen(extra: &str, other: &str) -> TestEnv {
+    TestEnv::yaml(&format!(
+        "version: 1\nadmins: [crs58]\nusers:\n  crs58:\n    recipients: [\"{{admin}}\"]\n\
+         machines:\n  cinnabar:\n    recipients: [\"{{host}}\"]\n    generators: [netgen]\n\
+         generators:\n  netgen:\n{extra}    files: {{ x: {{ secret: false }} }}\n    \
+         script: printf x > \"$out/x\"\n{other}"
+    ))
+}
+
+/// Review 2, finding 5 (poc3): `timeout: "18446744073709551615"` on a network generator made
+/// `vars generate` panic (an `Instant + Duration` overflow). Now a positioned load error; zero
+/// is refused too, 24h is the limit.
+#[test]
+fn a_huge_timeout_is_a_positioned_error_not_a_panic() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    let env = netgen(
+        "    network: true\n    timeout: \"18446744073709551615\"\n",
+        "",
+    );
+    let key = env.key("users/crs58.age");
+    let out = env.vars(&["generate", "--identity", key.to_str().unwrap()]);
+    let err = common::stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("vars.yaml:13:14:"), "positioned: {err}");
+    assert!(err.contains("it may be at most 24h"), "{err}");
+
+    for (timeout, ok) in [
+        ("24h", true),
+        ("86401", false),
+        ("24h1s", false),
+        ("0", false),
+    ] {
+        let env = netgen(&format!("    timeout: \"{timeout}\"\n"), "");
+        let loaded = vars::model::load(&env.root().join("vars.yaml"));
+        assert_eq!(loaded.is_ok(), ok, "{timeout}");
+    }
+}
+
+/// Review 2, finding 3: a `network: true` generator could send what it is given anywhere, so it
+/// is given nothing secret: a prompt or a plain dependency is a positioned load error with a
+/// hint; the public files of `machines/*/GEN` are fine.
+#[test]
+fn a_network_generator_gets_no_secret_input() {
+    let refused = |extra: &str, other: &str, expected: &str| {
+        let env = netgen(&format!("    network: true\n{extra}"), other);
+        let err = vars::model::load(&env.root().join("vars.yaml"))
+            .err()
+            .unwrap_or_else(|| panic!("{extra} loads"))
+            .to_string();
+        assert!(err.contains("vars.yaml:1"), "positioned: {err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(err.contains("hint: split it"), "{err}");
+    };
+    refused(
+        "    prompts: { pw: { type: hidden } }\n",
+        "",
+        "has network: true and a prompt \"pw\"",
+    );
+    refused(
+        "    dependencies: [ssh-ca]\n",
+        "",
+        "has network: true and depends on \"ssh-ca\"",
+    );
+    // Also a dependency with public files only today: the rule is read off this definition.
+    refused(
+        "    dependencies: [pub]\n",
+        "  pub:\n    files: { p: { secret: false } }\n    script: printf p > \"$out/p\"\n",
+        "depends on \"pub\"",
+    );
+
+    let env = netgen(
+        "    network: true\n    dependencies: [\"machines/*/wireguard-key\"]\n",
+        "",
+    );
+    let text = std::fs::read_to_string(env.root().join("vars.yaml")).unwrap();
+    let text = text.replace(
+        "generators: [netgen]",
+        "generators: [netgen, wireguard-key]",
+    );
+    std::fs::write(env.root().join("vars.yaml"), text).unwrap();
+    if let Err(e) = vars::model::load(&env.root().join("vars.yaml")) {
+        panic!("machines/*/GEN is public: {e}");
+    }
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Review 2, finding 4 (poc4): SIGHUP (a closed terminal, a dropped ssh connection) ended
+/// `vars generate` without removing the run's work dir, so the prompt's plaintext stayed in the
+/// runtime dir. Now vars cleans up and exits 129 (SIGQUIT alike, 131).
+#[test]
+fn a_hang_up_leaves_no_prompt_behind() {
+    if !tools(&[BWRAP]) {
+        return;
+    }
+    for (signal, code) in [
+        (rustix::process::Signal::HUP, 129),
+        (rustix::process::Signal::QUIT, 131),
+    ] {
+        let env = netgen("    prompts: { pw: { type: hidden } }\n", "");
+        let yaml = env.root().join("vars.yaml");
+        let text = std::fs::read_to_string(&yaml).unwrap();
+        std::fs::write(
+            &yaml,
+            text.replace(
+                "script: printf x > \"$out/x\"",
+                "script: sleep 30; cp \"$prompts/pw\" \"$out/x\"",
+            ),
+        )
+        .unwrap();
+        let pw = env.dir.path().join("pw");
+        std::fs::write(&pw, "HUNTER2-PLAINTEXT").unwrap();
+        let key = env.key("users/crs58.age");
+        let mut child = env
+            .command(&[
+                "generate",
+                "--identity",
+                key.to_str().unwrap(),
+                "--prompt-file",
+                &format!("netgen.pw={}", pw.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let holds_plaintext = |run: &Path| {
+            files_under(run)
+                .iter()
+                .any(|f| std::fs::read(f).is_ok_and(|b| b == b"HUNTER2-PLAINTEXT"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !holds_plaintext(&env.runtime_dir()) {
+            assert!(
+                Instant::now() < deadline,
+                "the prompt never reached the work dir"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = rustix::process::Pid::from_child(&child);
+        rustix::process::kill_process(pid, signal).unwrap();
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(code), "{signal:?}: {status}");
+        assert!(
+            !holds_plaintext(&env.runtime_dir()),
+            "{signal:?}: the prompt is still in {:?}",
+            files_under(&env.runtime_dir())
+        );
+    }
+}

@@ -11,6 +11,8 @@
 //! - It counts: every `identity-v1` session appends `session` to `$VARSTEST_PLUGIN_LOG`, every
 //!   file key it unwraps `unwrap` (a hardware key's touch), every file key it wraps `wrap`. And
 //!   it sends the message `varstest: touch your key` for each unwrap, as a hardware plugin asks.
+//! - It reports what it inherited: each run as a plugin appends `env NAME=VALUE` for every
+//!   `VARS_PROMPT_…` variable in its environment (none may reach it: review 1, finding 10).
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write as _};
@@ -177,6 +179,15 @@ fn main() -> io::Result<()> {
         .iter()
         .find_map(|a| a.strip_prefix("--age-plugin=").map(str::to_owned))
     {
+        for (name, value) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("VARS_PROMPT_") {
+                log(&format!(
+                    "env {}={}",
+                    name.to_string_lossy(),
+                    value.to_string_lossy()
+                ));
+            }
+        }
         return run_state_machine(&machine, Handler);
     }
     if args.iter().any(|a| a == "--generate") {

@@ -602,6 +602,25 @@ fn unsafe_names_are_rejected_before_anything_runs() {
             j.env = vec![("PATH".into(), "/".into())]
         }),
         ("env name", |j| j.env = vec![("a=b".into(), "c".into())]),
+        // Review 2, finding 5: `started + timeout` overflowed (a panic) for a library caller.
+        ("huge timeout", |j| j.timeout = Duration::MAX),
+        ("day and a second", |j| {
+            j.timeout = MAX_TIMEOUT + Duration::from_secs(1)
+        }),
+        // Review 2, finding 3: nothing secret reaches a network run.
+        ("network prompt", |j| {
+            j.network = true;
+            j.prompts = vec![("pw".into(), secret(b"hunter2"))];
+        }),
+        ("network dependency", |j| {
+            j.network = true;
+            let bytes = secret(b"key");
+            j.inputs = vec![InputFile {
+                dependency: "ssh-ca".into(),
+                file: "ca".into(),
+                bytes,
+            }];
+        }),
     ];
     for (what, change) in cases {
         let mut job = fx.job(r#"touch /dev/shm/vars-test-must-not-run"#, &[]);
@@ -613,6 +632,19 @@ fn unsafe_names_are_rejected_before_anything_runs() {
         );
     }
     assert!(!Path::new("/dev/shm/vars-test-must-not-run").exists());
+
+    // The public files of `machines/*/GEN` may reach a network run.
+    let mut job = fx.job(
+        r#"cat "$in/wireguard-key/m1/public-key" > "$out/k""#,
+        &["k"],
+    );
+    job.network = true;
+    job.inputs = vec![InputFile {
+        dependency: "wireguard-key/m1".into(),
+        file: "public-key".into(),
+        bytes: secret(b"pub"),
+    }];
+    assert!(validate(&job).is_ok());
 }
 
 #[test]
@@ -661,7 +693,20 @@ fn interrupt_child() {
 /// Start [`interrupt_child`] running `sleep <sleep>` in `kind` with work dirs in `fx`, and
 /// wait until the script runs.
 fn start_child(kind: &SandboxKind, fx: &Fixture, sleep: &str) -> std::process::Child {
-    let child = Command::new(std::env::current_exe().unwrap())
+    start_child_ignoring(kind, fx, sleep, "")
+}
+
+/// [`start_child`] with the signals `ignore` (e.g. `HUP`, as `nohup` does) ignored from the
+/// start, through bash's `trap ''` before it execs the child.
+fn start_child_ignoring(
+    kind: &SandboxKind,
+    fx: &Fixture,
+    sleep: &str,
+    ignore: &str,
+) -> std::process::Child {
+    let child = Command::new("bash")
+        .args(["-c", &format!("trap '' {ignore}; exec \"$0\" \"$@\"")])
+        .arg(std::env::current_exe().unwrap())
         .args([
             "--ignored",
             "--exact",
@@ -736,13 +781,50 @@ fn interrupt_removes_work_dirs_and_kills_runs() {
         } else {
             "987.75"
         };
-        let mut child = start_child(&kind, &fx, sleep);
-        let pid = rustix::process::Pid::from_child(&child);
-        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-        assert_eq!(wait_for_exit(&mut child).code(), Some(130), "{kind}");
-        fx.assert_clean(&kind);
-        wait_until("the script is gone", || sleeping(sleep).is_empty());
+        // SIGHUP (a closed terminal, a dropped ssh connection) and SIGQUIT too: review 2,
+        // finding 4 (the prompt's plaintext stayed in the work dir).
+        use rustix::process::Signal;
+        for (signal, code) in [
+            (Signal::INT, 130),
+            (Signal::TERM, 143),
+            (Signal::HUP, 129),
+            (Signal::QUIT, 131),
+        ] {
+            let mut child = start_child(&kind, &fx, sleep);
+            let pid = rustix::process::Pid::from_child(&child);
+            rustix::process::kill_process(pid, signal).unwrap();
+            assert_eq!(
+                wait_for_exit(&mut child).code(),
+                Some(code),
+                "{kind} {signal:?}"
+            );
+            fx.assert_clean(&kind);
+            wait_until("the script is gone", || sleeping(sleep).is_empty());
+        }
     }
+}
+
+/// A signal vars was started with ignored stays ignored (`nohup` ignores SIGHUP): the run goes
+/// on, and the next signal that is not ignored still cleans up.
+#[test]
+fn signals_ignored_at_start_stay_ignored() {
+    use rustix::process::Signal;
+    let kind = SandboxKind::Unsandboxed;
+    let fx = Fixture::new();
+    let sleep = "987.125";
+    let mut child = start_child_ignoring(&kind, &fx, sleep, "HUP");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, Signal::HUP).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended a nohup run"
+    );
+    assert_eq!(sleeping(sleep).len(), 1, "the run goes on");
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    assert_eq!(wait_for_exit(&mut child).code(), Some(143));
+    fx.assert_clean(&kind);
+    wait_until("the script is gone", || sleeping(sleep).is_empty());
 }
 
 /// SIGKILL leaves no chance to clean up: bubblewrap's sandbox still dies with vars
