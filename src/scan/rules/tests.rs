@@ -401,3 +401,34 @@ fn wrapping_is_trimmed_but_base64_slashes_and_pluses_are_kept() {
         );
     }
 }
+
+#[test]
+fn base64_pem_is_found_at_any_alignment_and_each_key_once() {
+    let key = pem("EC PRIVATE KEY", "\n");
+    let encoded = b64(key.as_bytes());
+    // After other base64 text of each length mod 4, in one run: the block starts where its
+    // own encoding starts, not a multiple of four into the run.
+    for pad in 0..4 {
+        let text = format!("v: {}{encoded}\n", "QUJD".repeat(3)[..4 + pad].to_owned());
+        let hits = scan_content("f.yaml", text.as_bytes());
+        assert_eq!(hits.len(), 1, "pad {pad}");
+        assert_eq!(
+            &text[hits[0].start..hits[0].start + 14],
+            "LS0tLS1CRUdJTi",
+            "pad {pad}"
+        );
+    }
+    // Two keys in one run, and many keywords that decode to nothing.
+    let two = format!(
+        "v: {encoded}{}\nw: {}\n",
+        b64(format!("\n{key}").as_bytes()).trim_end_matches('='),
+        "LS0tLS1CRUdJTi".repeat(1000)
+    );
+    let hits = scan_content("f.yaml", two.as_bytes());
+    assert_eq!(hits.len(), 1, "an = ends the first run: {hits:?}");
+    let two = format!("v: {}\n", b64(format!("{key}\n{key}").as_bytes()));
+    assert_eq!(
+        rules_in("f.yaml", &two),
+        [Rule::PrivateKey, Rule::PrivateKey]
+    );
+}
