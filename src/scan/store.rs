@@ -27,7 +27,10 @@ pub(super) struct StoreSpec {
     pub dir: std::path::PathBuf,
     /// `settings.backend`.
     pub backend: Backend,
-    /// Instance directory (`machines/m/gen`) → files vars.yaml declares secret.
+    /// Generator → the files vars.yaml declares secret. Keyed by generator, not instance: a
+    /// file is secret in every instance of its generator, also one vars.yaml does not declare
+    /// (a machine removed, or an instance committed by hand with a meta.json calling the
+    /// secret public: review 2, finding 9).
     pub declared_secret: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -38,18 +41,14 @@ impl StoreSpec {
             .store_dir
             .strip_prefix(&config.root)
             .unwrap_or(&config.store_dir);
-        let mut declared_secret = BTreeMap::new();
-        for id in config.instances.keys() {
-            let g = config.generator(id);
-            declared_secret.insert(
-                id.to_string(),
-                g.files
-                    .iter()
-                    .filter(|(_, f)| f.secret)
-                    .map(|(n, _)| n.clone())
-                    .collect(),
-            );
-        }
+        let declared_secret = config
+            .generators
+            .iter()
+            .map(|(name, g)| {
+                let secret = g.files.iter().filter(|(_, f)| f.secret);
+                (name.clone(), secret.map(|(n, _)| n.clone()).collect())
+            })
+            .collect();
         StoreSpec {
             dir: super::source::lexical(&root.join(rel)),
             backend: config.backend,
@@ -215,7 +214,8 @@ pub(super) fn check(
                 }
             },
         };
-        let declared = spec.declared_secret.get(&dir);
+        let declared =
+            layout::parse_instance_rel(&dir).and_then(|id| spec.declared_secret.get(&id.generator));
         let is_secret = |f: &str| {
             meta.files.get(f).is_some_and(|m| m.secret) || declared.is_some_and(|d| d.contains(f))
         };

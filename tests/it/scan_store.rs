@@ -115,6 +115,50 @@ fn the_store_rules_judge_what_vars_wrote() {
     );
 }
 
+/// A file vars.yaml declares secret is secret in every instance of its generator: also in one
+/// vars.yaml does not declare (a machine removed, or committed by hand), whose meta.json calls
+/// it public (review 2, finding 9).
+#[test]
+fn a_secret_is_secret_in_an_undeclared_instance_of_its_generator() {
+    let Some(repo) = generated_store() else {
+        return;
+    };
+    let meta = std::fs::read_to_string(repo.root().join("vars/machines/host1/g/meta.json"))
+        .unwrap()
+        .replace("\"secret\": true", "\"secret\": false")
+        .replace("host1", "ghost");
+    assert!(!meta.contains("\"secret\": true"), "{meta}");
+    for inst in [
+        "vars/machines/ghost/g",
+        "vars/users/nobody/g",
+        "vars/shared/g",
+    ] {
+        repo.write(&format!("{inst}/meta.json"), &meta);
+        repo.write(&format!("{inst}/key"), "PLAINTEXT-PASSWORD\n");
+    }
+    repo.git(&["add", "-A"]);
+    let (code, r) = repo.json(&[]);
+    assert_eq!(code, 3, "{r:#}");
+    let f = found(&r);
+    for inst in [
+        "vars/machines/ghost/g",
+        "vars/users/nobody/g",
+        "vars/shared/g",
+    ] {
+        let key = (format!("{inst}/key"), "store-plaintext-secret".to_owned());
+        assert!(f.contains(&key), "{inst}: {r:#}");
+    }
+    // A generator vars.yaml does not know has only its meta.json to say what is secret.
+    repo.write("vars/machines/ghost/other/meta.json", &meta);
+    repo.write("vars/machines/ghost/other/id", "hello\n");
+    repo.git(&["add", "-A"]);
+    let (_, r) = repo.json(&[]);
+    assert!(
+        !found(&r).iter().any(|(p, _)| p.contains("/other/")),
+        "{r:#}"
+    );
+}
+
 /// `nix/scan-check.nix` (the flake's `lib.mkCheck`) evaluated with plain nix-instantiate and a
 /// stand-in `runCommand`, then its build script run on a generated fleet: it passes on the
 /// healthy fleet and fails once a key is in it.
