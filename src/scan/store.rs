@@ -126,6 +126,16 @@ pub(super) fn check(
             );
             continue;
         }
+        if rel.split('/').any(is_leftover) {
+            push(
+                i,
+                Rule::StoreLeftover,
+                "a leftover of an interrupted vars run (a spare, temporary file, .D.old or \
+                 .D.removing): vars keeps these out of git, so this was committed by hand"
+                    .into(),
+            );
+            continue;
+        }
         if let Some(b) = bytes(i)
             && b.starts_with(b"version https://git-lfs.github.com/spec/v1")
         {
@@ -284,6 +294,19 @@ pub(super) fn check(
     out
 }
 
+/// A name vars gives only to its own transient files, which the store's `.gitignore` lists:
+/// a spare (`.vars-swap-N`), a temporary file (`.vars-tmp-*`), an instance moved aside
+/// (`.D.old`) or being removed (`.D.removing`). Recovery acts on them, so a committed one is
+/// never legitimate (review 1, finding 7). The same names `vars check` reports as crash
+/// leftovers: `store::swap` keeps its names (and the store its `is_leftover`) to itself, so
+/// this is a copy of the store's rule, which a test checks against the `.gitignore` the store
+/// writes.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with(".vars-swap-")
+        || name.starts_with(crate::fs_util::TMP_PREFIX)
+        || (name.starts_with('.') && (name.ends_with(".old") || name.ends_with(".removing")))
+}
+
 /// `machines/<m>` or `users/<u>`: where manifests live.
 fn is_principal_dir(dir: &str) -> bool {
     matches!(dir.split_once('/'), Some((kind, name))
@@ -341,6 +364,35 @@ fn not_sops(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_are_what_the_store_keeps_out_of_git() {
+        let t = tempfile::tempdir().unwrap();
+        drop(crate::store::Store::new(t.path()).lock().unwrap());
+        let ignore = std::fs::read_to_string(t.path().join(".gitignore")).unwrap();
+        let patterns: Vec<&str> = ignore
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty() && *l != ".lock")
+            .collect();
+        assert!(patterns.len() >= 4, "{ignore}");
+        for p in patterns {
+            for fill in ["", "x", "g", "ssh-host.key"] {
+                let name = p.replace('*', fill);
+                assert!(is_leftover(&name), "{name} (from {p:?})");
+            }
+        }
+        for ok in [
+            "meta.json",
+            "key.age",
+            "old",
+            "g.old",
+            "key.removing",
+            ".vars-swap",
+            "vars-tmp-1",
+        ] {
+            assert!(!is_leftover(ok), "{ok}");
+        }
+    }
 
     #[test]
     fn sops_files_are_checked_by_shape() {
