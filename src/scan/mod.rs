@@ -362,9 +362,11 @@ fn content_findings(
         }
         // A finding not listed needs its fingerprint only to be allowed by one.
         let listed = out.len() < MAX_FINDINGS_PER_FILE;
-        let fp = (listed || by_fingerprint)
-            .then(|| fingerprint(h.rule, &e.path, &h.fingerprint_text))
-            .unwrap_or_default();
+        let fp = if listed || by_fingerprint {
+            fingerprint(h.rule, &e.path, &h.fingerprint_text)
+        } else {
+            String::new()
+        };
         if allow.iter().any(|a| a.allows(h.rule, &e.path, &fp)) {
             allowed += 1;
             continue;
