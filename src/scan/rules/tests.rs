@@ -418,14 +418,19 @@ fn base64_pem_is_found_at_any_alignment_and_each_key_once() {
             "pad {pad}"
         );
     }
-    // Two keys in one run, and many keywords that decode to nothing.
-    let two = format!(
-        "v: {encoded}{}\nw: {}\n",
-        b64(format!("\n{key}").as_bytes()).trim_end_matches('='),
-        "LS0tLS1CRUdJTi".repeat(1000)
-    );
-    let hits = scan_content("f.yaml", two.as_bytes());
-    assert_eq!(hits.len(), 1, "an = ends the first run: {hits:?}");
+    // A keyword at another alignment earlier in the run (decoding from it garbles the key)
+    // does not hide the key.
+    let text = format!("v: ALS0tLS1CRUdJTiA{encoded}\n");
+    let hits = scan_content("f.yaml", text.as_bytes());
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].start, 3 + 16);
+    // Many keywords that decode to nothing, in one run and in many.
+    let noise = format!("w: {}\n", "LS0tLS1CRUdJTi".repeat(1000));
+    assert!(scan_content("f.yaml", noise.as_bytes()).is_empty());
+    let noise = "LS0tLS1CRUdJTi ".repeat(1000);
+    assert!(scan_content("f.yaml", noise.as_bytes()).is_empty());
+    // Two keys in one run: the run is decoded once, and both are found, the second wherever
+    // it starts.
     let two = format!("v: {}\n", b64(format!("{key}\n{key}").as_bytes()));
     assert_eq!(
         rules_in("f.yaml", &two),
