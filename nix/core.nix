@@ -62,7 +62,8 @@ let
     name = "pathNotInStore";
     description = "absolute path outside the Nix store";
   };
-  mode = types.strMatching "[0-7]{3,4}";
+  # As `vars install` takes it (nix/lib.nix validMode): no setuid, setgid or sticky bit.
+  mode = types.strMatching "0?[0-7]{3}";
   unitList =
     what:
     mkOption {

@@ -32,7 +32,9 @@ let
   validName = s: isString s && match "[A-Za-z0-9][A-Za-z0-9._-]*" s != null && match ".*\\.\\..*" s == null;
   # A user or group name `vars install` resolves through NSS (or a numeric id).
   validAccount = s: isString s && match "[A-Za-z0-9_][A-Za-z0-9_.-]*[$]?" s != null;
-  validMode = s: isString s && match "[0-7]{3,4}" s != null;
+  # A mode as `vars install` takes it: permission bits only, "400" or "0400"; setuid, setgid
+  # and sticky bits ("4755") are refused there, so here too.
+  validMode = s: isString s && match "0?[0-7]{3}" s != null;
 
   showName = s: if isString s then toJSON s else "a ${builtins.typeOf s}";
 
@@ -73,6 +75,47 @@ let
       }
       (components rel);
 
+  # Whether the store `directory` is a real directory, checked in its parent with readDir
+  # (Nix 2.8 has no builtins.readFileType, and readDir of a link lists the link's target):
+  # null, or { at; type; } for the first that is not. Below the Nix store (a flake's source,
+  # where the repository's own links are kept as links) every component below the store
+  # object is checked, since the repository is untrusted from there on; elsewhere the store
+  # directory itself only (what lies above it is the host's: /home may be a link). A store
+  # object that is itself a link cannot be checked (/nix/store is not readable in a pure
+  # evaluation) and is taken as it is.
+  # `storeDir` is a parameter for the tests only (nix/tests/lib.nix), which cannot write to
+  # the Nix store.
+  storeDirProblemBelow =
+    storeDir: directory:
+    let
+      s = toString directory;
+      prefix = "${storeDir}/";
+      inStore = substring 0 (stringLength prefix) s == prefix;
+      depth =
+        if inStore then
+          builtins.length (components (substring (stringLength prefix) (-1) s)) - 1
+        else if dirOf s == s then
+          0
+        else
+          1;
+      up = n: d: if n == 0 then d else up (n - 1) (dirOf d);
+      # Top down, so that no readDir goes through a link found above.
+      dirs = builtins.genList (k: up (depth - 1 - k) directory) depth;
+      typeOf =
+        d: if builtins.pathExists (dirOf d) then (readDir (dirOf d)).${baseNameOf d} or "missing" else "missing";
+    in
+    foldl' (
+      acc: d:
+      if acc != null then
+        acc
+      else
+        let
+          type = typeOf d;
+        in
+        if type == "directory" then null else { at = toString d; inherit type; }
+    ) null dirs;
+  storeDirProblem = storeDirProblemBelow builtins.storeDir;
+
   # Read and validate `<directory>/<kind>s/<name>/manifest.json`.
   #
   # Returns { kind, name, directory, manifestPath, generators.<gen>.files.<file>,
@@ -92,12 +135,17 @@ let
       where = "${dirText}/${rel}";
       fail = msg: throw "vars: ${where}: ${msg}";
       found = lookup directory rel;
+      dirProblem = storeDirProblem directory;
 
       raw =
         if !(kind == "machine" || kind == "user") then
           throw "vars: readManifest: kind must be \"machine\" or \"user\", not ${showName kind}"
         else if !validName name then
           throw "vars: ${showName name} is not a valid ${kind} name ([A-Za-z0-9][A-Za-z0-9._-]*, no \"..\")"
+        else if dirProblem != null && dirProblem.type == "missing" then
+          throw "vars: ${dirProblem.at} does not exist, so there is no store at ${dirText}; run `vars generate` and commit the store (or point vars.directory at it)"
+        else if dirProblem != null then
+          throw "vars: ${dirProblem.at} is a ${dirProblem.type}, not a directory; vars never follows links in the store (point vars.directory at the real directory, or make it one)"
         else if found.type == "missing" then
           throw (
             "vars: no manifest for ${kind} ${name}: ${where} does not exist; ${generateHint kind name}"
@@ -328,4 +376,7 @@ in
 
   # What lies at a path below a directory, without following links (see `lookup`).
   inherit lookup;
+
+  # Whether a store directory is a real one (see `storeDirProblemBelow`; for the tests).
+  inherit storeDirProblemBelow;
 }

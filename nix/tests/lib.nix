@@ -12,6 +12,11 @@ let
   clan8 = root + "/clan8/vars";
   darwin2 = root + "/darwin2/vars";
   broken = name: root + "/broken/${name}/vars";
+  # A stand-in for the Nix store (the tests cannot write to the real one), holding one store
+  # object as a flake's source is copied there: links kept as links.
+  fakeStore = root + "/broken/fake-store";
+  inStore = fakeStore + "/0123456789abcdfghijklmnpqrsvwxyz-source";
+  problemInStore = rel: varsLib.storeDirProblemBelow (toString fakeStore) (inStore + rel);
 
   cinnabar = varsLib.machine clan8 "cinnabar";
   electrum = varsLib.machine clan8 "electrum";
@@ -89,6 +94,20 @@ let
     foreign-path =
       errorCase (file (varsLib.machine (broken "foreign-path") "cinnabar") "borg-passphrase" "passphrase").secret
         "path \"machines/electrum/borg-passphrase/passphrase.age\" is not where this file belongs (machines/cinnabar/borg-passphrase/passphrase.age or machines/cinnabar/borg-passphrase/passphrase.sops or shared/borg-passphrase/passphrase.age or shared/borg-passphrase/passphrase.sops)";
+    # `vars install` takes permission bits only: no setuid, setgid or sticky bit.
+    setuid-mode =
+      errorCase (file (varsLib.machine (broken "setuid-mode") "cinnabar") "borg-passphrase" "passphrase").secret
+        "generators.borg-passphrase.files.passphrase: mode \"4755\" is not an octal mode such as \"0400\"";
+    # readDir of a link lists its target: the store directory itself is checked in its parent.
+    symlink-store =
+      errorCase (varsLib.machine (broken "symlink-store") "cinnabar").generators
+        "${toString root}/broken/symlink-store/vars is a symlink, not a directory; vars never follows links in the store";
+    symlink-store-files =
+      errorCase (file (varsLib.machine (broken "symlink-store") "cinnabar") "zerotier-network" "network-id").value
+        "broken/symlink-store/vars is a symlink, not a directory";
+    missing-store =
+      errorCase (varsLib.machine (root + "/broken/nosuchstore/vars") "cinnabar").generators
+        "${toString root}/broken/nosuchstore/vars does not exist, so there is no store at";
     unknown-field =
       errorCase (file (varsLib.machine (broken "unknown-field") "cinnabar") "borg-passphrase" "passphrase").secret
         "generators.borg-passphrase.files.passphrase: unknown field(s) deploy-to";
@@ -107,6 +126,28 @@ in
         "zerotier-controller"
         "zerotier-network"
       ];
+    };
+    # Below the Nix store every component below the store object is the repository's, so a
+    # link there is refused too; elsewhere only the store directory itself is checked.
+    store-reached-through-a-link-in-the-nix-store = {
+      actual = [
+        (problemInStore "/secrets/vars")
+        (problemInStore "/real/vars")
+        (problemInStore "/real/nosuch/vars")
+        (varsLib.storeDirProblemBelow "/nonexistent-store" (root + "/broken/symlink-store/vars"))
+        (varsLib.storeDirProblemBelow "/nonexistent-store" clan8)
+      ];
+      expected = [
+        { at = "${toString inStore}/secrets"; type = "symlink"; }
+        null
+        { at = "${toString inStore}/real/nosuch"; type = "missing"; }
+        { at = "${toString root}/broken/symlink-store/vars"; type = "symlink"; }
+        null
+      ];
+    };
+    modes-as-vars-install-takes-them = {
+      actual = map varsLib.validMode [ "400" "0400" "0640" "0777" "4755" "2755" "1777" "04755" "0o400" "40" "" ];
+      expected = [ true true true true false false false false false false false ];
     };
     machine-users = {
       actual = builtins.mapAttrs (_: u: builtins.attrNames u.generators) cinnabar.users;

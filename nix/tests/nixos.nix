@@ -721,6 +721,10 @@ in
         "absolute path outside the Nix store";
     bad-mode =
       h.errorCase (nixos { vars.generators.borg-passphrase.files.passphrase.mode = "rw-r-----"; }).vars.installManifest
-        "vars.generators.borg-passphrase.files.passphrase.mode' is not of type `string matching the pattern [0-7]{3,4}'";
+        "vars.generators.borg-passphrase.files.passphrase.mode' is not of type `string matching the pattern 0?[0-7]{3}'";
+    # `vars install` refuses setuid, setgid and sticky bits: so does the option.
+    setuid-mode =
+      h.errorCase (nixos { vars.generators.borg-passphrase.files.passphrase.mode = "4755"; }).vars.installManifest
+        "vars.generators.borg-passphrase.files.passphrase.mode' is not of type `string matching the pattern 0?[0-7]{3}'";
   };
 }

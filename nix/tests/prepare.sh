@@ -49,3 +49,18 @@ ln -s ../../../manifest.json "$d/$m"
 # group (the owner's primary group); here for every file of cinnabar.
 d=$(copy null-owner)
 edit "$d/$m" 's|"owner": "root"|"owner": null|; s|"group": "root"|"group": null|'
+# A mode `vars install` refuses (setuid), in every file of cinnabar.
+d=$(copy setuid-mode)
+edit "$d/$m" 's|"mode": "0400"|"mode": "4755"|'
+# The store directory itself a link (to the good store).
+rm -rf "$root/broken/symlink-store"
+mkdir -p "$root/broken/symlink-store"
+ln -s ../../clan8/vars "$root/broken/symlink-store/vars"
+# A stand-in for a flake's source in the Nix store (links kept as links): the store at
+# real/vars, and secrets/ a link to real/, so that secrets/vars reaches the store through it.
+src=$root/broken/fake-store/0123456789abcdfghijklmnpqrsvwxyz-source
+rm -rf "$root/broken/fake-store"
+mkdir -p "$src/real"
+cp -R "$good" "$src/real/vars"
+chmod -R u+w "$src"
+ln -s real "$src/secrets"

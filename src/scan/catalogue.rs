@@ -37,6 +37,9 @@ pub enum Rule {
     StorePlaintextSecret,
     /// A file in the store that no meta.json declares.
     StoreUndeclaredFile,
+    /// A leftover of an interrupted vars run (a spare `.vars-swap-N`, a `.vars-tmp-*` file, a
+    /// `.D.old` or `.D.removing` directory), which vars' own `.gitignore` keeps out of git.
+    StoreLeftover,
     /// A symlink, submodule or other non-regular entry in the store.
     StoreNotRegular,
     /// A Git LFS pointer in the store (the content is not in the repository).
@@ -57,7 +60,7 @@ pub enum Level {
 
 impl Rule {
     /// Every rule, in the order of this enum.
-    pub const ALL: [Rule; 18] = [
+    pub const ALL: [Rule; 19] = [
         Rule::PrivateKey,
         Rule::Ssh2PrivateKey,
         Rule::PuttyPrivateKey,
@@ -73,6 +76,7 @@ impl Rule {
         Rule::StoreNotSops,
         Rule::StorePlaintextSecret,
         Rule::StoreUndeclaredFile,
+        Rule::StoreLeftover,
         Rule::StoreNotRegular,
         Rule::StoreLfsPointer,
         Rule::StorePublicHash,
@@ -96,6 +100,7 @@ impl Rule {
             Rule::StoreNotSops => "store-not-sops",
             Rule::StorePlaintextSecret => "store-plaintext-secret",
             Rule::StoreUndeclaredFile => "store-undeclared-file",
+            Rule::StoreLeftover => "store-leftover",
             Rule::StoreNotRegular => "store-not-regular",
             Rule::StoreLfsPointer => "store-lfs-pointer",
             Rule::StorePublicHash => "store-public-hash",
@@ -143,6 +148,7 @@ impl Rule {
             Rule::StoreNotSops => "secret in the vars store that is not a valid sops file",
             Rule::StorePlaintextSecret => "plaintext copy of a secret in the vars store",
             Rule::StoreUndeclaredFile => "file in the vars store that nothing declares",
+            Rule::StoreLeftover => "leftover of an interrupted vars run committed in the store",
             Rule::StoreNotRegular => "symlink, submodule or special file in the vars store",
             Rule::StoreLfsPointer => "Git LFS pointer in the vars store",
             Rule::StorePublicHash => {
@@ -183,6 +189,9 @@ impl Rule {
             }
             Rule::StoreUndeclaredFile => {
                 "remove it from the store; only vars writes there (vars generate, vars set)"
+            }
+            Rule::StoreLeftover => {
+                "remove it from git (git rm -r --cached PATH): vars keeps these names out of git, so only a hand-made commit adds one"
             }
             Rule::StoreNotRegular => {
                 "replace it with the regular file vars wrote, or regenerate the instance"

@@ -349,15 +349,38 @@ fn content_findings(
     };
     let mut out = Vec::new();
     let mut allowed = 0;
+    // The ranged hits come in order of position (scan_content sorts them).
+    let mut cursor = Cursor::new(bytes);
+    // Rule → (matches not listed, where the first is, whether it has a position).
+    let mut unlisted: BTreeMap<Rule, (usize, usize, bool)> = BTreeMap::new();
+    let by_fingerprint = allow.iter().any(|a| a.fingerprint.is_some());
     for h in hits {
-        let fp = fingerprint(h.rule, &e.path, &h.fingerprint_text);
-        let inline = h.end > h.start && inline_allowed(bytes, h.start);
-        if inline || allow.iter().any(|a| a.allows(h.rule, &e.path, &fp)) {
+        let ranged = h.end > h.start;
+        if ranged && cursor.allowed(h.start) {
             allowed += 1;
             continue;
         }
-        let (line, column) = position(bytes, h.start, h.end > h.start);
-        let (end_line, end_column) = position(bytes, h.end, h.end > h.start);
+        // A finding not listed needs its fingerprint only to be allowed by one.
+        let listed = out.len() < MAX_FINDINGS_PER_FILE;
+        let fp = if listed || by_fingerprint {
+            fingerprint(h.rule, &e.path, &h.fingerprint_text)
+        } else {
+            String::new()
+        };
+        if allow.iter().any(|a| a.allows(h.rule, &e.path, &fp)) {
+            allowed += 1;
+            continue;
+        }
+        if !listed {
+            unlisted.entry(h.rule).or_insert((0, h.start, ranged)).0 += 1;
+            continue;
+        }
+        let ((line, column), (end_line, end_column)) = if ranged {
+            let start = cursor.seek(h.start);
+            (start, cursor.clone().seek(h.end))
+        } else {
+            ((0, 0), (0, 0))
+        };
         out.push(Finding {
             rule: h.rule,
             level: h.rule.level(),
@@ -369,12 +392,39 @@ fn content_findings(
             source: e.origin,
             oid: e.oid.map(|o| o.to_string()),
             fingerprint: fp,
-            message: h.message,
+            message: h.message.into_owned(),
             hint: h.rule.hint(),
+        });
+    }
+    for (rule, (n, at, ranged)) in unlisted {
+        let (line, column) = if ranged { cursor.seek(at) } else { (0, 0) };
+        let message = format!(
+            "{n} more {} finding(s) in this file, from here on, are not listed (at most \
+             {MAX_FINDINGS_PER_FILE} per file)",
+            rule.id()
+        );
+        out.push(Finding {
+            rule,
+            level: rule.level(),
+            path: e.path.clone(),
+            line,
+            column,
+            end_line: line,
+            end_column: column,
+            source: e.origin,
+            oid: e.oid.map(|o| o.to_string()),
+            fingerprint: fingerprint(rule, &e.path, message.as_bytes()),
+            message,
+            hint: rule.hint(),
         });
     }
     (out, allowed, count)
 }
+
+/// Findings listed per file. The rest are counted in one finding per rule, at the first one
+/// not listed: a crafted 16 MiB file holds 700,000 matches, and reporting each took seconds
+/// and gigabytes (review 2, finding 8). Allowed matches are set aside before counting.
+const MAX_FINDINGS_PER_FILE: usize = 1000;
 
 /// Whether a `*.age` file outside the store is plausibly age: binary or armored header.
 fn looks_age(b: &[u8]) -> bool {
@@ -382,10 +432,10 @@ fn looks_age(b: &[u8]) -> bool {
         || b.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
 }
 
-/// `vars:allow` on the line of `at`, or on the line just above it.
-fn inline_allowed(bytes: &[u8], at: usize) -> bool {
+/// `vars:allow` on the line starting at `ls`, or alone on the line just above it.
+fn inline_allowed(bytes: &[u8], ls: usize) -> bool {
     const MARK: &[u8] = b"vars:allow";
-    let (ls, le) = rules::line_bounds(bytes, at);
+    let le = memchr::memchr(b'\n', &bytes[ls..]).map_or(bytes.len(), |i| ls + i);
     if memchr::memmem::find(&bytes[ls..le], MARK).is_some() {
         return true;
     }
@@ -402,21 +452,67 @@ fn inline_allowed(bytes: &[u8], at: usize) -> bool {
     above[start..].starts_with(MARK)
 }
 
-/// 1-based line and column (in Unicode scalar values) of byte `at`; (0, 0) without a range.
-fn position(bytes: &[u8], at: usize, ranged: bool) -> (usize, usize) {
-    if !ranged {
-        return (0, 0);
+/// Lines and columns of the findings of one file, counted forward from the last position
+/// asked for: a file of many findings (one line of 200,000 placeholders) is read once, not
+/// once per finding (review 2, finding 8).
+#[derive(Clone)]
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    /// The byte counted up to, its 1-based line and column, and where its line starts.
+    at: usize,
+    line: usize,
+    column: usize,
+    line_start: usize,
+    /// The line last asked about `vars:allow`: its start and the answer.
+    allow: Option<(usize, bool)>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Cursor {
+            bytes,
+            at: 0,
+            line: 1,
+            column: 1,
+            line_start: 0,
+            allow: None,
+        }
     }
-    let at = at.min(bytes.len());
-    let line = memchr::memchr_iter(b'\n', &bytes[..at]).count() + 1;
-    let ls = memchr::memrchr(b'\n', &bytes[..at]).map_or(0, |i| i + 1);
-    // Count UTF-8 lead bytes: every byte that is not a continuation byte starts a scalar.
-    let column = bytes[ls..at]
-        .iter()
-        .filter(|b| (**b & 0xc0) != 0x80)
-        .count()
-        + 1;
-    (line, column)
+
+    /// 1-based line and column (in Unicode scalar values) of byte `to`.
+    fn seek(&mut self, to: usize) -> (usize, usize) {
+        let to = to.min(self.bytes.len());
+        if to < self.at {
+            // Not in order: count again from the start (correct, only slower).
+            *self = Cursor::new(self.bytes);
+        }
+        // Count UTF-8 lead bytes: every byte that is not a continuation byte starts a scalar.
+        let scalars = |b: &[u8]| b.iter().filter(|b| (**b & 0xc0) != 0x80).count();
+        let seg = &self.bytes[self.at..to];
+        match memchr::memrchr(b'\n', seg) {
+            Some(i) => {
+                self.line += memchr::memchr_iter(b'\n', seg).count();
+                self.line_start = self.at + i + 1;
+                self.column = scalars(&self.bytes[self.line_start..to]) + 1;
+            }
+            None => self.column += scalars(seg),
+        }
+        self.at = to;
+        (self.line, self.column)
+    }
+
+    /// Whether a `vars:allow` mark sets aside a finding at byte `at` (see [`inline_allowed`]).
+    fn allowed(&mut self, at: usize) -> bool {
+        self.seek(at);
+        match self.allow {
+            Some((ls, yes)) if ls == self.line_start => yes,
+            _ => {
+                let yes = inline_allowed(self.bytes, self.line_start);
+                self.allow = Some((self.line_start, yes));
+                yes
+            }
+        }
+    }
 }
 
 /// `sha256:` of `rule␀path␀text`.
@@ -437,25 +533,31 @@ mod tests {
 
     #[test]
     fn positions_count_lines_and_characters() {
-        let text = "ab\nçd KEY";
+        let text = "ab\nçd KEY\nx\n\nyz";
         let at = text.find("KEY").unwrap();
-        assert_eq!(position(text.as_bytes(), at, true), (2, 4));
-        assert_eq!(position(text.as_bytes(), 0, true), (1, 1));
-        assert_eq!(position(text.as_bytes(), 5, false), (0, 0));
+        let mut c = Cursor::new(text.as_bytes());
+        assert_eq!(c.seek(0), (1, 1));
+        assert_eq!(c.seek(1), (1, 2));
+        assert_eq!(c.seek(at), (2, 4));
+        assert_eq!(c.seek(at + 2), (2, 6));
+        assert_eq!(c.clone().seek(text.len()), (5, 3));
+        assert_eq!(c.seek(text.find('x').unwrap()), (3, 1));
+        // Backwards still answers right.
+        assert_eq!(c.seek(at), (2, 4));
     }
 
     #[test]
     fn inline_allow_on_the_line_or_above() {
         let text = b"a\n# vars:allow test\nKEY\nKEY2 vars:allow\nKEY3\n<!-- vars:allow -->\nKEY4\n";
         let find = |k: &[u8]| memchr::memmem::find(text, k).unwrap();
-        assert!(inline_allowed(text, find(b"KEY\n")));
-        assert!(inline_allowed(text, find(b"KEY2")));
-        assert!(
-            !inline_allowed(text, find(b"KEY3")),
-            "the mark above must stand alone"
-        );
-        assert!(inline_allowed(text, find(b"KEY4")));
-        assert!(!inline_allowed(b"KEY\n", 0));
+        let mut c = Cursor::new(text);
+        assert!(!c.allowed(0));
+        assert!(c.allowed(find(b"KEY\n")));
+        assert!(c.allowed(find(b"KEY2")));
+        assert!(c.allowed(find(b"KEY2") + 2), "the same line");
+        assert!(!c.allowed(find(b"KEY3")), "the mark above must stand alone");
+        assert!(c.allowed(find(b"KEY4")));
+        assert!(!Cursor::new(b"KEY\n").allowed(0));
     }
 
     #[test]

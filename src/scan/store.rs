@@ -27,7 +27,10 @@ pub(super) struct StoreSpec {
     pub dir: std::path::PathBuf,
     /// `settings.backend`.
     pub backend: Backend,
-    /// Instance directory (`machines/m/gen`) → files vars.yaml declares secret.
+    /// Generator → the files vars.yaml declares secret. Keyed by generator, not instance: a
+    /// file is secret in every instance of its generator, also one vars.yaml does not declare
+    /// (a machine removed, or an instance committed by hand with a meta.json calling the
+    /// secret public: review 2, finding 9).
     pub declared_secret: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -38,18 +41,14 @@ impl StoreSpec {
             .store_dir
             .strip_prefix(&config.root)
             .unwrap_or(&config.store_dir);
-        let mut declared_secret = BTreeMap::new();
-        for id in config.instances.keys() {
-            let g = config.generator(id);
-            declared_secret.insert(
-                id.to_string(),
-                g.files
-                    .iter()
-                    .filter(|(_, f)| f.secret)
-                    .map(|(n, _)| n.clone())
-                    .collect(),
-            );
-        }
+        let declared_secret = config
+            .generators
+            .iter()
+            .map(|(name, g)| {
+                let secret = g.files.iter().filter(|(_, f)| f.secret);
+                (name.clone(), secret.map(|(n, _)| n.clone()).collect())
+            })
+            .collect();
         StoreSpec {
             dir: super::source::lexical(&root.join(rel)),
             backend: config.backend,
@@ -124,6 +123,16 @@ pub(super) fn check(
                 i,
                 Rule::StoreNotRegular,
                 "the store itself is a file".into(),
+            );
+            continue;
+        }
+        if rel.split('/').any(is_leftover) {
+            push(
+                i,
+                Rule::StoreLeftover,
+                "a leftover of an interrupted vars run (a spare, temporary file, .D.old or \
+                 .D.removing): vars keeps these out of git, so this was committed by hand"
+                    .into(),
             );
             continue;
         }
@@ -215,7 +224,8 @@ pub(super) fn check(
                 }
             },
         };
-        let declared = spec.declared_secret.get(&dir);
+        let declared =
+            layout::parse_instance_rel(&dir).and_then(|id| spec.declared_secret.get(&id.generator));
         let is_secret = |f: &str| {
             meta.files.get(f).is_some_and(|m| m.secret) || declared.is_some_and(|d| d.contains(f))
         };
@@ -284,6 +294,19 @@ pub(super) fn check(
     out
 }
 
+/// A name vars gives only to its own transient files, which the store's `.gitignore` lists:
+/// a spare (`.vars-swap-N`), a temporary file (`.vars-tmp-*`), an instance moved aside
+/// (`.D.old`) or being removed (`.D.removing`). Recovery acts on them, so a committed one is
+/// never legitimate (review 1, finding 7). The same names `vars check` reports as crash
+/// leftovers: `store::swap` keeps its names (and the store its `is_leftover`) to itself, so
+/// this is a copy of the store's rule, which a test checks against the `.gitignore` the store
+/// writes.
+fn is_leftover(name: &str) -> bool {
+    name.starts_with(".vars-swap-")
+        || name.starts_with(crate::fs_util::TMP_PREFIX)
+        || (name.starts_with('.') && (name.ends_with(".old") || name.ends_with(".removing")))
+}
+
 /// `machines/<m>` or `users/<u>`: where manifests live.
 fn is_principal_dir(dir: &str) -> bool {
     matches!(dir.split_once('/'), Some((kind, name))
@@ -341,6 +364,35 @@ fn not_sops(bytes: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leftovers_are_what_the_store_keeps_out_of_git() {
+        let t = tempfile::tempdir().unwrap();
+        drop(crate::store::Store::new(t.path()).lock().unwrap());
+        let ignore = std::fs::read_to_string(t.path().join(".gitignore")).unwrap();
+        let patterns: Vec<&str> = ignore
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty() && *l != ".lock")
+            .collect();
+        assert!(patterns.len() >= 4, "{ignore}");
+        for p in patterns {
+            for fill in ["", "x", "g", "ssh-host.key"] {
+                let name = p.replace('*', fill);
+                assert!(is_leftover(&name), "{name} (from {p:?})");
+            }
+        }
+        for ok in [
+            "meta.json",
+            "key.age",
+            "old",
+            "g.old",
+            "key.removing",
+            ".vars-swap",
+            "vars-tmp-1",
+        ] {
+            assert!(!is_leftover(ok), "{ok}");
+        }
+    }
 
     #[test]
     fn sops_files_are_checked_by_shape() {

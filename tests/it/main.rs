@@ -24,6 +24,7 @@ mod rekey_props;
 mod robustness;
 mod sandbox;
 mod scan;
+mod scan_bulk;
 mod scan_store;
 mod schema;
 mod set;

@@ -115,6 +115,111 @@ fn the_store_rules_judge_what_vars_wrote() {
     );
 }
 
+/// A file vars.yaml declares secret is secret in every instance of its generator: also in one
+/// vars.yaml does not declare (a machine removed, or committed by hand), whose meta.json calls
+/// it public (review 2, finding 9).
+#[test]
+fn a_secret_is_secret_in_an_undeclared_instance_of_its_generator() {
+    let Some(repo) = generated_store() else {
+        return;
+    };
+    let meta = std::fs::read_to_string(repo.root().join("vars/machines/host1/g/meta.json"))
+        .unwrap()
+        .replace("\"secret\": true", "\"secret\": false")
+        .replace("host1", "ghost");
+    assert!(!meta.contains("\"secret\": true"), "{meta}");
+    for inst in [
+        "vars/machines/ghost/g",
+        "vars/users/nobody/g",
+        "vars/shared/g",
+    ] {
+        repo.write(&format!("{inst}/meta.json"), &meta);
+        repo.write(&format!("{inst}/key"), "PLAINTEXT-PASSWORD\n");
+    }
+    repo.git(&["add", "-A"]);
+    let (code, r) = repo.json(&[]);
+    assert_eq!(code, 3, "{r:#}");
+    let f = found(&r);
+    for inst in [
+        "vars/machines/ghost/g",
+        "vars/users/nobody/g",
+        "vars/shared/g",
+    ] {
+        let key = (format!("{inst}/key"), "store-plaintext-secret".to_owned());
+        assert!(f.contains(&key), "{inst}: {r:#}");
+    }
+    // A generator vars.yaml does not know has only its meta.json to say what is secret.
+    repo.write("vars/machines/ghost/other/meta.json", &meta);
+    repo.write("vars/machines/ghost/other/id", "hello\n");
+    repo.git(&["add", "-A"]);
+    let (_, r) = repo.json(&[]);
+    assert!(
+        !found(&r).iter().any(|(p, _)| p.contains("/other/")),
+        "{r:#}"
+    );
+}
+
+/// Crash leftovers (spares, temporary files, `.D.old`, `.D.removing`) are in the store's own
+/// `.gitignore`, so a committed one was added by hand: an error, named as `vars check` names it
+/// (review 1, finding 7).
+#[test]
+fn committed_crash_leftovers_are_errors() {
+    let Some(repo) = generated_store() else {
+        return;
+    };
+    let inst = repo.root().join("vars/machines/host1/g");
+    let key = std::fs::read(inst.join("key.age")).unwrap();
+    let meta = std::fs::read(inst.join("meta.json")).unwrap();
+    let planted = [
+        "vars/machines/host1/.g.old/key.age",
+        "vars/machines/host1/.g.old/meta.json",
+        "vars/shared/.g.removing/meta.json",
+        "vars/.vars-swap-3/meta.json",
+        "vars/machines/host1/g/.vars-tmp-0123abcd",
+        "vars/keys/.vars-tmp-vault",
+    ];
+    for p in planted {
+        repo.write(p, if p.ends_with(".age") { &key } else { &meta });
+    }
+    // Git would not add them (the store's .gitignore): only `add -f` does.
+    let out = repo.git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "ignored"
+    );
+    let mut args = vec!["add", "-f", "--"];
+    args.extend(planted);
+    repo.git(&args);
+    let (code, r) = repo.json(&[]);
+    assert_eq!(code, 3, "{r:#}");
+    let mut want: Vec<_> = planted
+        .iter()
+        .map(|p| (p.to_string(), "store-leftover".to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(found(&r), want, "{r:#}");
+    assert!(
+        r["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["level"] == "error"),
+        "{r:#}"
+    );
+    // vars check names the same entries.
+    let out = repo.env.vars(&["check"]);
+    let err = common::stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    for p in [
+        ".g.old",
+        ".g.removing",
+        ".vars-swap-3",
+        ".vars-tmp-0123abcd",
+    ] {
+        assert!(err.contains(p), "check does not name {p}: {err}");
+    }
+}
+
 /// `nix/scan-check.nix` (the flake's `lib.mkCheck`) evaluated with plain nix-instantiate and a
 /// stand-in `runCommand`, then its build script run on a generated fleet: it passes on the
 /// healthy fleet and fails once a key is in it.

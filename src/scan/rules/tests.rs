@@ -330,3 +330,110 @@ fn rule_ids_round_trip() {
     }
     assert!(Rule::StoreNotAge.is_store_rule() && !Rule::PrivateKey.is_store_rule());
 }
+
+/// An unencrypted ed25519 (OID 1.3.101.112) or X25519 (1.3.101.110) PKCS#8 key as `openssl
+/// genpkey` writes it: 48 bytes of DER, a body of exactly 64 base64 characters.
+fn pkcs8_short(oid_last: u8, key: &[u8; 32]) -> String {
+    let mut der = vec![
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, oid_last, 0x04, 0x22,
+        0x04, 0x20,
+    ];
+    der.extend_from_slice(key);
+    format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        b64(&der)
+    )
+}
+
+#[test]
+fn short_pkcs8_keys_ending_in_slash_or_plus_are_found() {
+    // Review 2, finding 2: the final `/` or `+` of a 64-character body was trimmed as
+    // concatenation syntax, leaving 63 characters, one short of the minimum.
+    for (oid_last, what) in [(0x70, "ed25519"), (0x6e, "x25519")] {
+        for (last, ends) in [(0x3f, '/'), (0x3e, '+'), (0x00, 'A')] {
+            let mut key: [u8; 32] = bytes(u64::from(last) + u64::from(oid_last), 32)
+                .try_into()
+                .unwrap();
+            // The last base64 character encodes the low six bits of the last byte.
+            key[31] = (key[31] & 0xc0) | (last & 0x3f);
+            let pem = pkcs8_short(oid_last, &key);
+            let body = pem.lines().nth(1).unwrap();
+            assert_eq!(body.len(), 64);
+            assert!(body.ends_with(ends), "{body}");
+            // Also quoted in code, where a `+` after the quote is syntax.
+            let js = format!(
+                "const k = \"{}\";\n",
+                pem.trim_end().replace('\n', "\\n\" +\n  \"")
+            );
+            let yaml = format!("key: |\n  {}\n", pem.trim_end().replace('\n', "\n  "));
+            for text in [&pem, &js, &yaml] {
+                assert_eq!(
+                    rules_in("k", text),
+                    [Rule::PrivateKey],
+                    "{what} {ends}: {text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn wrapping_is_trimmed_but_base64_slashes_and_pluses_are_kept() {
+    for (line, want) in [
+        ("ab+/", "ab+/"),
+        ("/ab+", "/ab+"),
+        ("+/ab", "+/ab"),
+        ("\"ab/\" +", "ab/"),
+        ("\"ab+\"+", "ab+"),
+        ("// ab/", "ab/"),
+        ("/* ab+ */", "ab+"),
+        (" * ab", "ab"),
+        ("# ab+/,", "ab+/"),
+        ("+ \"ab\" +", "ab"),
+        ("+", ""),
+        ("// /", ""),
+        ("", ""),
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(trim_wrapping(line.as_bytes())),
+            want,
+            "{line:?}"
+        );
+    }
+}
+
+#[test]
+fn base64_pem_is_found_at_any_alignment_and_each_key_once() {
+    let key = pem("EC PRIVATE KEY", "\n");
+    let encoded = b64(key.as_bytes());
+    // After other base64 text of each length mod 4, in one run: the block starts where its
+    // own encoding starts, not a multiple of four into the run.
+    for pad in 0..4 {
+        let text = format!("v: {}{encoded}\n", "QUJD".repeat(3)[..4 + pad].to_owned());
+        let hits = scan_content("f.yaml", text.as_bytes());
+        assert_eq!(hits.len(), 1, "pad {pad}");
+        assert_eq!(
+            &text[hits[0].start..hits[0].start + 14],
+            "LS0tLS1CRUdJTi",
+            "pad {pad}"
+        );
+    }
+    // A keyword at another alignment earlier in the run (decoding from it garbles the key)
+    // does not hide the key.
+    let text = format!("v: ALS0tLS1CRUdJTiA{encoded}\n");
+    let hits = scan_content("f.yaml", text.as_bytes());
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0].start, 3 + 16);
+    // Many keywords that decode to nothing, in one run and in many.
+    let noise = format!("w: {}\n", "LS0tLS1CRUdJTi".repeat(1000));
+    assert!(scan_content("f.yaml", noise.as_bytes()).is_empty());
+    let noise = "LS0tLS1CRUdJTi ".repeat(1000);
+    assert!(scan_content("f.yaml", noise.as_bytes()).is_empty());
+    // Two keys in one run: the run is decoded once, and both are found, the second wherever
+    // it starts.
+    let two = format!("v: {}\n", b64(format!("{key}\n{key}").as_bytes()));
+    assert_eq!(
+        rules_in("f.yaml", &two),
+        [Rule::PrivateKey, Rule::PrivateKey]
+    );
+}
