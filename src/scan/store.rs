@@ -16,7 +16,7 @@ use std::sync::LazyLock;
 use crate::meta::Meta;
 use crate::model::Config;
 use crate::spec::Backend;
-use crate::store::layout;
+use crate::store::{is_leftover, layout};
 
 use super::Rule;
 use super::source::{Content, Entry, EntryKind};
@@ -292,19 +292,6 @@ pub(super) fn check(
         }
     }
     out
-}
-
-/// A name vars gives only to its own transient files, which the store's `.gitignore` lists:
-/// a spare (`.vars-swap-N`), a temporary file (`.vars-tmp-*`), an instance moved aside
-/// (`.D.old`) or being removed (`.D.removing`). Recovery acts on them, so a committed one is
-/// never legitimate (review 1, finding 7). The same names `vars check` reports as crash
-/// leftovers: `store::swap` keeps its names (and the store its `is_leftover`) to itself, so
-/// this is a copy of the store's rule, which a test checks against the `.gitignore` the store
-/// writes.
-fn is_leftover(name: &str) -> bool {
-    name.starts_with(".vars-swap-")
-        || name.starts_with(crate::fs_util::TMP_PREFIX)
-        || (name.starts_with('.') && (name.ends_with(".old") || name.ends_with(".removing")))
 }
 
 /// `machines/<m>` or `users/<u>`: where manifests live.

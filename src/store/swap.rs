@@ -722,7 +722,10 @@ pub(crate) fn is_leftover(name: &str) -> bool {
     name.starts_with(SPARE_PREFIX)
         || name.starts_with(fs_util::TMP_PREFIX)
         || (name.starts_with('.')
-            && (name.ends_with(&format!(".{OLD}")) || name.ends_with(&format!(".{REMOVING}"))))
+            && name
+                .strip_suffix(OLD)
+                .or_else(|| name.strip_suffix(REMOVING))
+                .is_some_and(|rest| rest.ends_with('.')))
 }
 
 #[cfg(test)]
