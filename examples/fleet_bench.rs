@@ -20,7 +20,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const MACHINES: usize = 100;
+/// Machines in the reference fleet; `VARS_BENCH_MACHINES` (a multiple of [`SHARED`]) makes
+/// a smaller one, which CI runs to keep this program working.
+fn machines() -> usize {
+    std::env::var("VARS_BENCH_MACHINES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|n| n % SHARED == 0 && *n > 0)
+        .unwrap_or(100)
+}
 const PER_MACHINE: usize = 20;
 const SHARED: usize = 10;
 /// Rotations measured, each after a slice of the baseline.
@@ -188,7 +196,8 @@ fn main() {
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
-        "reference fleet: {MACHINES} machines x {PER_MACHINE} secrets + {SHARED} shared = {} secret files, {cores} cores",
+        "reference fleet: {} machines x {PER_MACHINE} secrets + {SHARED} shared = {} secret files, {cores} cores",
+        machines(),
         secrets.len()
     );
     println!("| event | vars | baseline | factor | target |");
@@ -297,12 +306,15 @@ fn write_fleet(root: &Path) -> PathBuf {
     let (admin_secret, admin_recipient) = vars::crypto::new_identity();
     let admin = root.join("admin.txt");
     std::fs::write(&admin, admin_secret.expose()).unwrap();
+    // vars refuses identities others can read, as ssh does.
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut yaml = format!(
         "version: 1\nadmins: [root]\nusers:\n  root:\n    recipients: [\"{admin_recipient}\"]\nmachines:\n"
     );
     let keys = root.join("hostkeys");
     std::fs::create_dir_all(&keys).unwrap();
-    for m in 0..MACHINES {
+    let count = machines();
+    for m in 0..count {
         let key = keys.join(format!("m{m:03}"));
         let st = Command::new("ssh-keygen")
             .args([
@@ -321,7 +333,7 @@ fn write_fleet(root: &Path) -> PathBuf {
         assert!(st.success());
         let ssh = std::fs::read_to_string(key.with_extension("pub")).unwrap();
         let (_, age) = vars::crypto::new_identity();
-        let shared = format!("shared-{}", m / (MACHINES / SHARED));
+        let shared = format!("shared-{}", m / (count / SHARED));
         yaml.push_str(&format!("  m{m:03}:\n    users: []\n    recipients: [\"{}\", \"{age}\"]\n    tags: [fleet]\n    generators: [{shared}]\n", ssh.trim()));
     }
     yaml.push_str("tags:\n  fleet:\n    generators: [");

@@ -148,6 +148,8 @@ fn write_machine(root: &Path) -> (PathBuf, PathBuf) {
     let (admin_secret, admin_recipient) = vars::crypto::new_identity();
     let admin = root.join("admin.txt");
     std::fs::write(&admin, admin_secret.expose()).unwrap();
+    // vars refuses identities others can read, as ssh does.
+    std::fs::set_permissions(&admin, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let host_key = root.join("ssh_host_ed25519_key");
     let st = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "root@bench", "-f"])
