@@ -404,6 +404,19 @@ fn store_findings(config: &Config, store: &Store, listing: &Listing) -> Vec<Find
                 &rel,
                 format!("not declared in vars.yaml any more: delete it (git rm -r vars/{rel}) once nothing uses it"),
             ));
+            // An undeclared instance of a declared generator: a file that generator calls
+            // secret is plaintext here whatever this instance's meta.json says (as `scan`).
+            if let Some(generator) = config.generators.get(&id.generator) {
+                for (name, _) in generator.files.iter().filter(|(_, d)| d.secret) {
+                    if present.contains(name) {
+                        findings.push(error(
+                            FindingKind::Tampered,
+                            format!("{rel}/{name}"),
+                            format!("generator {} declares {name} secret, but it is stored in plaintext: delete it (git rm vars/{rel}/{name}) and rotate the value", id.generator),
+                        ));
+                    }
+                }
+            }
         }
         for e in &stored.entries {
             let name = e.name.to_string_lossy();

@@ -694,6 +694,40 @@ fn a_committed_crash_leftover_is_not_restored() {
     env.ok(&["check"]);
 }
 
+/// Review 2, finding 9 (the `check` side): an undeclared instance of a declared generator,
+/// whose `meta.json` calls the generator's secret public, holds the plaintext: `check` fails
+/// on it, not only warns that the instance is orphaned.
+#[test]
+fn plaintext_in_an_undeclared_instance_of_a_declared_generator_fails_check() {
+    if !sandboxed() {
+        return;
+    }
+    let env = two_machines();
+    env.ok(&["generate"]);
+    let store = env.store();
+    let ghost = store.join("machines/ghost/tok");
+    std::fs::create_dir_all(&ghost).unwrap();
+    let meta = std::fs::read_to_string(store.join("machines/m1/tok/meta.json")).unwrap();
+    std::fs::write(
+        ghost.join("meta.json"),
+        meta.replace("\"secret\": true", "\"secret\": false")
+            .replace("m1", "ghost"),
+    )
+    .unwrap();
+    std::fs::write(ghost.join("token"), "PLAINTEXT-TOKEN").unwrap();
+    let (code, json) = check_json(&env);
+    assert_eq!(code, Some(3), "{json}");
+    let kinds = finding_kinds(&json);
+    assert!(
+        kinds.contains(&("tampered".into(), "machines/ghost/tok/token".into())),
+        "{json}"
+    );
+    assert!(
+        kinds.contains(&("orphaned".into(), "machines/ghost/tok".into())),
+        "{json}"
+    );
+}
+
 /// `settings.store` may not lead out of the repository nor into `.git` (where the files
 /// vars writes would sit among git's hooks and config).
 #[test]
