@@ -364,14 +364,23 @@ fn store_findings(config: &Config, store: &Store, listing: &Listing) -> Vec<Find
     }
     for s in &listing.leftovers {
         let rel = crate::text::escape(&s.rel).into_owned();
-        findings.push(error(
-            FindingKind::Leftover,
-            &rel,
-            format!(
-                "a {} named like vars' own crash leftovers, which vars never commits and never takes from a commit: delete it (rm -r vars/{rel}; git rm -r if it is committed)",
-                s.kind.describe()
+        let what = s.kind.describe();
+        let message = match rel
+            .rsplit_once('/')
+            .map_or(rel.as_str(), |(_, n)| n)
+            .strip_suffix(".old")
+            .and_then(|n| n.strip_prefix('.'))
+        {
+            // The old content of an instance a fallback swap moved aside; after a crash of
+            // this machine that its recovery could not repair, it may be the only copy.
+            Some(orig) if !orig.is_empty() => format!(
+                "a {what} named like the old content of an interrupted swap of {orig}: if this machine crashed during a vars run and {orig} is missing, check the content and move it back; if it came from a commit, delete it (git rm -r vars/{rel}): vars never takes it from a commit"
             ),
-        ));
+            _ => format!(
+                "a {what} named like vars' own crash leftovers, which vars never commits and never takes from a commit: delete it (rm -r vars/{rel}; git rm -r if it is committed)"
+            ),
+        };
+        findings.push(error(FindingKind::Leftover, &rel, message));
     }
     for stored in &listing.instances {
         let id = &stored.id;

@@ -48,9 +48,13 @@ pub(crate) const REMOVING: &str = "removing";
 
 /// The directories a fallback swap moved aside (`.D.old`) and whose swap may not be durable
 /// yet: a file in this machine's state directory, never in the repository. Written before
-/// the first rename, deleted once the batch is durable; recovery reads and deletes it.
+/// the first rename, emptied whenever the swaps noted so far are durable (so it lists at most
+/// about one commit's directories), and deleted by a recovery that repaired everything.
 pub(crate) struct Journal {
     path: Option<PathBuf>,
+    /// Entries a recovery has not repaired yet (it failed, or none ran): kept as they are.
+    carried: Vec<String>,
+    /// This run's entries whose swaps are not durable yet.
     aside: Vec<String>,
 }
 
@@ -58,6 +62,7 @@ impl Journal {
     pub(crate) fn new(store: &Store) -> Self {
         Journal {
             path: journal_path(store),
+            carried: Journal::pending(store).into_iter().collect(),
             aside: Vec::new(),
         }
     }
@@ -66,23 +71,39 @@ impl Journal {
     /// Without a state directory nothing is recorded: a crash in the window is then repaired
     /// from version control, never from the store's own leftovers.
     fn note(&mut self, old: &Path) -> Result<(), IoError> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
         self.aside.push(old.to_string_lossy().into_owned());
-        crate::fs_util::write_atomic(path, &crate::meta::to_json(&self.aside), 0o600)
+        self.write()
     }
 
-    /// The swaps are durable: nothing to repair.
+    /// The swaps noted so far are durable: nothing of this run's to repair.
     fn clear(&mut self) {
-        if let (Some(path), false) = (&self.path, self.aside.is_empty()) {
-            let _ = std::fs::remove_file(path);
+        if !self.aside.is_empty() {
             self.aside.clear();
+            let _ = self.write();
         }
     }
 
-    /// What a crashed run of this machine moved aside in `store`; forgotten once read.
-    pub(crate) fn take(store: &Store) -> std::collections::BTreeSet<String> {
+    fn write(&self) -> Result<(), IoError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        if self.carried.is_empty() && self.aside.is_empty() {
+            return match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(IoError {
+                    action: "remove",
+                    path: path.clone(),
+                    source: e,
+                }),
+                _ => Ok(()),
+            };
+        }
+        let all: Vec<&String> = self.carried.iter().chain(&self.aside).collect();
+        crate::fs_util::write_atomic(path, &crate::meta::to_json(&all), 0o600)
+    }
+
+    /// What a crashed run of this machine moved aside in `store`. It stays listed until
+    /// [`Journal::forget`]: a recovery that fails half-way must find it again.
+    pub(crate) fn pending(store: &Store) -> std::collections::BTreeSet<String> {
         let Some(path) = journal_path(store) else {
             return Default::default();
         };
@@ -90,8 +111,14 @@ impl Journal {
             .ok()
             .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
             .unwrap_or_default();
-        let _ = std::fs::remove_file(&path);
         listed.into_iter().collect()
+    }
+
+    /// Recovery repaired everything: nothing is pending any more.
+    pub(crate) fn forget(store: &Store) {
+        if let Some(path) = journal_path(store) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -485,6 +512,7 @@ impl<'s> Commits<'s> {
         } else {
             // Also makes the previous commit's swaps durable.
             self.store.sync_fs()?;
+            self.journal.clear();
         }
         self.spares.give_back(std::mem::take(&mut self.unsynced))?;
         let mut old = Vec::with_capacity(staged.len());
@@ -509,6 +537,7 @@ impl<'s> Commits<'s> {
             for p in parents {
                 sync_parent(root, p)?;
             }
+            self.journal.clear();
             self.spares.give_back(old)?;
         } else {
             self.unsynced = old;
@@ -656,7 +685,7 @@ impl Store {
         let Some(root) = self.root()? else {
             return Ok(repaired);
         };
-        let aside = Journal::take(self);
+        let aside = Journal::pending(self);
         // Parents that can hold swap leftovers: the root (spares, keys), the groups, and each
         // machine's and user's directory. Only real directories are looked into.
         let mut parents = vec![String::new(), layout::SHARED_DIR.to_owned()];
@@ -713,6 +742,7 @@ impl Store {
                 repaired.push(self.dir.join(rel(target)));
             }
         }
+        Journal::forget(self);
         Ok(repaired)
     }
 }
@@ -1063,7 +1093,31 @@ mod tests {
             .unwrap();
         store.recover().unwrap();
         assert_eq!(names(&parent), vec!["g"]);
-        assert_eq!(Journal::take(&store).len(), 0);
+        assert!(Journal::pending(&store).is_empty());
+    }
+
+    #[test]
+    fn entries_no_recovery_repaired_survive_later_runs() {
+        let t = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let store = Store::new(t.path()).with_state_dir(Some(state.path().into()));
+        // A run crashed after noting (its journal never cleared) ...
+        Journal::new(&store)
+            .note(Path::new("machines/m/.a.old"))
+            .unwrap();
+        // ... and a later one, whose recovery did not run or failed, swaps and clears.
+        let mut later = Journal::new(&store);
+        later.note(Path::new("machines/m/.b.old")).unwrap();
+        assert_eq!(Journal::pending(&store).len(), 2);
+        later.clear();
+        let pending = Journal::pending(&store);
+        assert_eq!(
+            pending.into_iter().collect::<Vec<_>>(),
+            vec!["machines/m/.a.old".to_owned()]
+        );
+        // A recovery that repairs everything forgets it.
+        store.recover().unwrap();
+        assert!(Journal::pending(&store).is_empty());
     }
 
     #[test]
