@@ -312,9 +312,7 @@ impl Dir {
             None => Ok(()),
             Some(Kind::Dir) => {
                 if let Some(dir) = parent.open_dir(name)? {
-                    for e in dir.entries()? {
-                        dir.remove_all(Path::new(&e.name))?;
-                    }
+                    dir.empty_tree()?;
                 }
                 match rustix::fs::unlinkat(&parent.fd, name, AtFlags::REMOVEDIR) {
                     Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -323,6 +321,52 @@ impl Dir {
             }
             Some(_) => parent.remove_file(name),
         }
+    }
+
+    /// Remove everything below this directory, depth first with one directory open at a time
+    /// (a committed tree nested thousands deep must not exhaust descriptors): each level is
+    /// left through its `..`, which is the directory it was entered from, since every level
+    /// was opened without following a link.
+    fn empty_tree(self) -> Result<(), IoError> {
+        /// Delete the non-directories of `dir`; its subdirectories, to visit.
+        fn files_out(dir: &Dir) -> Result<Vec<OsString>, IoError> {
+            let mut subdirs = Vec::new();
+            for e in dir.entries()? {
+                if e.kind == Kind::Dir {
+                    subdirs.push(e.name);
+                } else {
+                    dir.remove_file(Path::new(&e.name))?;
+                }
+            }
+            Ok(subdirs)
+        }
+        let mut levels: Vec<(Option<OsString>, Vec<OsString>)> = vec![(None, files_out(&self)?)];
+        let mut cur = self;
+        while let Some((name, pending)) = levels.last_mut() {
+            if let Some(sub) = pending.pop() {
+                if let Some(next) = cur.open_dir(Path::new(&sub))? {
+                    levels.push((Some(sub), files_out(&next)?));
+                    cur = next;
+                }
+                continue;
+            }
+            let Some(name) = name.take() else {
+                break;
+            };
+            levels.pop();
+            let up = rustix::fs::openat(&cur.fd, "..", dir_flags(), Mode::empty())
+                .map_err(|e| cur.error("open directory", "..", e))?;
+            let up = Dir {
+                fd: up,
+                path: cur.path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            };
+            match rustix::fs::unlinkat(&up.fd, &name, AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(up.error("remove", &name, e)),
+            }
+            cur = up;
+        }
+        Ok(())
     }
 
     /// Rename `from` (below this directory) to `to` below `to_dir`; with `exchange`, atomically

@@ -728,6 +728,40 @@ fn plaintext_in_an_undeclared_instance_of_a_declared_generator_fails_check() {
     );
 }
 
+/// Review 3, finding 3: a committed spare nested a thousand levels deep made recovery keep a
+/// descriptor open per level, so every locking command failed with "too many open files"
+/// under a 128-descriptor limit. Removal now keeps one directory open at a time.
+#[test]
+fn a_deeply_nested_committed_spare_is_removed_within_few_descriptors() {
+    if !sandboxed() {
+        return;
+    }
+    let env = two_machines();
+    env.ok(&["generate"]);
+    let spare = env.store().join(".vars-swap-x");
+    let deep: std::path::PathBuf = std::iter::repeat_n("d", 1000).collect();
+    std::fs::create_dir_all(spare.join(&deep)).unwrap();
+    std::fs::write(spare.join(&deep).join("f"), "x").unwrap();
+    std::fs::write(spare.join("d/g"), "y").unwrap();
+    let vars = env.command(&["generate"]);
+    let mut limited = std::process::Command::new("sh");
+    limited
+        .args(["-c", "ulimit -n 128 && exec \"$0\" \"$@\""])
+        .arg(vars.get_program())
+        .args(vars.get_args())
+        .current_dir(env.root())
+        .env_clear();
+    for (k, v) in vars.get_envs() {
+        if let Some(v) = v {
+            limited.env(k, v);
+        }
+    }
+    let out = limited.output().unwrap();
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(!spare.exists(), "the spare is gone");
+    env.ok(&["check"]);
+}
+
 /// `settings.store` may not lead out of the repository nor into `.git` (where the files
 /// vars writes would sit among git's hooks and config).
 #[test]
