@@ -355,7 +355,8 @@ pub struct FileSpec {
     pub owner: Option<String>,
     /// Group applied by `vars install`. Default: root.
     pub group: Option<String>,
-    /// Octal mode applied by `vars install`, as a string. Default: "0400".
+    /// Octal permission mode applied by `vars install`, as a string (`"0440"`, `"640"`; no
+    /// setuid, setgid or sticky bit). Default: "0400".
     pub mode: Option<Loc<String>>,
     /// `users`: installed before users are created. Default: `services`.
     pub needed_for: Option<NeededFor>,

@@ -400,18 +400,7 @@ fn stray_placeholder(content: &str, known: &BTreeMap<String, String>) -> Option<
     None
 }
 
-/// `"0400"`, `"400"`, `"0640"`: permission bits only (no setuid, setgid or sticky bit).
-pub fn parse_mode(mode: &str) -> Option<u32> {
-    let digits = match mode.len() {
-        3 => mode,
-        4 => mode.strip_prefix('0')?,
-        _ => return None,
-    };
-    if !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return None;
-    }
-    u32::from_str_radix(digits, 8).ok()
-}
+pub use crate::model::parse_mode;
 
 /// A systemd unit name: it is passed to `systemctl` as an argument, so nothing that could be
 /// read as an option, and only the characters systemd allows.

@@ -28,6 +28,7 @@ mod validate;
 
 pub use allow::{AllowRule, ScanConfig, is_fingerprint, load_scan_file};
 pub use load::{discover, find_config, load};
+pub use validate::parse_mode;
 
 /// The file vars looks for.
 pub const CONFIG_FILE: &str = "vars.yaml";

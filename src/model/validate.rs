@@ -123,9 +123,9 @@ impl Validator {
             }
             let mode = match &f.mode {
                 None => 0o400,
-                Some(m) => match u32::from_str_radix(m.value.trim_start_matches("0o"), 8) {
-                    Ok(mode) if mode <= 0o7777 => mode,
-                    _ => {
+                Some(m) => match parse_mode(m.value.strip_prefix("0o").unwrap_or(&m.value)) {
+                    Some(mode) => mode,
+                    None => {
                         self.push(
                             Diagnostic::at(
                                 file,
@@ -133,11 +133,11 @@ impl Validator {
                                 m.line,
                                 m.column,
                                 format!(
-                                    "mode {:?} of file {:?} is not an octal mode",
+                                    "mode {:?} of file {:?} is not an octal permission mode",
                                     m.value, fname.value.0
                                 ),
                             )
-                            .hint("write it as a quoted octal string, e.g. mode: \"0440\""),
+                            .hint("write it as a quoted octal string of permission bits, e.g. mode: \"0440\" (no setuid, setgid or sticky bit: vars install refuses them)"),
                         );
                         0o400
                     }
@@ -522,4 +522,18 @@ fn yaml_hint(message: &str, path: &Path) -> Option<String> {
     } else {
         None
     }
+}
+
+/// A file mode as `vars.yaml`, manifests and `vars install` take it: `"0400"`, `"400"`,
+/// `"0640"`; permission bits only (no setuid, setgid or sticky bit).
+pub fn parse_mode(mode: &str) -> Option<u32> {
+    let digits = match mode.len() {
+        3 => mode,
+        4 => mode.strip_prefix('0')?,
+        _ => return None,
+    };
+    if !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return None;
+    }
+    u32::from_str_radix(digits, 8).ok()
 }
