@@ -94,12 +94,11 @@ pub(crate) fn run(
     if let Some(keep) = isolate {
         crate::hardening::isolate_child(&mut cmd, keep);
     }
-    let spawned = cmd.spawn();
+    let spawned = work.spawn_group(&mut cmd);
     // Closes this process's copies of the descriptors the child inherited.
     drop(cmd);
     let mut child = spawned.map_err(|source| SandboxError::Spawn { program, source })?;
     let pid = Pid::from_child(&child);
-    work.set_group(Some(pid));
 
     let tail = Arc::new(Mutex::new(Tail::default()));
     let stderr_done = spawn_stderr_reader(&mut child, Arc::clone(&tail));

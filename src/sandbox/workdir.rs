@@ -147,6 +147,21 @@ impl WorkDir {
         self.path.join("out")
     }
 
+    /// Start `cmd` (made a process group leader by the caller) and record its group for the
+    /// interrupt handler in one step: the handler waits for the list's lock, so a signal that
+    /// arrives while the child starts still finds and kills it.
+    pub(crate) fn spawn_group(
+        &self,
+        cmd: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        let mut live = live();
+        let child = cmd.spawn()?;
+        if let Some(run) = live.iter_mut().find(|r| r.id == self.id) {
+            run.group = Some(Pid::from_child(&child));
+        }
+        Ok(child)
+    }
+
     /// Record (or clear) the process group running in this dir, for the interrupt handler.
     pub(crate) fn set_group(&self, group: Option<Pid>) {
         if let Some(run) = live().iter_mut().find(|r| r.id == self.id) {
@@ -290,19 +305,35 @@ fn make_dirs_writable(dir: &Path) {
     }
 }
 
-/// The signals whose default action would end vars without removing its work dirs: Ctrl-C,
-/// `kill`, a closed terminal or dropped ssh connection (SIGHUP, review 2 finding 4), and
-/// Ctrl-\ (SIGQUIT). SIGKILL cannot be caught; the next run sweeps what it leaves.
-const CLEANUP_SIGNALS: [std::ffi::c_int; 4] = [
-    signal_hook::consts::SIGINT,
-    signal_hook::consts::SIGTERM,
-    signal_hook::consts::SIGHUP,
-    signal_hook::consts::SIGQUIT,
-];
+/// The signals whose default action would end vars without removing its work dirs (and the
+/// plaintext in them): Ctrl-C, `kill`, a closed terminal or dropped ssh connection (SIGHUP,
+/// review 2 finding 4), Ctrl-\\ (SIGQUIT), and every other signal that terminates by default
+/// (review 3 finding 5: a CPU limit's SIGXCPU, a stray SIGUSR1 or SIGALRM…). SIGKILL cannot
+/// be caught; the next run sweeps what it leaves. SIGPIPE is ignored by the Rust runtime.
+const CLEANUP_SIGNALS: &[std::ffi::c_int] = {
+    use signal_hook::consts::*;
+    &[
+        SIGINT,
+        SIGTERM,
+        SIGHUP,
+        SIGQUIT,
+        SIGUSR1,
+        SIGUSR2,
+        SIGALRM,
+        SIGVTALRM,
+        SIGPROF,
+        SIGXCPU,
+        SIGXFSZ,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        SIGIO,
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        libc::SIGPWR,
+    ]
+};
 
-/// Install a handler for SIGINT, SIGTERM, SIGHUP and SIGQUIT that kills every live run,
-/// removes every live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for
-/// SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
+/// Install a handler for the [`CLEANUP_SIGNALS`] that kills every live run, removes every
+/// live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129
+/// for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
 /// ignored. The CLI calls this once at start-up; later calls do nothing.
 ///
 /// Without it a bubblewrap run still dies with vars (`--die-with-parent`), but its work dir
@@ -316,7 +347,8 @@ pub fn install_interrupt_cleanup() -> Result<(), SandboxError> {
     // the hang-up, and a signal that cannot end vars leaves nothing to clean up.
     let ignored = ignored_at_start();
     let handled = CLEANUP_SIGNALS
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|&signal| ignored & signal_bit(signal) == 0);
     let mut signals =
         signal_hook::iterator::Signals::new(handled).map_err(SandboxError::Signals)?;

@@ -782,13 +782,18 @@ fn interrupt_removes_work_dirs_and_kills_runs() {
             "987.75"
         };
         // SIGHUP (a closed terminal, a dropped ssh connection) and SIGQUIT too: review 2,
-        // finding 4 (the prompt's plaintext stayed in the work dir).
+        // finding 4 (the prompt's plaintext stayed in the work dir); and the other signals
+        // that terminate by default (review 3, finding 5).
         use rustix::process::Signal;
         for (signal, code) in [
             (Signal::INT, 130),
             (Signal::TERM, 143),
             (Signal::HUP, 129),
             (Signal::QUIT, 131),
+            (Signal::USR1, 138),
+            (Signal::ALARM, 142),
+            (Signal::XCPU, 152),
+            (Signal::POWER, 158),
         ] {
             let mut child = start_child(&kind, &fx, sleep);
             let pid = rustix::process::Pid::from_child(&child);
@@ -799,7 +804,10 @@ fn interrupt_removes_work_dirs_and_kills_runs() {
                 "{kind} {signal:?}"
             );
             fx.assert_clean(&kind);
-            wait_until("the script is gone", || sleeping(sleep).is_empty());
+            wait_until(
+                &format!("the script is gone after {signal:?} ({kind})"),
+                || sleeping(sleep).is_empty(),
+            );
         }
     }
 }
