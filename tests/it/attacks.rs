@@ -772,9 +772,12 @@ fn a_store_outside_the_repository_or_in_git_is_refused() {
         ".git/vars",
         "sub/.GIT",
         "vars/../..",
+        ".g\u{200c}it/vars",
+        ".git./vars",
+        "GIT~1/vars",
     ] {
         let env = TestEnv::yaml(&format!(
-            "version: 1\nsettings: {{ store: {store:?} }}\nadmins: [alice]\nusers:\n  alice: {{ recipients: [\"{{admin}}\"] }}\n"
+            "version: 1\nsettings: {{ store: '{store}' }}\nadmins: [alice]\nusers:\n  alice: {{ recipients: [\"{{admin}}\"] }}\n"
         ));
         for cmd in [&["check"][..], &["generate"][..]] {
             let out = env.vars(cmd);
