@@ -157,7 +157,7 @@ impl<'a> Resolver<'a> {
         // Not inside `.git`: vars would write its files among git's own (hooks among them).
         let in_git = store_rel
             .components()
-            .any(|c| names_git_dir(&c.as_os_str().to_string_lossy()));
+            .any(|c| super::validate::names_git_dir(&c.as_os_str().to_string_lossy()));
         if let Some(s) = &vars.settings.store
             && (store_rel.as_os_str().is_empty() || !plain || in_git)
         {
@@ -592,17 +592,4 @@ fn new_instance(id: InstanceId, implicit: bool) -> Instance {
         users: BTreeSet::new(),
         implicit,
     }
-}
-
-/// Whether a path component names the `.git` directory on some file system: any case,
-/// ignoring the code points HFS+ ignores and the trailing dots and spaces NTFS drops, or
-/// NTFS's short name `GIT~1` (git's own `is_hfs_dotgit` / `is_ntfs_dotgit` rules).
-fn names_git_dir(component: &str) -> bool {
-    let ignorable = |c: char| {
-        matches!(c,
-            '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}')
-    };
-    let folded: String = component.chars().filter(|c| !ignorable(*c)).collect();
-    let trimmed = folded.trim_end_matches(['.', ' ']);
-    trimmed.eq_ignore_ascii_case(".git") || trimmed.eq_ignore_ascii_case("git~1")
 }

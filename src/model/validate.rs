@@ -537,3 +537,16 @@ pub fn parse_mode(mode: &str) -> Option<u32> {
     }
     u32::from_str_radix(digits, 8).ok()
 }
+
+/// Whether a path component names the `.git` directory on some file system: any case,
+/// ignoring the code points HFS+ ignores and the trailing dots and spaces NTFS drops, or
+/// NTFS's short name `GIT~1` (git's own `is_hfs_dotgit` / `is_ntfs_dotgit` rules).
+pub(super) fn names_git_dir(component: &str) -> bool {
+    let ignorable = |c: char| {
+        matches!(c,
+            '\u{200c}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{206a}'..='\u{206f}' | '\u{feff}')
+    };
+    let folded: String = component.chars().filter(|c| !ignorable(*c)).collect();
+    let trimmed = folded.trim_end_matches(['.', ' ']);
+    trimmed.eq_ignore_ascii_case(".git") || trimmed.eq_ignore_ascii_case("git~1")
+}
