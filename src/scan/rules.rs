@@ -62,7 +62,11 @@ pub fn path_rule(path: &str) -> Option<Hit> {
 /// The keywords of the prefilter and the rule each one wakes.
 const KEYWORDS: &[(&str, Kind)] = &[
     ("-----BEGIN", Kind::Pem),
-    ("LS0tLS1CRUdJTi", Kind::Base64Pem),
+    ("LS0tLS1CRUdJTi", Kind::Base64),
+    ("QUdFLVNFQ1JFVC1LRVkt", Kind::Base64),
+    ("FHRS1TRUNSRVQtS0VZL", Kind::Base64),
+    ("BR0UtU0VDUkVULUtFWS", Kind::Base64),
+    ("IyBjcmVhdGVkOi", Kind::Base64),
     ("---- BEGIN SSH2", Kind::Ssh2),
     ("PuTTY-User-Key-File-", Kind::Putty),
     ("AGE-SECRET-KEY-", Kind::Age),
@@ -79,7 +83,7 @@ const KEYWORDS: &[(&str, Kind)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Pem,
-    Base64Pem,
+    Base64,
     Ssh2,
     Putty,
     Age,
@@ -142,10 +146,10 @@ pub fn scan_content(path: &str, bytes: &[u8]) -> Vec<Hit> {
         let kind = KEYWORDS[k.pattern().as_usize()].1;
         let hit = match kind {
             Kind::Pem => pem_at(m, bytes, at),
-            Kind::Base64Pem => {
+            Kind::Base64 => {
                 if at >= base64_done {
                     let found = hits.len();
-                    base64_done = base64_pem_at(m, bytes, at, base64_done, &mut hits);
+                    base64_done = base64_at(m, bytes, at, base64_done, &mut hits);
                     if hits.len() > found {
                         covered = covered.max(base64_done);
                     }
@@ -359,67 +363,168 @@ fn is_base64(c: &u8) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/')
 }
 
-/// `LS0tLS1CRUdJTi…`: base64 of a PEM block (a Kubernetes `Secret`'s `data:`, a Helm value).
-/// The base64 run around `at` (not reaching back before `floor`, where the last run looked at
-/// ended) is decoded once per alignment its `LS0tLS1CRUdJTi` have (at most four times) and
-/// searched for PEM keys, which are pushed to `hits`; returns where the run ends, so the other
-/// `LS0tLS1CRUdJTi` in it are not decoded again (review 2, finding 8: each occurrence decoded
-/// up to 341 KiB, 21 s per MiB of them).
-fn base64_pem_at(
-    m: &Matchers,
-    bytes: &[u8],
-    at: usize,
-    floor: usize,
-    hits: &mut Vec<Hit>,
-) -> usize {
-    const KEY: &[u8] = b"LS0tLS1CRUdJTi";
-    let run_start = at
-        - bytes[floor..at]
+/// The base64 keywords of [`KEYWORDS`] and where each starts in its 4-character quantum:
+/// `-----BEGIN` at any alignment is found by the first (the others of its alignments are what
+/// a PEM block after other bytes encodes to; the decoded run is searched anyway); the next
+/// three are `AGE-SECRET-KEY-` at the three byte alignments (the characters that hold its
+/// bytes only), the last `# created: `, the first line `age-keygen` writes, which wakes the
+/// rule for a wrapped identity file whose `AGE-SECRET-KEY-` encoding a line break splits.
+const BASE64_KEYS: &[(&[u8], usize)] = &[
+    (b"LS0tLS1CRUdJTi", 0),
+    (b"QUdFLVNFQ1JFVC1LRVkt", 0),
+    (b"FHRS1TRUNSRVQtS0VZL", 2),
+    (b"BR0UtU0VDUkVULUtFWS", 3),
+    (b"IyBjcmVhdGVkOi", 0),
+];
+
+/// The base64 run around `at`, over line breaks: (the file ranges of its pieces, their
+/// digits joined). A run goes on at the next line when it reaches the end of its line (no
+/// `=`) and the next line, after its indentation (spaces, tabs: a YAML block scalar), starts
+/// with a base64 digit: what `base64`, `openssl base64` and MIME write. It does not reach back
+/// before `floor`.
+fn base64_run(bytes: &[u8], at: usize, floor: usize) -> (Vec<(usize, usize)>, Vec<u8>) {
+    let back = |to: usize| {
+        to - bytes[floor..to]
             .iter()
             .rev()
             .take_while(|c| is_base64(c))
+            .count()
+    };
+    let forth = |from: usize| from + bytes[from..].iter().take_while(|c| is_base64(c)).count();
+    let mut start = back(at);
+    let mut pieces = vec![(start, forth(at))];
+    // Backwards: only indentation before the piece on its line, the line above ending in a
+    // digit.
+    loop {
+        let indent = bytes[floor..start]
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, b' ' | b'\t'))
             .count();
-    let digits_end = at + bytes[at..].iter().take_while(|c| is_base64(c)).count();
+        let mut nl = start - indent;
+        if nl <= floor || bytes[nl - 1] != b'\n' {
+            break;
+        }
+        nl -= 1;
+        if nl > floor && bytes[nl - 1] == b'\r' {
+            nl -= 1;
+        }
+        if nl <= floor || !is_base64(&bytes[nl - 1]) {
+            break;
+        }
+        start = back(nl);
+        pieces.push((start, nl));
+    }
+    pieces[1..].reverse();
+    pieces.rotate_left(1);
+    // Forwards.
+    loop {
+        let end = pieces.last().expect("one piece at least").1;
+        let mut next = end;
+        if bytes.get(next) == Some(&b'\r') {
+            next += 1;
+        }
+        if bytes.get(next) != Some(&b'\n') {
+            break;
+        }
+        next += 1;
+        next += bytes[next..]
+            .iter()
+            .take_while(|c| matches!(c, b' ' | b'\t'))
+            .count();
+        if !bytes.get(next).is_some_and(is_base64) {
+            break;
+        }
+        pieces.push((next, forth(next)));
+    }
+    let mut joined = Vec::with_capacity(pieces.iter().map(|(s, e)| e - s).sum());
+    for &(s, e) in &pieces {
+        joined.extend_from_slice(&bytes[s..e]);
+    }
+    (pieces, joined)
+}
+
+/// Base64 of a PEM block or an age identity file (a Kubernetes `Secret`'s `data:`, a Helm
+/// value, `base64 id_ed25519` wrapped at 76 columns). The base64 run around `at` (see
+/// [`base64_run`]; not reaching back before `floor`, where the last run looked at ended) is
+/// decoded once per alignment its keywords have (at most four times) and searched for PEM
+/// keys and age identities, which are pushed to `hits`; returns where the run ends, so the
+/// other keywords in it are not decoded again (review 2, finding 8: each occurrence decoded
+/// up to 341 KiB, 21 s per MiB of them).
+fn base64_at(m: &Matchers, bytes: &[u8], at: usize, floor: usize, hits: &mut Vec<Hit>) -> usize {
+    let (pieces, run) = base64_run(bytes, at, floor);
+    let digits_end = pieces.last().expect("one piece at least").1;
     let run_end = digits_end
         + bytes[digits_end..]
             .iter()
             .take(2)
             .take_while(|c| **c == b'=')
             .count();
-    let run = &bytes[run_start..digits_end];
-    // A PEM block inside a base64 run (of a whole file holding a key) starts a multiple of
-    // four characters into the run; a block pasted after other base64 text may not: each
-    // alignment a `LS0tLS1CRUdJTi` has is decoded from its first occurrence.
-    let mut first = [None; 4];
-    for p in memchr::memmem::find_iter(run, KEY) {
-        first[p % 4].get_or_insert(p);
+    // Where the digit `j` of the run is in the file: in the last piece starting at or
+    // before it (a binary search, as a run of many lines may hold many keys).
+    let firsts: Vec<usize> = pieces
+        .iter()
+        .scan(0, |j, &(s, e)| {
+            let first = *j;
+            *j += e - s;
+            Some(first)
+        })
+        .collect();
+    let file_at = |j: usize| {
+        let i = firsts.partition_point(|&f| f <= j) - 1;
+        pieces[i].0 + (j - firsts[i])
+    };
+    // A block inside a base64 run (of a whole file holding a key) starts a multiple of four
+    // characters into the run; one pasted after other base64 text may not: the run is
+    // decoded at each alignment a keyword has. The keywords matched without regard to case:
+    // a lowercase one decodes to nothing, and none is decoded.
+    let mut aligned = [false; 4];
+    for &(key, offset) in BASE64_KEYS {
+        for p in memchr::memmem::find_iter(&run, key) {
+            if p >= offset {
+                aligned[(p - offset) % 4] = true;
+            }
+        }
     }
-    // The keyword matched without regard to case: a lowercase one decodes to nothing.
-    if first.iter().all(Option::is_none) {
-        first[0] = Some(at - run_start);
-    }
-    for from in first.into_iter().flatten() {
-        let Some(decoded) = decode_base64(&run[from..]) else {
+    for (a, _) in aligned.iter().enumerate().filter(|(_, on)| **on) {
+        let Some(decoded) = decode_base64(&run[a..]) else {
             continue;
         };
+        let mut found = Vec::new();
         let mut d = 0;
         while let Some(i) = memchr::memmem::find(&decoded[d..], b"-----BEGIN") {
             d += i;
-            let Some(inner) = pem_at(m, &decoded, d) else {
-                d += 1;
-                continue;
-            };
-            // Where the block's first and last bytes are encoded, in the file.
-            let start = run_start + from + d / 3 * 4;
-            let end = (run_start + from + inner.end.div_ceil(3) * 4).min(digits_end);
+            match pem_at(m, &decoded, d) {
+                Some(inner) => {
+                    d = inner.end;
+                    found.push(inner);
+                }
+                None => d += 1,
+            }
+        }
+        let mut d = 0;
+        while let Some(i) = memchr::memmem::find(&decoded[d..], b"AGE-SECRET-KEY-") {
+            d += i;
+            match age_at(m, &decoded, d) {
+                Some(inner) => {
+                    d = inner.end;
+                    found.push(inner);
+                }
+                None => d += 1,
+            }
+        }
+        for inner in found {
+            // Where the key's first and last bytes are encoded, in the file.
+            let start = file_at(a + inner.start / 3 * 4);
+            let last = (a + inner.end.div_ceil(3) * 4).min(run.len());
+            let end = file_at(last - 1) + 1;
             hits.push(Hit {
-                rule: Rule::PrivateKey,
+                rule: inner.rule,
                 start,
                 end,
                 message: format!("base64-encoded {}", inner.message).into(),
                 fingerprint_text: bytes[start..end].to_vec(),
             });
-            d = inner.end;
         }
     }
     run_end

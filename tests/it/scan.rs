@@ -949,3 +949,95 @@ fn the_hooks_file_runs_what_the_tests_run() {
     assert_eq!(upload["if"], "always()");
     assert_eq!(upload["with"]["sarif_file"], "vars.sarif");
 }
+
+/// `prog ARGS` in `dir`, its standard output.
+fn stdout_of(dir: &Path, prog: &str, args: &[&str]) -> String {
+    String::from_utf8(run(dir, prog, args).stdout).unwrap()
+}
+
+#[test]
+fn real_keys_in_reviewed_wrappings_are_found() {
+    // Review 3: base64 wrapped over lines, newlines collapsed to spaces, base64 of an age
+    // identity file, key lines behind a quote or comment prefix.
+    for (t, hint) in [
+        ("ssh-keygen", "apt-get install openssh-client"),
+        ("openssl", "apt-get install openssl"),
+        ("age-keygen", "apt-get install age"),
+        ("base64", "apt-get install coreutils"),
+    ] {
+        if !common::require_tool(t, hint) {
+            return;
+        }
+    }
+    let Some(repo) = Repo::new() else { return };
+    let keys = Keys::new();
+    let d = keys.path();
+    let (ed, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
+    keys.openssl("rsa.pem", &["genpkey", "-algorithm", "RSA"]);
+    keys.openssl("p8.pem", &["genpkey", "-algorithm", "ed25519"]);
+    run(d, "age-keygen", &["-o", "keys.txt"]);
+    let indent = |text: &str, pad: &str| {
+        text.lines()
+            .map(|l| format!("{pad}{l}\n"))
+            .collect::<String>()
+    };
+    let mut want: Vec<(String, &str)> = Vec::new();
+    let mut plant = |path: &str, text: String, rule: &'static str| {
+        repo.write(path, text);
+        want.push((path.to_owned(), rule));
+    };
+    // 1. base64 over several lines: GNU base64's 76 columns, openssl's 64, a YAML block.
+    let ed_b64 = stdout_of(d, "base64", &["ed"]);
+    assert!(ed_b64.lines().count() > 3, "{ed_b64}");
+    plant("b64/id_ed25519.b64", ed_b64.clone(), "private-key");
+    plant(
+        "b64/rsa.b64",
+        stdout_of(d, "openssl", &["base64", "-in", "rsa.pem"]),
+        "private-key",
+    );
+    plant(
+        "b64/secret.yaml",
+        format!(
+            "data:\n  id_ed25519: |\n{}  other: x\n",
+            indent(&ed_b64, "    ")
+        ),
+        "private-key",
+    );
+    // 3. base64 of sops' age keys.txt: one line in a Kubernetes Secret, or wrapped.
+    let age_b64 = stdout_of(d, "base64", &["-w0", "keys.txt"]);
+    plant(
+        "age/secret.yaml",
+        format!("apiVersion: v1\nkind: Secret\ndata:\n  keys.txt: {age_b64}\n"),
+        "age-identity",
+    );
+    plant("age/keys.b64", age_b64, "age-identity");
+    plant(
+        "age/keys-wrapped.b64",
+        stdout_of(d, "base64", &["keys.txt"]),
+        "age-identity",
+    );
+    // Decoys: public keys and certificates in the same wrappings.
+    std::fs::write(d.join("ed.pub"), &ed_pub).unwrap();
+    repo.write("decoys/pub.b64", stdout_of(d, "base64", &["ed.pub"]));
+    run(
+        d,
+        "openssl",
+        &[
+            "req", "-x509", "-key", "rsa.pem", "-subj", "/CN=t", "-out", "cert.pem",
+        ],
+    );
+    repo.write(
+        "decoys/cert.b64",
+        stdout_of(d, "openssl", &["base64", "-in", "cert.pem"]),
+    );
+    let _ = &ed;
+    repo.commit_all();
+    let (code, report) = repo.json(&[]);
+    assert_eq!(code, 3, "{report:#}");
+    let mut got = found(&report);
+    got.sort();
+    let mut want: Vec<(String, String)> =
+        want.into_iter().map(|(p, r)| (p, r.to_owned())).collect();
+    want.sort();
+    assert_eq!(got, want, "{report:#}");
+}
