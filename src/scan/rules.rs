@@ -248,32 +248,66 @@ fn pem_at(m: &Matchers, bytes: &[u8], at: usize) -> Option<Hit> {
 /// `Some(())` when `body` (what lies between a BEGIN and an END line) is key material: base64
 /// lines (after unwrapping quotes, `\n` escapes, indentation and comment marks) with at least
 /// `min` base64 characters of some variety, and little else. `Key: value` header lines
-/// (`Proc-Type`, `DEK-Info`, `Comment`, PGP's `Version`) are allowed.
+/// (`Proc-Type`, `DEK-Info`, `Comment`, PGP's `Version`) are allowed. A key whose newlines
+/// became spaces (`echo $(cat key)`) is one line of base64 tokens: see [`spaced_tokens`].
 fn looks_like_key_body(body: &[u8], min: usize) -> Option<()> {
     let mut b64 = 0usize;
     let mut other = 0usize;
     let mut seen = [false; 128];
+    let mut digits = |t: &[u8]| {
+        for &c in t {
+            seen[c as usize] = true;
+        }
+        t.len()
+    };
     for line in unwrapped_lines(body) {
         if line.is_empty() {
             continue;
         }
-        if is_header_line(line) {
+        if is_base64_line(line) {
+            b64 += digits(line);
+        } else if let Some((header, tokens)) = spaced_tokens(line) {
+            other += header;
+            b64 += tokens.map(&mut digits).sum::<usize>();
+        } else if is_header_line(line) {
             continue;
-        }
-        if line
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
-        {
-            b64 += line.len();
-            for &c in line {
-                seen[c as usize] = true;
-            }
         } else {
             other += line.len();
         }
     }
     let variety = seen.iter().filter(|s| **s).count();
     (b64 >= min && variety >= 20 && other * 4 < b64).then_some(())
+}
+
+fn is_base64_line(line: &[u8]) -> bool {
+    line.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+}
+
+/// A key's lines joined with spaces or tabs (`echo $(cat key)`, a value pasted into one
+/// line): the bytes of the header words before the base64 (`Proc-Type: 4,ENCRYPTED …`) and the
+/// base64 tokens, when every token but the last is a base64 line of the same length, at least
+/// 40 (64 in PEM, 70 in OpenSSH), and the last no longer. Prose between a BEGIN and an END
+/// line has shorter words.
+fn spaced_tokens(line: &[u8]) -> Option<(usize, impl Iterator<Item = &[u8]>)> {
+    let tokens = || {
+        line.split(|c| matches!(c, b' ' | b'\t'))
+            .filter(|t| !t.is_empty())
+    };
+    let header = tokens().take_while(|t| !is_base64_line(t)).count();
+    let header_len = tokens().take(header).map(<[u8]>::len).sum();
+    let mut body = tokens().skip(header).peekable();
+    let width = body.peek()?.len();
+    let mut n = 0;
+    let mut last = 0;
+    for t in body {
+        if !is_base64_line(t) || (n > 0 && last != width) || t.len() > width {
+            return None;
+        }
+        last = t.len();
+        n += 1;
+    }
+    (n >= 2 && width >= 40).then(|| (header_len, tokens().skip(header)))
 }
 
 fn is_header_line(line: &[u8]) -> bool {

@@ -972,7 +972,7 @@ fn real_keys_in_reviewed_wrappings_are_found() {
     let Some(repo) = Repo::new() else { return };
     let keys = Keys::new();
     let d = keys.path();
-    let (ed, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
+    let (_, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
     keys.openssl("rsa.pem", &["genpkey", "-algorithm", "RSA"]);
     keys.openssl("p8.pem", &["genpkey", "-algorithm", "ed25519"]);
     run(d, "age-keygen", &["-o", "keys.txt"]);
@@ -1016,6 +1016,21 @@ fn real_keys_in_reviewed_wrappings_are_found() {
         stdout_of(d, "base64", &["keys.txt"]),
         "age-identity",
     );
+    // 2. Newlines collapsed to spaces by an unquoted `echo $(cat key)`.
+    for (name, file) in [("ed", "id_ed25519"), ("rsa.pem", "rsa.pem")] {
+        let collapsed = stdout_of(d, "sh", &["-c", &format!("echo $(cat {name})")]);
+        assert_eq!(collapsed.lines().count(), 1);
+        plant(
+            &format!("collapsed/{file}"),
+            collapsed.clone(),
+            "private-key",
+        );
+        plant(
+            &format!("collapsed/{file}.env"),
+            format!("KEY=\"{}\"\n", collapsed.trim_end()),
+            "private-key",
+        );
+    }
     // Decoys: public keys and certificates in the same wrappings.
     std::fs::write(d.join("ed.pub"), &ed_pub).unwrap();
     repo.write("decoys/pub.b64", stdout_of(d, "base64", &["ed.pub"]));
@@ -1030,7 +1045,10 @@ fn real_keys_in_reviewed_wrappings_are_found() {
         "decoys/cert.b64",
         stdout_of(d, "openssl", &["base64", "-in", "cert.pem"]),
     );
-    let _ = &ed;
+    repo.write(
+        "decoys/cert-collapsed.txt",
+        stdout_of(d, "sh", &["-c", "echo $(cat cert.pem)"]),
+    );
     repo.commit_all();
     let (code, report) = repo.json(&[]);
     assert_eq!(code, 3, "{report:#}");

@@ -509,3 +509,26 @@ fn base64_of_an_age_identity_file_is_found_at_every_alignment() {
     let doc = b64(b"an age identity starts with AGE-SECRET-KEY-1, then 58 characters");
     assert!(scan_content("f", doc.as_bytes()).is_empty());
 }
+
+#[test]
+fn keys_whose_newlines_became_spaces_are_found() {
+    for kind in KINDS {
+        // `echo $(cat key)`: one line, the key's lines joined with single spaces.
+        let collapsed = pem(kind, " ");
+        assert_eq!(rules_in("k", &collapsed), [Rule::PrivateKey], "{kind}");
+        let env = format!("KEY=\"{}\"\n", pem(kind, "  "));
+        assert_eq!(rules_in(".env", &env), [Rule::PrivateKey], "{kind}");
+    }
+    let encrypted = format!(
+        "-----BEGIN RSA PRIVATE KEY----- Proc-Type: 4,ENCRYPTED DEK-Info: AES-128-CBC,0A1B2C {} -----END RSA PRIVATE KEY-----",
+        wrap(&b64(&bytes(3, 600)), 64, "", " ")
+    );
+    assert_eq!(rules_in("k", &encrypted), [Rule::PrivateKey]);
+    // Prose and placeholders between the markers are not.
+    for doc in [
+        "-----BEGIN PRIVATE KEY----- paste the base64 body of your key here and keep it secret from anyone who asks ABCDEFGHIJKLMNOPQRSTUVWXYZ -----END PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ ... AAAAAAECAwQF -----END OPENSSH PRIVATE KEY-----",
+    ] {
+        assert!(rules_in("README.md", doc).is_empty(), "{doc}");
+    }
+}
