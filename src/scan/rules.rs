@@ -321,8 +321,8 @@ fn is_header_line(line: &[u8]) -> bool {
 
 /// Lines of `text` with the wrapping around key lines removed: real newlines and `\n` / `\r`
 /// escapes (any number of backslashes) split lines; quotes, commas, `;`, backslashes, YAML/Nix
-/// indentation, comment marks (`#`, `//`, `*`) and `+` concatenation are trimmed from both
-/// ends (see [`trim_wrapping`]).
+/// indentation, quote and comment marks (`#`, `//`, `*`, `>`, `|`, `--`, `%`) and `+`
+/// concatenation are trimmed from both ends (see [`trim_wrapping`]).
 fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = text;
     std::iter::from_fn(move || {
@@ -355,7 +355,9 @@ fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `line` without the syntax around a base64 run: quotes, commas, `;`, backslashes, `#`, `*`,
-/// backticks and whitespace always; `+` and `/` (string concatenation, `//` and `*/` comment
+/// backticks, whitespace, and the prefixes of a Markdown or e-mail quote (`> `), a Markdown
+/// table cell (`| … |`), an SQL or Lua comment (`-- `, also a YAML list's `- `) and a TeX,
+/// Erlang or MATLAB comment (`% `) always; `+` and `/` (string concatenation, `//` and `*/` comment
 /// marks) only where such syntax or the line's edge separates them from the run, since both
 /// are base64 too. Trimming a final `/` or `+` that belongs to the run made every ed25519 and
 /// X25519 PKCS#8 key whose body (exactly 64 characters, the minimum) ends in one of them pass
@@ -363,7 +365,10 @@ fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn trim_wrapping(line: &[u8]) -> &[u8] {
     let syntax = |c: &u8| {
         c.is_ascii_whitespace()
-            || matches!(c, b'"' | b'\'' | b',' | b';' | b'\\' | b'#' | b'*' | b'`')
+            || matches!(
+                c,
+                b'"' | b'\'' | b',' | b';' | b'\\' | b'#' | b'*' | b'`' | b'>' | b'|' | b'%' | b'-'
+            )
     };
     let op = |c: &u8| matches!(c, b'+' | b'/');
     // Each end on its own, each step taking something off or stopping: linear in the line.

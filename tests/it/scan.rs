@@ -1031,6 +1031,23 @@ fn real_keys_in_reviewed_wrappings_are_found() {
             "private-key",
         );
     }
+    // 4. Key lines behind a Markdown quote or table, an SQL or a TeX comment.
+    for (path, key, script) in [
+        ("prefix/reply.md", "ed", "sed 's/^/> /' ed"),
+        ("prefix/reply2.md", "ed", "sed 's/^/> > /' ed"),
+        ("prefix/keys.sql", "rsa", "sed 's/^/-- /' rsa.pem"),
+        ("prefix/keys.tex", "rsa", "sed 's/^/% /' rsa.pem"),
+        ("prefix/keys.erl", "p8", "sed 's/^/%% /' p8.pem"),
+        (
+            "prefix/table.md",
+            "p8",
+            "awk '{print \"| \" $0 \" |\"}' p8.pem",
+        ),
+    ] {
+        let text = stdout_of(d, "sh", &["-c", script]);
+        assert!(text.lines().count() > 2, "{key}: {text}");
+        plant(path, text, "private-key");
+    }
     // Decoys: public keys and certificates in the same wrappings.
     std::fs::write(d.join("ed.pub"), &ed_pub).unwrap();
     repo.write("decoys/pub.b64", stdout_of(d, "base64", &["ed.pub"]));
@@ -1044,6 +1061,10 @@ fn real_keys_in_reviewed_wrappings_are_found() {
     repo.write(
         "decoys/cert.b64",
         stdout_of(d, "openssl", &["base64", "-in", "cert.pem"]),
+    );
+    repo.write(
+        "decoys/cert-quoted.md",
+        stdout_of(d, "sh", &["-c", "sed 's/^/> /' cert.pem"]),
     );
     repo.write(
         "decoys/cert-collapsed.txt",

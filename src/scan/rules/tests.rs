@@ -532,3 +532,35 @@ fn keys_whose_newlines_became_spaces_are_found() {
         assert!(rules_in("README.md", doc).is_empty(), "{doc}");
     }
 }
+
+#[test]
+fn key_lines_behind_quote_and_comment_prefixes_are_found() {
+    for kind in KINDS {
+        let key = pem(kind, "\n");
+        for (before, after) in [
+            ("> ", ""),
+            ("> > ", ""),
+            ("| ", " |"),
+            ("|", "|"),
+            ("-- ", ""),
+            ("% ", ""),
+            ("%% ", ""),
+            ("  - ", ""),
+        ] {
+            let text: String = key
+                .lines()
+                .map(|l| format!("{before}{l}{after}\n"))
+                .collect();
+            assert_eq!(
+                rules_in("f.md", &text),
+                [Rule::PrivateKey],
+                "{kind} {before:?}"
+            );
+        }
+    }
+    // A quoted README line and a table of header lines are still not keys.
+    let doc = "> -----BEGIN PRIVATE KEY-----\n> (your key here)\n> -----END PRIVATE KEY-----\n";
+    assert!(rules_in("f.md", doc).is_empty());
+    let table = "| begins | ends |\n|---|---|\n| `-----BEGIN PRIVATE KEY-----` | `-----END PRIVATE KEY-----` |\n";
+    assert!(rules_in("f.md", table).is_empty());
+}
