@@ -67,6 +67,7 @@ const KEYWORDS: &[(&str, Kind)] = &[
     ("FHRS1TRUNSRVQtS0VZL", Kind::Base64),
     ("BR0UtU0VDUkVULUtFWS", Kind::Base64),
     ("IyBjcmVhdGVkOi", Kind::Base64),
+    ("b3BlbnNzaC1rZXktdjE", Kind::Base64),
     ("---- BEGIN SSH2", Kind::Ssh2),
     ("PuTTY-User-Key-File-", Kind::Putty),
     ("AGE-SECRET-KEY-", Kind::Age),
@@ -407,13 +408,16 @@ fn is_base64(c: &u8) -> bool {
 /// a PEM block after other bytes encodes to; the decoded run is searched anyway); the next
 /// three are `AGE-SECRET-KEY-` at the three byte alignments (the characters that hold its
 /// bytes only), the last `# created: `, the first line `age-keygen` writes, which wakes the
-/// rule for a wrapped identity file whose `AGE-SECRET-KEY-` encoding a line break splits.
+/// rule for a wrapped identity file whose `AGE-SECRET-KEY-` encoding a line break splits;
+/// then `openssh-key-v1\0`, the start of an OpenSSH key's body (`SSH_KEY=<body>` without its
+/// BEGIN and END lines).
 const BASE64_KEYS: &[(&[u8], usize)] = &[
     (b"LS0tLS1CRUdJTi", 0),
     (b"QUdFLVNFQ1JFVC1LRVkt", 0),
     (b"FHRS1TRUNSRVQtS0VZL", 2),
     (b"BR0UtU0VDUkVULUtFWS", 3),
     (b"IyBjcmVhdGVkOi", 0),
+    (b"b3BlbnNzaC1rZXktdjE", 0),
 ];
 
 /// The base64 run around `at`, over line breaks: (the file ranges of its pieces, their
@@ -552,6 +556,24 @@ fn base64_at(m: &Matchers, bytes: &[u8], at: usize, floor: usize, hits: &mut Vec
                 None => d += 1,
             }
         }
+        let mut d = 0;
+        while let Some(i) = memchr::memmem::find(&decoded[d..], OPENSSH_MAGIC) {
+            d += i;
+            match openssh_blob_end(&decoded, d) {
+                Some(end) => {
+                    found.push(Hit {
+                        rule: Rule::PrivateKey,
+                        start: d,
+                        end,
+                        message: "OpenSSH private key body (without its BEGIN and END lines)"
+                            .into(),
+                        fingerprint_text: Vec::new(),
+                    });
+                    d = end;
+                }
+                None => d += 1,
+            }
+        }
         for inner in found {
             // Where the key's first and last bytes are encoded, in the file.
             let start = file_at(a + inner.start / 3 * 4);
@@ -567,6 +589,44 @@ fn base64_at(m: &Matchers, bytes: &[u8], at: usize, floor: usize, hits: &mut Vec
         }
     }
     run_end
+}
+
+/// The magic an OpenSSH private key's binary body starts with (PROTOCOL.key).
+const OPENSSH_MAGIC: &[u8] = b"openssh-key-v1\0";
+
+/// Where the OpenSSH private key body at `at` in `blob` ends, when it is one whole: cipher,
+/// KDF and its options, a key count of 1 to 16, that many public keys and the private
+/// section, every length inside `blob`. A document quoting the first characters every such
+/// key shares does not hold the private section.
+fn openssh_blob_end(blob: &[u8], at: usize) -> Option<usize> {
+    let mut p = at + OPENSSH_MAGIC.len();
+    let u32_at = |p: &mut usize| -> Option<usize> {
+        let n = u32::from_be_bytes(blob.get(*p..*p + 4)?.try_into().ok()?);
+        *p += 4;
+        usize::try_from(n).ok()
+    };
+    let string = |p: &mut usize| -> Option<usize> {
+        let n = u32_at(p)?;
+        let end = p.checked_add(n)?;
+        blob.get(*p..end)?;
+        *p = end;
+        Some(n)
+    };
+    let cipher_start = p + 4;
+    let cipher = string(&mut p)?;
+    if cipher == 0 || cipher > 64 || !blob[cipher_start..p].iter().all(u8::is_ascii_graphic) {
+        return None;
+    }
+    string(&mut p)?;
+    string(&mut p)?;
+    let keys = u32_at(&mut p)?;
+    if !(1..=16).contains(&keys) {
+        return None;
+    }
+    for _ in 0..keys {
+        (string(&mut p)? > 0).then_some(())?;
+    }
+    (string(&mut p)? >= 32).then_some(p)
 }
 
 /// Base64 digits (no padding) decoded, a final quantum cut short or not.

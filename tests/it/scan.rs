@@ -972,7 +972,7 @@ fn real_keys_in_reviewed_wrappings_are_found() {
     let Some(repo) = Repo::new() else { return };
     let keys = Keys::new();
     let d = keys.path();
-    let (_, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
+    let (ed, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
     keys.openssl("rsa.pem", &["genpkey", "-algorithm", "RSA"]);
     keys.openssl("p8.pem", &["genpkey", "-algorithm", "ed25519"]);
     run(d, "age-keygen", &["-o", "keys.txt"]);
@@ -1048,6 +1048,28 @@ fn real_keys_in_reviewed_wrappings_are_found() {
         assert!(text.lines().count() > 2, "{key}: {text}");
         plant(path, text, "private-key");
     }
+    // An OpenSSH key's body without its BEGIN and END lines, on one line or on its own.
+    let body: Vec<&str> = ed.lines().filter(|l| !l.starts_with("-----")).collect();
+    plant(
+        "bare/ssh.env",
+        format!("SSH_KEY={}\n", body.concat()),
+        "private-key",
+    );
+    plant(
+        "bare/ssh-lines",
+        format!("{}\n", body.join("\n")),
+        "private-key",
+    );
+    let (rsa_ssh, _) = keys.ssh("rsa", &["-t", "rsa", "-b", "2048", "-N", "pass"]);
+    let rsa_body: Vec<&str> = rsa_ssh
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    plant(
+        "bare/rsa.yaml",
+        format!("ssh_key: {}\n", rsa_body.concat()),
+        "private-key",
+    );
     // Decoys: public keys and certificates in the same wrappings.
     std::fs::write(d.join("ed.pub"), &ed_pub).unwrap();
     repo.write("decoys/pub.b64", stdout_of(d, "base64", &["ed.pub"]));
@@ -1061,6 +1083,11 @@ fn real_keys_in_reviewed_wrappings_are_found() {
     repo.write(
         "decoys/cert.b64",
         stdout_of(d, "openssl", &["base64", "-in", "cert.pem"]),
+    );
+    // What every unencrypted ed25519 key's body starts with.
+    repo.write(
+        "decoys/ssh-prefix.md",
+        format!("An OpenSSH key body starts `{}`.\n", &body[0][..60]),
     );
     repo.write(
         "decoys/cert-quoted.md",
