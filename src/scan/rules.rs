@@ -18,6 +18,9 @@ use regex::bytes::Regex;
 
 use super::Rule;
 use super::bech32::bech32_valid;
+use encoded::base64_at;
+
+mod encoded;
 
 /// One match of a content rule in a file's bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +65,12 @@ pub fn path_rule(path: &str) -> Option<Hit> {
 /// The keywords of the prefilter and the rule each one wakes.
 const KEYWORDS: &[(&str, Kind)] = &[
     ("-----BEGIN", Kind::Pem),
-    ("LS0tLS1CRUdJTi", Kind::Base64Pem),
+    ("LS0tLS1CRUdJTi", Kind::Base64),
+    ("QUdFLVNFQ1JFVC1LRVkt", Kind::Base64),
+    ("FHRS1TRUNSRVQtS0VZL", Kind::Base64),
+    ("BR0UtU0VDUkVULUtFWS", Kind::Base64),
+    ("IyBjcmVhdGVkOi", Kind::Base64),
+    ("b3BlbnNzaC1rZXktdjE", Kind::Base64),
     ("---- BEGIN SSH2", Kind::Ssh2),
     ("PuTTY-User-Key-File-", Kind::Putty),
     ("AGE-SECRET-KEY-", Kind::Age),
@@ -79,7 +87,7 @@ const KEYWORDS: &[(&str, Kind)] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Pem,
-    Base64Pem,
+    Base64,
     Ssh2,
     Putty,
     Age,
@@ -142,10 +150,10 @@ pub fn scan_content(path: &str, bytes: &[u8]) -> Vec<Hit> {
         let kind = KEYWORDS[k.pattern().as_usize()].1;
         let hit = match kind {
             Kind::Pem => pem_at(m, bytes, at),
-            Kind::Base64Pem => {
+            Kind::Base64 => {
                 if at >= base64_done {
                     let found = hits.len();
-                    base64_done = base64_pem_at(m, bytes, at, base64_done, &mut hits);
+                    base64_done = base64_at(m, bytes, at, base64_done, &mut hits);
                     if hits.len() > found {
                         covered = covered.max(base64_done);
                     }
@@ -244,32 +252,66 @@ fn pem_at(m: &Matchers, bytes: &[u8], at: usize) -> Option<Hit> {
 /// `Some(())` when `body` (what lies between a BEGIN and an END line) is key material: base64
 /// lines (after unwrapping quotes, `\n` escapes, indentation and comment marks) with at least
 /// `min` base64 characters of some variety, and little else. `Key: value` header lines
-/// (`Proc-Type`, `DEK-Info`, `Comment`, PGP's `Version`) are allowed.
+/// (`Proc-Type`, `DEK-Info`, `Comment`, PGP's `Version`) are allowed. A key whose newlines
+/// became spaces (`echo $(cat key)`) is one line of base64 tokens: see [`spaced_tokens`].
 fn looks_like_key_body(body: &[u8], min: usize) -> Option<()> {
     let mut b64 = 0usize;
     let mut other = 0usize;
     let mut seen = [false; 128];
+    let mut digits = |t: &[u8]| {
+        for &c in t {
+            seen[c as usize] = true;
+        }
+        t.len()
+    };
     for line in unwrapped_lines(body) {
         if line.is_empty() {
             continue;
         }
-        if is_header_line(line) {
+        if is_base64_line(line) {
+            b64 += digits(line);
+        } else if let Some((header, tokens)) = spaced_tokens(line) {
+            other += header;
+            b64 += tokens.map(&mut digits).sum::<usize>();
+        } else if is_header_line(line) {
             continue;
-        }
-        if line
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
-        {
-            b64 += line.len();
-            for &c in line {
-                seen[c as usize] = true;
-            }
         } else {
             other += line.len();
         }
     }
     let variety = seen.iter().filter(|s| **s).count();
     (b64 >= min && variety >= 20 && other * 4 < b64).then_some(())
+}
+
+fn is_base64_line(line: &[u8]) -> bool {
+    line.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+}
+
+/// A key's lines joined with spaces or tabs (`echo $(cat key)`, a value pasted into one
+/// line): the bytes of the header words before the base64 (`Proc-Type: 4,ENCRYPTED …`) and the
+/// base64 tokens, when every token but the last is a base64 line of the same length, at least
+/// 40 (64 in PEM, 70 in OpenSSH), and the last no longer. Prose between a BEGIN and an END
+/// line has shorter words.
+fn spaced_tokens(line: &[u8]) -> Option<(usize, impl Iterator<Item = &[u8]>)> {
+    let tokens = || {
+        line.split(|c| matches!(c, b' ' | b'\t'))
+            .filter(|t| !t.is_empty())
+    };
+    let header = tokens().take_while(|t| !is_base64_line(t)).count();
+    let header_len = tokens().take(header).map(<[u8]>::len).sum();
+    let mut body = tokens().skip(header).peekable();
+    let width = body.peek()?.len();
+    let mut n = 0;
+    let mut last = 0;
+    for t in body {
+        if !is_base64_line(t) || (n > 0 && last != width) || t.len() > width {
+            return None;
+        }
+        last = t.len();
+        n += 1;
+    }
+    (n >= 2 && width >= 40).then(|| (header_len, tokens().skip(header)))
 }
 
 fn is_header_line(line: &[u8]) -> bool {
@@ -283,8 +325,8 @@ fn is_header_line(line: &[u8]) -> bool {
 
 /// Lines of `text` with the wrapping around key lines removed: real newlines and `\n` / `\r`
 /// escapes (any number of backslashes) split lines; quotes, commas, `;`, backslashes, YAML/Nix
-/// indentation, comment marks (`#`, `//`, `*`) and `+` concatenation are trimmed from both
-/// ends (see [`trim_wrapping`]).
+/// indentation, quote and comment marks (`#`, `//`, `*`, `>`, `|`, `--`, `%`) and `+`
+/// concatenation are trimmed from both ends (see [`trim_wrapping`]).
 fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = text;
     std::iter::from_fn(move || {
@@ -317,7 +359,9 @@ fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 }
 
 /// `line` without the syntax around a base64 run: quotes, commas, `;`, backslashes, `#`, `*`,
-/// backticks and whitespace always; `+` and `/` (string concatenation, `//` and `*/` comment
+/// backticks, whitespace, and the prefixes of a Markdown or e-mail quote (`> `), a Markdown
+/// table cell (`| … |`), an SQL or Lua comment (`-- `, also a YAML list's `- `) and a TeX,
+/// Erlang or MATLAB comment (`% `) always; `+` and `/` (string concatenation, `//` and `*/` comment
 /// marks) only where such syntax or the line's edge separates them from the run, since both
 /// are base64 too. Trimming a final `/` or `+` that belongs to the run made every ed25519 and
 /// X25519 PKCS#8 key whose body (exactly 64 characters, the minimum) ends in one of them pass
@@ -325,7 +369,10 @@ fn unwrapped_lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 fn trim_wrapping(line: &[u8]) -> &[u8] {
     let syntax = |c: &u8| {
         c.is_ascii_whitespace()
-            || matches!(c, b'"' | b'\'' | b',' | b';' | b'\\' | b'#' | b'*' | b'`')
+            || matches!(
+                c,
+                b'"' | b'\'' | b',' | b';' | b'\\' | b'#' | b'*' | b'`' | b'>' | b'|' | b'%' | b'-'
+            )
     };
     let op = |c: &u8| matches!(c, b'+' | b'/');
     // Each end on its own, each step taking something off or stopping: linear in the line.
@@ -352,92 +399,6 @@ fn trim_wrapping(line: &[u8]) -> &[u8] {
         end -= ops;
     }
     &line[start..end]
-}
-
-/// The base64 alphabet (without the padding `=`).
-fn is_base64(c: &u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/')
-}
-
-/// `LS0tLS1CRUdJTi…`: base64 of a PEM block (a Kubernetes `Secret`'s `data:`, a Helm value).
-/// The base64 run around `at` (not reaching back before `floor`, where the last run looked at
-/// ended) is decoded once per alignment its `LS0tLS1CRUdJTi` have (at most four times) and
-/// searched for PEM keys, which are pushed to `hits`; returns where the run ends, so the other
-/// `LS0tLS1CRUdJTi` in it are not decoded again (review 2, finding 8: each occurrence decoded
-/// up to 341 KiB, 21 s per MiB of them).
-fn base64_pem_at(
-    m: &Matchers,
-    bytes: &[u8],
-    at: usize,
-    floor: usize,
-    hits: &mut Vec<Hit>,
-) -> usize {
-    const KEY: &[u8] = b"LS0tLS1CRUdJTi";
-    let run_start = at
-        - bytes[floor..at]
-            .iter()
-            .rev()
-            .take_while(|c| is_base64(c))
-            .count();
-    let digits_end = at + bytes[at..].iter().take_while(|c| is_base64(c)).count();
-    let run_end = digits_end
-        + bytes[digits_end..]
-            .iter()
-            .take(2)
-            .take_while(|c| **c == b'=')
-            .count();
-    let run = &bytes[run_start..digits_end];
-    // A PEM block inside a base64 run (of a whole file holding a key) starts a multiple of
-    // four characters into the run; a block pasted after other base64 text may not: each
-    // alignment a `LS0tLS1CRUdJTi` has is decoded from its first occurrence.
-    let mut first = [None; 4];
-    for p in memchr::memmem::find_iter(run, KEY) {
-        first[p % 4].get_or_insert(p);
-    }
-    // The keyword matched without regard to case: a lowercase one decodes to nothing.
-    if first.iter().all(Option::is_none) {
-        first[0] = Some(at - run_start);
-    }
-    for from in first.into_iter().flatten() {
-        let Some(decoded) = decode_base64(&run[from..]) else {
-            continue;
-        };
-        let mut d = 0;
-        while let Some(i) = memchr::memmem::find(&decoded[d..], b"-----BEGIN") {
-            d += i;
-            let Some(inner) = pem_at(m, &decoded, d) else {
-                d += 1;
-                continue;
-            };
-            // Where the block's first and last bytes are encoded, in the file.
-            let start = run_start + from + d / 3 * 4;
-            let end = (run_start + from + inner.end.div_ceil(3) * 4).min(digits_end);
-            hits.push(Hit {
-                rule: Rule::PrivateKey,
-                start,
-                end,
-                message: format!("base64-encoded {}", inner.message).into(),
-                fingerprint_text: bytes[start..end].to_vec(),
-            });
-            d = inner.end;
-        }
-    }
-    run_end
-}
-
-/// Base64 digits (no padding) decoded, a final quantum cut short or not.
-fn decode_base64(digits: &[u8]) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-    const LENIENT: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::RequireNone)
-            .with_decode_allow_trailing_bits(true),
-    );
-    // 4n + 1 digits hold a character that completes no byte.
-    let usable = digits.len() - usize::from(digits.len() % 4 == 1);
-    LENIENT.decode(&digits[..usable]).ok()
 }
 
 fn ssh2_at(bytes: &[u8], at: usize) -> Option<Hit> {

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::LazyLock;
 
 use crate::meta::Meta;
-use crate::model::Config;
+use crate::model::{Config, Generator, shipped};
 use crate::spec::Backend;
 use crate::store::{is_leftover, layout};
 
@@ -27,10 +27,12 @@ pub(super) struct StoreSpec {
     pub dir: std::path::PathBuf,
     /// `settings.backend`.
     pub backend: Backend,
-    /// Generator → the files vars.yaml declares secret. Keyed by generator, not instance: a
-    /// file is secret in every instance of its generator, also one vars.yaml does not declare
-    /// (a machine removed, or an instance committed by hand with a meta.json calling the
-    /// secret public: review 2, finding 9).
+    /// Generator → the files vars.yaml (or, for a shipped generator without a local
+    /// definition, its shipped definition) declares secret. Keyed by generator, not instance:
+    /// a file is secret in every instance of its generator, also one vars.yaml does not
+    /// declare (a machine removed, or an instance committed by hand with a meta.json calling
+    /// the secret public: review 2, finding 9; of a shipped generator no machine uses:
+    /// review 3).
     pub declared_secret: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -41,14 +43,19 @@ impl StoreSpec {
             .store_dir
             .strip_prefix(&config.root)
             .unwrap_or(&config.store_dir);
-        let declared_secret = config
+        let mut declared_secret: BTreeMap<String, BTreeSet<String>> = config
             .generators
             .iter()
-            .map(|(name, g)| {
-                let secret = g.files.iter().filter(|(_, f)| f.secret);
-                (name.clone(), secret.map(|(n, _)| n.clone()).collect())
-            })
+            .map(|(name, g)| (name.clone(), secret_files(g)))
             .collect();
+        // A shipped generator the fleet does not use (removed from vars.yaml, or an instance
+        // committed by hand) still says which of its files are secret (review 3): only a
+        // local definition of the same name replaces what it says.
+        for (name, secret) in SHIPPED_SECRET.iter() {
+            declared_secret
+                .entry(name.clone())
+                .or_insert_with(|| secret.clone());
+        }
         StoreSpec {
             dir: super::source::lexical(&root.join(rel)),
             backend: config.backend,
@@ -56,6 +63,23 @@ impl StoreSpec {
         }
     }
 }
+
+/// The files of `g` that are secret.
+fn secret_files(g: &Generator) -> BTreeSet<String> {
+    let secret = g.files.iter().filter(|(_, f)| f.secret);
+    secret.map(|(n, _)| n.clone()).collect()
+}
+
+/// Shipped generator → its secret files. The shipped definitions are validated by their own
+/// tests (`vars generators`); were one invalid, the fleet's own declarations would still
+/// apply.
+static SHIPPED_SECRET: LazyLock<BTreeMap<String, BTreeSet<String>>> = LazyLock::new(|| {
+    shipped::all()
+        .unwrap_or_default()
+        .iter()
+        .map(|g| (g.name.clone(), secret_files(g)))
+        .collect()
+});
 
 /// One store finding: which entry, which rule, why.
 pub(super) struct StoreFinding {

@@ -949,3 +949,161 @@ fn the_hooks_file_runs_what_the_tests_run() {
     assert_eq!(upload["if"], "always()");
     assert_eq!(upload["with"]["sarif_file"], "vars.sarif");
 }
+
+/// `prog ARGS` in `dir`, its standard output.
+fn stdout_of(dir: &Path, prog: &str, args: &[&str]) -> String {
+    String::from_utf8(run(dir, prog, args).stdout).unwrap()
+}
+
+#[test]
+fn real_keys_in_reviewed_wrappings_are_found() {
+    // Review 3: base64 wrapped over lines, newlines collapsed to spaces, base64 of an age
+    // identity file, key lines behind a quote or comment prefix.
+    for (t, hint) in [
+        ("ssh-keygen", "apt-get install openssh-client"),
+        ("openssl", "apt-get install openssl"),
+        ("age-keygen", "apt-get install age"),
+        ("base64", "apt-get install coreutils"),
+    ] {
+        if !common::require_tool(t, hint) {
+            return;
+        }
+    }
+    let Some(repo) = Repo::new() else { return };
+    let keys = Keys::new();
+    let d = keys.path();
+    let (ed, ed_pub) = keys.ssh("ed", &["-t", "ed25519", "-N", ""]);
+    keys.openssl("rsa.pem", &["genpkey", "-algorithm", "RSA"]);
+    keys.openssl("p8.pem", &["genpkey", "-algorithm", "ed25519"]);
+    run(d, "age-keygen", &["-o", "keys.txt"]);
+    let indent = |text: &str, pad: &str| {
+        text.lines()
+            .map(|l| format!("{pad}{l}\n"))
+            .collect::<String>()
+    };
+    let mut want: Vec<(String, &str)> = Vec::new();
+    let mut plant = |path: &str, text: String, rule: &'static str| {
+        repo.write(path, text);
+        want.push((path.to_owned(), rule));
+    };
+    // 1. base64 over several lines: GNU base64's 76 columns, openssl's 64, a YAML block.
+    let ed_b64 = stdout_of(d, "base64", &["ed"]);
+    assert!(ed_b64.lines().count() > 3, "{ed_b64}");
+    plant("b64/id_ed25519.b64", ed_b64.clone(), "private-key");
+    plant(
+        "b64/rsa.b64",
+        stdout_of(d, "openssl", &["base64", "-in", "rsa.pem"]),
+        "private-key",
+    );
+    plant(
+        "b64/secret.yaml",
+        format!(
+            "data:\n  id_ed25519: |\n{}  other: x\n",
+            indent(&ed_b64, "    ")
+        ),
+        "private-key",
+    );
+    // 3. base64 of sops' age keys.txt: one line in a Kubernetes Secret, or wrapped.
+    let age_b64 = stdout_of(d, "base64", &["-w0", "keys.txt"]);
+    plant(
+        "age/secret.yaml",
+        format!("apiVersion: v1\nkind: Secret\ndata:\n  keys.txt: {age_b64}\n"),
+        "age-identity",
+    );
+    plant("age/keys.b64", age_b64, "age-identity");
+    plant(
+        "age/keys-wrapped.b64",
+        stdout_of(d, "base64", &["keys.txt"]),
+        "age-identity",
+    );
+    // 2. Newlines collapsed to spaces by an unquoted `echo $(cat key)`.
+    for (name, file) in [("ed", "id_ed25519"), ("rsa.pem", "rsa.pem")] {
+        let collapsed = stdout_of(d, "sh", &["-c", &format!("echo $(cat {name})")]);
+        assert_eq!(collapsed.lines().count(), 1);
+        plant(
+            &format!("collapsed/{file}"),
+            collapsed.clone(),
+            "private-key",
+        );
+        plant(
+            &format!("collapsed/{file}.env"),
+            format!("KEY=\"{}\"\n", collapsed.trim_end()),
+            "private-key",
+        );
+    }
+    // 4. Key lines behind a Markdown quote or table, an SQL or a TeX comment.
+    for (path, key, script) in [
+        ("prefix/reply.md", "ed", "sed 's/^/> /' ed"),
+        ("prefix/reply2.md", "ed", "sed 's/^/> > /' ed"),
+        ("prefix/keys.sql", "rsa", "sed 's/^/-- /' rsa.pem"),
+        ("prefix/keys.tex", "rsa", "sed 's/^/% /' rsa.pem"),
+        ("prefix/keys.erl", "p8", "sed 's/^/%% /' p8.pem"),
+        (
+            "prefix/table.md",
+            "p8",
+            "awk '{print \"| \" $0 \" |\"}' p8.pem",
+        ),
+    ] {
+        let text = stdout_of(d, "sh", &["-c", script]);
+        assert!(text.lines().count() > 2, "{key}: {text}");
+        plant(path, text, "private-key");
+    }
+    // An OpenSSH key's body without its BEGIN and END lines, on one line or on its own.
+    let body: Vec<&str> = ed.lines().filter(|l| !l.starts_with("-----")).collect();
+    plant(
+        "bare/ssh.env",
+        format!("SSH_KEY={}\n", body.concat()),
+        "private-key",
+    );
+    plant(
+        "bare/ssh-lines",
+        format!("{}\n", body.join("\n")),
+        "private-key",
+    );
+    let (rsa_ssh, _) = keys.ssh("rsa", &["-t", "rsa", "-b", "2048", "-N", "pass"]);
+    let rsa_body: Vec<&str> = rsa_ssh
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    plant(
+        "bare/rsa.yaml",
+        format!("ssh_key: {}\n", rsa_body.concat()),
+        "private-key",
+    );
+    // Decoys: public keys and certificates in the same wrappings.
+    std::fs::write(d.join("ed.pub"), &ed_pub).unwrap();
+    repo.write("decoys/pub.b64", stdout_of(d, "base64", &["ed.pub"]));
+    run(
+        d,
+        "openssl",
+        &[
+            "req", "-x509", "-key", "rsa.pem", "-subj", "/CN=t", "-out", "cert.pem",
+        ],
+    );
+    repo.write(
+        "decoys/cert.b64",
+        stdout_of(d, "openssl", &["base64", "-in", "cert.pem"]),
+    );
+    // What every unencrypted ed25519 key's body starts with.
+    repo.write(
+        "decoys/ssh-prefix.md",
+        format!("An OpenSSH key body starts `{}`.\n", &body[0][..60]),
+    );
+    repo.write(
+        "decoys/cert-quoted.md",
+        stdout_of(d, "sh", &["-c", "sed 's/^/> /' cert.pem"]),
+    );
+    repo.write(
+        "decoys/cert-collapsed.txt",
+        stdout_of(d, "sh", &["-c", "echo $(cat cert.pem)"]),
+    );
+    repo.commit_all();
+    let (code, report) = repo.json(&[]);
+    assert_eq!(code, 3, "{report:#}");
+    let mut got = found(&report);
+    got.sort();
+    let mut want: Vec<(String, String)> =
+        want.into_iter().map(|(p, r)| (p, r.to_owned())).collect();
+    want.sort();
+    assert_eq!(got, want, "{report:#}");
+}

@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 use crate::common::{self, TestEnv};
 use crate::scan::{found, run};
 
+fn b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
 /// `vars scan --json ARGS` in `env`, killed (and the test failed) after `limit`.
 fn scan_within(
     env: &TestEnv,
@@ -87,7 +92,19 @@ fn crafted_16_mib_files_scan_in_bounded_time_and_findings() {
     let env = TestEnv::empty();
     let root = env.root();
     std::fs::create_dir_all(root.join("c")).unwrap();
-    let units: [(&str, String); 7] = [
+    // Base64 lines that continue each other (one run of 16 MiB), decoding to PEM headers.
+    let headers = b64(format!("{0}{0}\n", "-----BEGIN PRIVATE KEY-----\n").as_bytes());
+    assert_eq!(headers.len(), 76);
+    // OpenSSH key bodies that claim a 4 GiB public key.
+    let mut blob = b"openssh-key-v1\0\0\0\0\x04none\0\0\0\x04none\0\0\0\0\0\0\0\x01".to_vec();
+    blob.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0, 0, 0]);
+    let ssh = b64(&blob);
+    assert_eq!(ssh.len(), 60);
+    let units: [(&str, String); 11] = [
+        ("b64-lines.txt", format!("{headers}\n")),
+        ("openssh-b64.txt", format!("{ssh}\n")),
+        ("b64-indented.yaml", format!("  {headers}\r\n")),
+        ("age-b64.txt", "IyBjcmVhdGVkOiQUdFLVNFQ1JFVC1LRVkt\n".into()),
         ("b64.yaml", "LS0tLS1CRUdJTi".into()),
         ("lower.yaml", "ls0tls1crudjti".into()),
         ("pem.txt", "-----BEGIN PRIVATE KEY-----\n".into()),
@@ -106,7 +123,7 @@ fn crafted_16_mib_files_scan_in_bounded_time_and_findings() {
     }
     let limit = Duration::from_secs(90);
     let (code, r, took) = scan_within(&env, &["c"], limit);
-    eprintln!("7 crafted files of 16 MiB scanned in {took:?}");
+    eprintln!("11 crafted files of 16 MiB scanned in {took:?}");
     assert_eq!(code, 0, "placeholders and passwords are warnings");
     assert_eq!(
         r["summary"]["skipped"]["too_large"], 0,

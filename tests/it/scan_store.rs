@@ -159,6 +159,39 @@ fn a_secret_is_secret_in_an_undeclared_instance_of_its_generator() {
     );
 }
 
+/// A shipped generator's secret file is secret in an instance of it the fleet does not use
+/// (removed from vars.yaml, or committed by hand), whose meta.json calls it public (review 3).
+#[test]
+fn a_shipped_generators_secret_is_secret_where_the_fleet_does_not_use_it() {
+    let Some(repo) = generated_store() else {
+        return;
+    };
+    use sha2::Digest as _;
+    let meta =
+        std::fs::read_to_string(repo.root().join("vars/machines/host1/g/meta.json")).unwrap();
+    let mut meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    meta["generator"] = "restic-password".into();
+    let password = "6f1d2c3b4a5968778695a4b3c2d1e0f";
+    meta["files"] = serde_json::json!({ "password": {
+        "deploy": true,
+        "secret": false,
+        "sha256": format!("sha256:{}", hex::encode(sha2::Sha256::digest(password))),
+    }});
+    let inst = "vars/machines/host1/restic-password";
+    repo.write(&format!("{inst}/meta.json"), meta.to_string());
+    repo.write(&format!("{inst}/password"), password);
+    repo.git(&["add", "-A"]);
+    let (code, r) = repo.json(&[]);
+    assert_eq!(code, 3, "{r:#}");
+    assert!(
+        found(&r).contains(&(
+            format!("{inst}/password"),
+            "store-plaintext-secret".to_owned()
+        )),
+        "{r:#}"
+    );
+}
+
 /// Crash leftovers (spares, temporary files, `.D.old`, `.D.removing`) are in the store's own
 /// `.gitignore`, so a committed one was added by hand: an error, named as `vars check` names it
 /// (review 1, finding 7).

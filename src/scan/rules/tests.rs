@@ -437,3 +437,130 @@ fn base64_pem_is_found_at_any_alignment_and_each_key_once() {
         [Rule::PrivateKey, Rule::PrivateKey]
     );
 }
+
+/// `text` in `width`-column lines, each prefixed with `indent`, joined with `nl`.
+fn wrap(text: &str, width: usize, indent: &str, nl: &str) -> String {
+    text.as_bytes()
+        .chunks(width)
+        .map(|c| format!("{indent}{}", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(nl)
+}
+
+#[test]
+fn base64_wrapped_over_lines_is_followed_across_them() {
+    let key = pem("RSA PRIVATE KEY", "\n");
+    let encoded = b64(key.as_bytes());
+    for (width, indent, nl) in [
+        (76, "", "\n"),
+        (64, "", "\n"),
+        (76, "", "\r\n"),
+        (76, "    ", "\n"),
+        (60, "\t", "\n"),
+    ] {
+        let body = wrap(&encoded, width, indent, nl);
+        for text in [
+            format!("{body}\n"),
+            format!(
+                "data:\n  tls.key: |\n{}\n  other: x\n",
+                wrap(&encoded, width, "    ", nl)
+            ),
+        ] {
+            let hits = scan_content("f", text.as_bytes());
+            assert_eq!(hits.len(), 1, "{width} {indent:?} {nl:?}: {hits:?}");
+            assert!(
+                hits[0].message.starts_with("base64-encoded RSA"),
+                "{hits:?}"
+            );
+            assert_eq!(&text[hits[0].start..hits[0].start + 14], "LS0tLS1CRUdJTi");
+            // The finding spans the key's lines, and ends where its encoding ends.
+            assert!(hits[0].end > hits[0].start + encoded.len(), "{hits:?}");
+        }
+    }
+    // A first line alone (57 bytes of the block) is no key, and prose after a run is not
+    // joined to it.
+    let first = format!("{}\n\nThe key above is cut.\n", &encoded[..76]);
+    assert!(scan_content("f", first.as_bytes()).is_empty());
+    // A wrapped certificate is still no key.
+    let cert = wrap(&b64(pem("CERTIFICATE", "\n").as_bytes()), 76, "", "\n");
+    assert!(scan_content("f", cert.as_bytes()).is_empty());
+}
+
+#[test]
+fn base64_of_an_age_identity_file_is_found_at_every_alignment() {
+    let id = identity(21);
+    for lead in ["", "x", "xy"] {
+        let file = format!("# created: 2024-01-01T00:00:00Z\n# public key: age1xyz{lead}\n{id}\n");
+        let encoded = b64(file.as_bytes());
+        for text in [
+            format!("apiVersion: v1\nkind: Secret\ndata:\n  keys.txt: {encoded}\n"),
+            format!("{}\n", wrap(&encoded, 76, "", "\n")),
+            format!("keys: |\n{}\n", wrap(&encoded, 64, "  ", "\r\n")),
+            // No `# created:` line: the identity's own encoding wakes the rule.
+            format!("v: {}\n", b64(format!("{lead}{id}\n").as_bytes())),
+        ] {
+            let hits = scan_content("s.yaml", text.as_bytes());
+            assert_eq!(hits.len(), 1, "{lead:?} {text}: {hits:?}");
+            assert_eq!(hits[0].rule, Rule::AgeIdentity);
+            assert!(hits[0].message.starts_with("base64-encoded age identity"));
+        }
+    }
+    // Base64 of a document that names the prefix is no identity.
+    let doc = b64(b"an age identity starts with AGE-SECRET-KEY-1, then 58 characters");
+    assert!(scan_content("f", doc.as_bytes()).is_empty());
+}
+
+#[test]
+fn keys_whose_newlines_became_spaces_are_found() {
+    for kind in KINDS {
+        // `echo $(cat key)`: one line, the key's lines joined with single spaces.
+        let collapsed = pem(kind, " ");
+        assert_eq!(rules_in("k", &collapsed), [Rule::PrivateKey], "{kind}");
+        let env = format!("KEY=\"{}\"\n", pem(kind, "  "));
+        assert_eq!(rules_in(".env", &env), [Rule::PrivateKey], "{kind}");
+    }
+    let encrypted = format!(
+        "-----BEGIN RSA PRIVATE KEY----- Proc-Type: 4,ENCRYPTED DEK-Info: AES-128-CBC,0A1B2C {} -----END RSA PRIVATE KEY-----",
+        wrap(&b64(&bytes(3, 600)), 64, "", " ")
+    );
+    assert_eq!(rules_in("k", &encrypted), [Rule::PrivateKey]);
+    // Prose and placeholders between the markers are not.
+    for doc in [
+        "-----BEGIN PRIVATE KEY----- paste the base64 body of your key here and keep it secret from anyone who asks ABCDEFGHIJKLMNOPQRSTUVWXYZ -----END PRIVATE KEY-----",
+        "-----BEGIN OPENSSH PRIVATE KEY----- b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ ... AAAAAAECAwQF -----END OPENSSH PRIVATE KEY-----",
+    ] {
+        assert!(rules_in("README.md", doc).is_empty(), "{doc}");
+    }
+}
+
+#[test]
+fn key_lines_behind_quote_and_comment_prefixes_are_found() {
+    for kind in KINDS {
+        let key = pem(kind, "\n");
+        for (before, after) in [
+            ("> ", ""),
+            ("> > ", ""),
+            ("| ", " |"),
+            ("|", "|"),
+            ("-- ", ""),
+            ("% ", ""),
+            ("%% ", ""),
+            ("  - ", ""),
+        ] {
+            let text: String = key
+                .lines()
+                .map(|l| format!("{before}{l}{after}\n"))
+                .collect();
+            assert_eq!(
+                rules_in("f.md", &text),
+                [Rule::PrivateKey],
+                "{kind} {before:?}"
+            );
+        }
+    }
+    // A quoted README line and a table of header lines are still not keys.
+    let doc = "> -----BEGIN PRIVATE KEY-----\n> (your key here)\n> -----END PRIVATE KEY-----\n";
+    assert!(rules_in("f.md", doc).is_empty());
+    let table = "| begins | ends |\n|---|---|\n| `-----BEGIN PRIVATE KEY-----` | `-----END PRIVATE KEY-----` |\n";
+    assert!(rules_in("f.md", table).is_empty());
+}
