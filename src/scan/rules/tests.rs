@@ -2,6 +2,7 @@
 //! committed here, so `vars scan` of this repository stays clean). The integration tests in
 //! `tests/it/scan.rs` use keys made by the real tools.
 
+use super::pem::trim_wrapping;
 use super::*;
 use crate::scan::Level;
 use crate::scan::bech32::bech32_encode;
