@@ -331,9 +331,9 @@ const CLEANUP_SIGNALS: &[std::ffi::c_int] = {
     ]
 };
 
-/// Install a handler for the signals in `CLEANUP_SIGNALS` that kills every live run, removes every
-/// live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM, 129
-/// for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
+/// Install a handler for the signals in `CLEANUP_SIGNALS` that kills every live run, removes
+/// every live work dir and exits with 128 + the signal number (130 for Ctrl-C, 143 for
+/// SIGTERM, 129 for SIGHUP, 131 for SIGQUIT). A signal ignored at start (`nohup`) stays
 /// ignored. The CLI calls this once at start-up; later calls do nothing.
 ///
 /// Without it a bubblewrap run still dies with vars (`--die-with-parent`), but its work dir
