@@ -420,23 +420,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_extension_keeps_the_script_and_changes_only_what_it_says() {
+    /// `local` (a generator file extending `wireguard-key`) merged, and the shipped base.
+    fn extend_wireguard_key(local: &str) -> (GeneratorSpec, GeneratorSpec) {
         let mut v = Validator::default();
-        let local: GeneratorSpec = v
-            .parse(
-                Path::new("vars.yaml"),
-                "extends: wireguard-key\nfiles:\n  private-key: { group: systemd-network, mode: \"0440\" }\n",
-            )
-            .unwrap();
+        let local: GeneratorSpec = v.parse(Path::new("vars.yaml"), local).unwrap();
         let merged = extend(&mut v, "wireguard-key", local, Path::new("vars.yaml"), "").unwrap();
         assert!(v.diags.is_empty());
-        let base: GeneratorSpec = v
+        let base = v
             .parse(
                 &display_path("wireguard-key"),
                 find("wireguard-key").unwrap(),
             )
             .unwrap();
+        (merged, base)
+    }
+
+    #[test]
+    fn an_extension_keeps_the_script_and_changes_only_what_it_says() {
+        let (merged, base) = extend_wireguard_key(
+            "extends: wireguard-key\nfiles:\n  private-key: { group: systemd-network, mode: \"0440\" }\n",
+        );
         assert_eq!(merged.script, base.script);
         assert_eq!(merged.runtime_inputs, base.runtime_inputs);
 
@@ -461,21 +464,9 @@ mod tests {
     /// cannot take the place of a program the shipped script relies on.
     #[test]
     fn an_extension_appends_runtime_inputs() {
-        let mut v = Validator::default();
-        let local: GeneratorSpec = v
-            .parse(
-                Path::new("vars.yaml"),
-                "extends: wireguard-key\nruntime-inputs: [/nix/store/x-wg/bin/wg, openssl]\n",
-            )
-            .unwrap();
-        let merged = extend(&mut v, "wireguard-key", local, Path::new("vars.yaml"), "").unwrap();
-        assert!(v.diags.is_empty());
-        let base: GeneratorSpec = v
-            .parse(
-                &display_path("wireguard-key"),
-                find("wireguard-key").unwrap(),
-            )
-            .unwrap();
+        let (merged, base) = extend_wireguard_key(
+            "extends: wireguard-key\nruntime-inputs: [/nix/store/x-wg/bin/wg, openssl]\n",
+        );
         let names = |g: &GeneratorSpec| -> Vec<String> {
             g.runtime_inputs.iter().map(|r| r.value.clone()).collect()
         };
