@@ -176,6 +176,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Every file below `dir` (the lock left out) with its bytes: what a test compares before
+/// and after a command that must change nothing, or only some files.
+pub fn files_in(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir)
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock"))
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
 /// Every file below `dir`, recursively.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

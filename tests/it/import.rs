@@ -18,14 +18,7 @@ fn tools() -> bool {
 
 /// Everything of the repo an import may change: vars.yaml, generators/ and the store.
 fn snapshot(env: &TestEnv) -> BTreeMap<PathBuf, Vec<u8>> {
-    common::walk(&env.root())
-        .into_iter()
-        .filter(|p| !p.ends_with(".lock"))
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect()
+    common::files_in(&env.root())
 }
 
 fn pubkey(env: &TestEnv, rel: &str) -> String {

@@ -19,14 +19,7 @@ fn tools() -> bool {
 }
 
 fn snapshot(env: &TestEnv) -> BTreeMap<PathBuf, Vec<u8>> {
-    common::walk(&env.store())
-        .into_iter()
-        .filter(|p| !p.ends_with(".lock"))
-        .map(|p| {
-            let b = std::fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect()
+    common::files_in(&env.store())
 }
 
 /// `vars ARGS` with `input` on stdin.
